@@ -1,0 +1,82 @@
+"""The functional core: one layer, one direction of any cell variant, on any backend.
+
+    xp = W_ih x<t> + b            one large matrix product for all time steps (ordinary autograd)
+    A, C = recurrence over time   a backend's forward; its hand-derived backward through time
+
+Dimension letters: T time steps, B batch, I input features, H hidden units, G gate blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import kernels
+from .cells import Variant, get_variant
+
+
+class _Recurrence(torch.autograd.Function):
+    """Autograd bridge to a backend: forward and backward through time, nothing saved per op."""
+
+    @staticmethod
+    def forward(ctx, xp, R, b_hh, p, a0, c0, mask, variant, backend, reverse):
+        A, C, saved = backend.forward(variant, xp, R, b_hh, p, a0, c0, mask, reverse)
+        last = 0 if reverse else -1   # masked steps carry the state, so this is each sequence's last
+        out = A if mask is None else A * mask
+        ctx.variant, ctx.backend, ctx.reverse = variant, backend, reverse
+        ctx.save_for_backward(R, b_hh, p, a0, c0, A, C, saved, mask)
+        if variant.has_cell:
+            return out, A[last].clone(), C[last].clone()
+        return out, A[last].clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_out, d_a_n, d_c_n=None):
+        R, b_hh, p, a0, c0, A, C, saved, mask = ctx.saved_tensors
+        variant = ctx.variant
+        d_out = torch.zeros_like(A) if d_out is None else d_out
+        d_A = d_out if mask is None else d_out * mask
+        d_a_n = torch.zeros_like(a0) if d_a_n is None else d_a_n
+        if variant.has_cell:
+            d_c_n = torch.zeros_like(c0) if d_c_n is None else d_c_n
+        d_xp, d_R, d_b_hh, d_p, d_a0, d_c0 = ctx.backend.backward(
+            variant, d_A, d_a_n, d_c_n, R, b_hh, p, a0, c0, A, C, saved, mask, ctx.reverse)
+        return d_xp, d_R, d_b_hh, d_p, d_a0, d_c0, None, None, None, None
+
+
+def split_bias(variant: Variant, bias_ih: Tensor | None, bias_hh: Tensor | None, H: int):
+    """(bias of the input projection, b_cc inside the reset-after candidate or None)."""
+    if bias_ih is None:
+        return None, None
+    if not variant.recurrent_bias:
+        return bias_ih + bias_hh, None
+    return bias_ih + torch.cat([bias_hh[: 2 * H], bias_hh.new_zeros(H)]), bias_hh[2 * H:]
+
+
+def recurrence(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None,
+               bias_hh: Tensor | None, a0: Tensor, c0: Tensor | None = None, *,
+               variant: str | Variant, peephole: Tensor | None = None,
+               mask: Tensor | None = None, reverse: bool = False, backend: str | None = None):
+    """Run one layer in one direction.
+
+    x (T, B, I); weight_ih (G*H, I); weight_hh (G*H, H); bias_ih, bias_hh (G*H) or both None;
+    a0 (B, H) the initial state; c0 (B, H) the LSTM's initial cell, else None; peephole (3, H)
+    for lstm_peephole; mask (T, B, 1) bool, True inside each sequence (None: all steps valid);
+    reverse runs from the last step to the first. Returns (out (T, B, H), a_n) or, for the LSTM,
+    (out, a_n, c_n); out is zero past each sequence's end, a_n / c_n its state at its last step.
+    Inputs are not checked here (the modules do that).
+    """
+    v = get_variant(variant)
+    H = weight_hh.shape[1]
+    bias_x, b_hh = split_bias(v, bias_ih, bias_hh, H)
+    xp = F.linear(x, weight_ih, bias_x)
+    impl = kernels.load(kernels.resolve(backend, x.device))
+    return _Recurrence.apply(xp, weight_hh, b_hh, peephole if v.peepholes else None,
+                             a0, c0 if v.has_cell else None, mask, v, impl, reverse)
+
+
+def lengths_to_mask(lengths: Tensor, T: int) -> Tensor:
+    """(T, B, 1) bool: True where t < lengths[b]."""
+    steps = torch.arange(T, device=lengths.device)
+    return (steps[:, None] < lengths[None, :]).unsqueeze(-1)

@@ -1,0 +1,40 @@
+"""Backends of the recurrence: one layer, one direction, after the input projection.
+
+Every backend is a module with two functions and this contract (the autograd Function in
+gatedrnn/functional.py is the only caller):
+
+    forward(variant, xp, R, b_hh, p, a0, c0, mask, reverse) -> (A, C, saved)
+        xp (T, B, G*H) input projections W_x x<t> + b of all steps; R (G*H, H); b_hh (H,) or None;
+        p (3, H) or None; a0, c0 (B, H) (c0 None unless the variant has a cell);
+        mask (T, B, 1) bool or None, True where step t is inside sequence b;
+        reverse: run from t = T-1 down to 0.
+        A (T, B, H) the state after every step (carried unchanged through masked steps),
+        C (T, B, H) the LSTM's cells likewise (None otherwise), saved (T, B, S*H) whatever
+        `Variant.step` saves.
+    backward(variant, d_A, d_a_n, d_c_n, R, b_hh, p, a0, c0, A, C, saved, mask, reverse)
+        -> (d_xp, d_R, d_b_hh, d_p, d_a0, d_c0)
+        d_A (T, B, H) gradient w.r.t. A from the outputs; d_a_n, d_c_n (B, H) w.r.t. the final
+        states (d_c_n None unless the variant has a cell).
+
+The weight gradients of the input projection (and the inputs') are not the backend's business:
+they follow from d_xp through the ordinary autograd of one large matrix product.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+BACKENDS = ("reference", "loop")
+
+
+def resolve(backend: str | None, device) -> str:
+    """The backend to run: `backend` if given (checked), else the fastest available for `device`."""
+    if backend is None or backend == "auto":
+        return "loop"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {list(BACKENDS)} or None, got {backend!r}")
+    return backend
+
+
+def load(backend: str):
+    return importlib.import_module(f"{__name__}.{backend}")

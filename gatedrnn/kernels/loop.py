@@ -1,0 +1,71 @@
+"""The "loop" backend: a plain PyTorch time loop over the cell definitions; any device, any dtype.
+
+Every backend implements this module's two functions with the same signature and the same
+saved-for-backward contract (see gatedrnn/kernels/__init__.py for the contract in words).
+
+Dimension letters: T time steps, B batch, H hidden units, G gate blocks, S saved blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..cells import Variant
+
+
+def _time_order(T: int, reverse: bool):
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
+def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse):
+    T, B, _ = xp.shape
+    H = R.shape[1]
+    A = xp.new_empty(T, B, H)
+    C = xp.new_empty(T, B, H) if variant.has_cell else None
+    saved = xp.new_empty(T, B, variant.saved_blocks * H)
+    a, c = a0, c0
+    for t in _time_order(T, reverse):
+        a_new, c_new, saved[t] = variant.step(xp[t], R, a, c, b_hh, p)
+        if mask is not None:   # past a sequence's end its state is carried unchanged
+            a_new = torch.where(mask[t], a_new, a)
+            c_new = torch.where(mask[t], c_new, c) if c is not None else None
+        a, c = a_new, c_new
+        A[t] = a
+        if C is not None:
+            C[t] = c
+    return A, C, saved
+
+
+def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, a0, c0, A, C, saved, mask, reverse):
+    T, B, H = A.shape
+    d_xp = A.new_empty(T, B, variant.num_gates * H)
+    d_a, d_c = d_a_n, d_c_n
+    order = list(_time_order(T, reverse))
+    A_prev = _previous(A, a0, reverse)
+    C_prev = _previous(C, c0, reverse) if C is not None else None
+    for t in reversed(order):
+        d_a = d_a + d_A[t]
+        if mask is not None:   # only real steps take gradient; masked ones pass it through
+            m = mask[t].to(A.dtype)
+            d_a_step, d_c_step = d_a * m, (d_c * m if d_c is not None else None)
+        else:
+            d_a_step, d_c_step = d_a, d_c
+        c_t = C[t] if C is not None else None
+        c_prev = C_prev[t] if C_prev is not None else None
+        d_xp[t], d_a_prev, d_c_prev = variant.step_backward(
+            d_a_step, d_c_step, R, A_prev[t], c_prev, A[t], c_t, saved[t], b_hh, p)
+        if mask is not None:
+            d_a_prev = d_a_prev + d_a * (1 - m)
+            d_c_prev = d_c_prev + d_c * (1 - m) if d_c is not None else None
+        d_a, d_c = d_a_prev, d_c_prev
+    flat = lambda z: z.reshape(T * B, -1) if z is not None else None  # noqa: E731
+    d_R, d_b_hh, d_p = variant.param_grads(flat(d_xp), flat(A_prev), flat(C_prev), flat(C),
+                                           flat(saved))
+    return d_xp, d_R, d_b_hh, d_p, d_a, d_c
+
+
+def _previous(S, s0, reverse):
+    """The state each step starts from, in step order: S<t-1> forwards, S<t+1> backwards."""
+    if reverse:
+        return torch.cat([S[1:], s0.unsqueeze(0)], 0)
+    return torch.cat([s0.unsqueeze(0), S[:-1]], 0)
