@@ -1,0 +1,18 @@
+"""gatedrnn: the GRU and the LSTM as the "Recurrent Neural Networks" lectures teach them.
+
+    >>> import torch, gatedrnn
+    >>> lstm = gatedrnn.LSTM(input_size=3, hidden_size=5, peephole=True)
+    >>> out, (a_n, c_n) = lstm(torch.randn(7, 2, 3))
+    >>> sorted(lstm.gates())
+    ['c', 'f', 'o', 'p_f', 'p_o', 'p_u', 'u']
+"""
+
+from . import reference
+from .cells import VARIANTS, Variant, get_variant
+from .functional import recurrence
+from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+
+__version__ = "0.1.0"
+
+__all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell", "VARIANTS", "Variant",
+           "get_variant", "recurrence", "reference"]

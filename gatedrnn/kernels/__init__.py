@@ -27,12 +27,18 @@ import importlib
 BACKENDS = ("reference", "loop")
 
 
+def check(backend: str | None) -> str | None:
+    """`backend` itself if it names a backend (or is None / "auto": choose per device)."""
+    if backend is not None and backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {list(BACKENDS)}, 'auto' or None, "
+                         f"got {backend!r}")
+    return backend
+
+
 def resolve(backend: str | None, device) -> str:
-    """The backend to run: `backend` if given (checked), else the fastest available for `device`."""
-    if backend is None or backend == "auto":
+    """The backend to run: `backend` if given, else the fastest available for `device`."""
+    if check(backend) is None or backend == "auto":
         return "loop"
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {list(BACKENDS)} or None, got {backend!r}")
     return backend
 
 

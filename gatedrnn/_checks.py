@@ -1,0 +1,83 @@
+"""Input checks: each failure names the argument, what was expected and what came."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected a positive int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value}")
+    return value
+
+
+def probability(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{name}: expected a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def tensor(name: str, value) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def sequence_input(x, input_size: int, like: Tensor) -> Tensor:
+    """A (T, B, I) or unbatched (T, I) input matching the parameters' dtype and device."""
+    tensor("input", x)
+    if x.dim() not in (2, 3):
+        raise ValueError(f"input: expected 3 dimensions (T, B, I), or 2 (T, I) unbatched, "
+                         f"got {x.dim()} with shape {tuple(x.shape)}")
+    if x.shape[-1] != input_size:
+        raise ValueError(f"input: expected input_size={input_size} features in the last "
+                         f"dimension, got {x.shape[-1]} (shape {tuple(x.shape)})")
+    same_kind("input", x, like)
+    return x
+
+
+def same_kind(name: str, x: Tensor, like: Tensor) -> None:
+    if x.dtype != like.dtype:
+        raise TypeError(f"{name}: expected dtype {like.dtype} (the parameters'), got {x.dtype}")
+    if x.device != like.device:
+        raise ValueError(f"{name}: expected a tensor on {like.device} (the parameters'), "
+                         f"got one on {x.device}")
+
+
+def nonempty(T: int, B: int) -> None:
+    if T == 0:
+        raise ValueError("input: expected at least one time step, got an empty sequence (T=0)")
+    if B == 0:
+        raise ValueError("input: expected at least one sequence in the batch, got B=0")
+
+
+def state(name: str, s, shape: tuple[int, ...], like: Tensor,
+          layout: str = "num_layers * num_directions, batch, hidden_size") -> Tensor:
+    tensor(name, s)
+    if tuple(s.shape) != shape:
+        raise ValueError(f"{name}: expected shape {shape} ({layout}), got {tuple(s.shape)}")
+    same_kind(name, s, like)
+    return s
+
+
+def lengths(value, batch: int, T: int, device) -> Tensor:
+    """Per-sequence lengths as int64 on `device`; any order, each in 1..T."""
+    if isinstance(value, (list, tuple)):
+        value = torch.as_tensor(value)
+    tensor("lengths", value)
+    if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
+        raise TypeError(f"lengths: expected an integer tensor or list, got dtype {value.dtype}")
+    if value.dim() != 1 or value.shape[0] != batch:
+        raise ValueError(f"lengths: expected one length per sequence, shape ({batch},), "
+                         f"got shape {tuple(value.shape)}")
+    low, high = int(value.min()), int(value.max())
+    if low < 1:
+        raise ValueError(f"lengths: expected every length >= 1 (a sequence needs a step), "
+                         f"got a length of {low}")
+    if high > T:
+        raise ValueError(f"lengths: expected every length <= {T} (the input's time steps), "
+                         f"got a length of {high}")
+    return value.to(device=device, dtype=torch.int64)

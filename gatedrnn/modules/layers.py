@@ -1,0 +1,284 @@
+"""Multi-layer, optionally bidirectional recurrent layers with torch.nn.GRU / LSTM semantics.
+
+Dimension letters: T time steps, B batch, I input features, H hidden units, L layers,
+D directions (2 if bidirectional else 1).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from .. import _checks, kernels
+from ..cells import get_variant
+from ..functional import lengths_to_mask, recurrence
+from . import params as P
+
+GRU_VARIANTS = ("gru", "gru_simple", "gru_reset_after")
+
+
+class RecurrentLayers(nn.Module):
+    """The shared machinery; use gatedrnn.GRU, gatedrnn.LSTM or gatedrnn.RNN."""
+
+    def __init__(self, variant: str, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, backend: str | None = None,
+                 device=None, dtype=None):
+        super().__init__()
+        self.variant = get_variant(variant).name
+        self.input_size = _checks.positive_int("input_size", input_size)
+        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
+        self.num_layers = _checks.positive_int("num_layers", num_layers)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.dropout = _checks.probability("dropout", dropout)
+        self.bidirectional = bool(bidirectional)
+        self.backend = kernels.check(backend)
+        if dropout > 0 and num_layers == 1:
+            warnings.warn("dropout acts between layers, so with num_layers=1 it does nothing "
+                          f"(got dropout={dropout})", stacklevel=2)
+        v = get_variant(self.variant)
+        factory = {"device": device, "dtype": dtype}
+        for layer in range(self.num_layers):
+            layer_input = self.input_size if layer == 0 else self.hidden_size * self.directions
+            for direction in range(self.directions):
+                sfx = self._suffix(layer, direction)
+                for name, p in P.make(v, layer_input, self.hidden_size, self.bias, factory).items():
+                    self.register_parameter(name + sfx, p)
+        self.reset_parameters()
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @staticmethod
+    def _suffix(layer: int, direction: int) -> str:
+        return f"_l{layer}" + ("_reverse" if direction == 1 else "")
+
+    def _weights(self, layer: int, direction: int):
+        sfx = self._suffix(layer, direction)
+        return tuple(getattr(self, name + sfx)
+                     for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "peephole"))
+
+    def reset_parameters(self) -> None:
+        """Initialise every parameter as documented in gatedrnn.modules.params."""
+        v = get_variant(self.variant)
+        for layer in range(self.num_layers):
+            for direction in range(self.directions):
+                P.reset(v, *self._weights(layer, direction))
+
+    def gates(self, layer: int = 0, direction: int = 0) -> dict:
+        """Each gate's (W, b) in the lecture's layout: W is (H, H+I) acting on [a<t-1>, x<t>].
+
+        Also "p_u", "p_f", "p_o" (peephole vectors) for lstm_peephole and "b_cc" (recurrent
+        candidate bias) for gru_reset_after. Detached tensors that share the parameters' values.
+        """
+        if not 0 <= layer < self.num_layers:
+            raise ValueError(f"layer: expected 0 <= layer < {self.num_layers}, got {layer}")
+        if not 0 <= direction < self.directions:
+            raise ValueError(f"direction: expected 0 <= direction < {self.directions}, "
+                             f"got {direction}")
+        return P.lecture_gates(get_variant(self.variant), *self._weights(layer, direction))
+
+    def _state_shape(self, batch: int | None) -> tuple[int, ...]:
+        lead = (self.num_layers * self.directions,)
+        return lead + ((batch,) if batch is not None else ()) + (self.hidden_size,)
+
+    def _initial_states(self, hx, x: Tensor, batched: bool):
+        """hx → (a0, c0) stacked (L*D, B, H); zeros where not given; c0 None without a cell."""
+        B = x.shape[1]
+        has_cell = get_variant(self.variant).has_cell
+        shape = self._state_shape(B if batched else None)
+        if hx is None:
+            zeros = x.new_zeros(self._state_shape(B))
+            return zeros, (zeros if has_cell else None)
+        if has_cell:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"hx: expected a tuple (a0, c0) for the LSTM, got "
+                                f"{type(hx).__name__}")
+            a0, c0 = (_checks.state(n, s, shape, x) for n, s in zip(("hx[0] (a0)", "hx[1] (c0)"), hx))
+        else:
+            a0, c0 = _checks.state("hx", hx, shape, x), None
+        if not batched:
+            a0, c0 = a0.unsqueeze(1), (c0.unsqueeze(1) if c0 is not None else None)
+        return a0, c0
+
+    def forward(self, input, hx=None, lengths=None):
+        """Run all layers over the input; returns (output, h_n) or, for the LSTM, (output, (a_n, c_n)).
+
+        input: (T, B, I), (B, T, I) if batch_first, (T, I) unbatched, or a PackedSequence.
+        hx: initial state(s) (L*D, B, H), zeros if None. lengths: per-sequence lengths (any
+        order, 1..T): outputs past a sequence's end are zero and its final state is the one at
+        its last step. output is (T, B, D*H) (or packed like the input); h_n, c_n (L*D, B, H).
+        """
+        W0 = self.weight_ih_l0
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            if lengths is not None:
+                raise ValueError("lengths: a PackedSequence carries its own lengths; pass one or "
+                                 "the other, got both")
+            x, lengths = pad_packed_sequence(input)
+            _checks.same_kind("input", x, W0)
+            batched = True
+        else:
+            x = _checks.sequence_input(input, self.input_size, W0)
+            batched = x.dim() == 3
+            x = x.transpose(0, 1) if (batched and self.batch_first) else x
+            x = x if batched else x.unsqueeze(1)
+        T, B = x.shape[:2]
+        _checks.nonempty(T, B)
+        mask = None
+        if lengths is not None:
+            if not batched:
+                raise ValueError("lengths: expected a batched (3-dimensional) input, got an "
+                                 "unbatched one")
+            lengths = _checks.lengths(lengths, B, T, x.device)
+            if int(lengths.min()) < T:
+                mask = lengths_to_mask(lengths, T)
+        a0, c0 = self._initial_states(hx, x, batched)
+
+        a_n, c_n = [], []
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.directions):
+                i = layer * self.directions + direction
+                w_ih, w_hh, b_ih, b_hh, peephole = self._weights(layer, direction)
+                result = recurrence(layer_input, w_ih, w_hh, b_ih, b_hh, a0[i],
+                                    None if c0 is None else c0[i], variant=self.variant,
+                                    peephole=peephole, mask=mask, reverse=direction == 1,
+                                    backend=self.backend)
+                outputs.append(result[0])
+                a_n.append(result[1])
+                if c0 is not None:
+                    c_n.append(result[2])
+            layer_input = torch.cat(outputs, -1) if len(outputs) > 1 else outputs[0]
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+
+        out, h = layer_input, torch.stack(a_n)
+        c = torch.stack(c_n) if c0 is not None else None
+        if packed:
+            out = _repack(out, lengths, input)
+        elif not batched:
+            out, h = out.squeeze(1), h.squeeze(1)
+            c = c.squeeze(1) if c is not None else None
+        elif self.batch_first:
+            out = out.transpose(0, 1)
+        return out, ((h, c) if c is not None else h)
+
+    @classmethod
+    def from_torch(cls, module: nn.Module):
+        """The equivalent gatedrnn module of a torch.nn.LSTM / GRU / RNN, weights converted exactly.
+
+        torch.nn.GRU gives variant="gru_reset_after" (torch's GRU applies the reset gate after
+        the recurrent product), with Γ_u = 1 − z.
+        """
+        from ..interop.torch_nn import from_torch
+
+        ours = from_torch(module)
+        if not isinstance(ours, cls):
+            raise TypeError(f"module: {cls.__name__}.from_torch expected a "
+                            f"torch.nn.{cls.__name__}, got {type(module).__name__}")
+        return ours
+
+    def to_torch(self) -> nn.Module:
+        """The torch.nn module computing exactly this one (lstm, gru_reset_after and rnn only)."""
+        from ..interop.torch_nn import to_torch
+
+        return to_torch(self)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, variant={self.variant!r}"
+        for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False),
+                              ("dropout", 0.0), ("bidirectional", False), ("backend", None)):
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)!r}"
+        return s
+
+
+def _repack(out: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
+    """Pack `out` (T, B, *) with exactly the batch order and sizes of the input `like`."""
+    order = like.sorted_indices
+    if order is not None:
+        out, lengths = out.index_select(1, order), lengths.index_select(0, order.to(lengths.device))
+    data = pack_padded_sequence(out, lengths.cpu(), enforce_sorted=True).data
+    return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
+
+
+class GRU(RecurrentLayers):
+    """Gated recurrent unit layers: the lecture's full GRU by default.
+
+    variant="gru":  c~<t> = tanh(W_c[Γ_r ⊙ c<t-1>, x<t>] + b_c)   (reset before the product)
+                    Γ_u = σ(W_u[c<t-1>, x<t>] + b_u),  Γ_r = σ(W_r[c<t-1>, x<t>] + b_r)
+                    c<t> = Γ_u ⊙ c~<t> + (1 − Γ_u) ⊙ c<t-1>,  a<t> = c<t>
+    variant="gru_simple": no Γ_r (the lecture's first, simplified GRU).
+    variant="gru_reset_after": c~<t> = tanh(W_cx x<t> + b_c + Γ_r ⊙ (W_cc c<t-1> + b_cc)),
+                    the GRU of cuDNN and torch.nn.GRU (GRU.from_torch gives this one).
+
+    Example:
+        >>> import torch, gatedrnn
+        >>> gru = gatedrnn.GRU(input_size=8, hidden_size=16, num_layers=2)
+        >>> out, c_n = gru(torch.randn(5, 3, 8))          # (T, B, I)
+        >>> tuple(out.shape), tuple(c_n.shape)
+        ((5, 3, 16), (2, 3, 16))
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 variant: str = "gru", peephole: bool = False, backend: str | None = None,
+                 device=None, dtype=None):
+        _check_gru_variant(variant, peephole)
+        super().__init__(variant, input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, backend, device, dtype)
+
+
+class LSTM(RecurrentLayers):
+    """Long short-term memory layers, as in the lecture; peephole=True adds Gers' peepholes.
+
+    c~<t> = tanh(W_c[a<t-1>, x<t>] + b_c)
+    Γ_u = σ(W_u[a<t-1>, x<t>] + b_u),  Γ_f = σ(W_f[...] + b_f),  Γ_o = σ(W_o[...] + b_o)
+    c<t> = Γ_u ⊙ c~<t> + Γ_f ⊙ c<t-1>,  a<t> = Γ_o ⊙ tanh(c<t>)
+    peephole=True: Γ_u and Γ_f also add p_u ⊙ c<t-1>, p_f ⊙ c<t-1>; Γ_o adds p_o ⊙ c<t>.
+
+    Example:
+        >>> import torch, gatedrnn
+        >>> lstm = gatedrnn.LSTM(8, 16, batch_first=True, peephole=True)
+        >>> out, (a_n, c_n) = lstm(torch.randn(3, 5, 8))   # (B, T, I)
+        >>> tuple(out.shape), tuple(a_n.shape)
+        ((3, 5, 16), (1, 3, 16))
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 peephole: bool = False, backend: str | None = None, device=None, dtype=None):
+        variant = "lstm_peephole" if peephole else "lstm"
+        super().__init__(variant, input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, backend, device, dtype)
+
+    @property
+    def peephole(self) -> bool:
+        return self.variant == "lstm_peephole"
+
+
+class RNN(RecurrentLayers):
+    """The tanh baseline: a<t> = tanh(W_a[a<t-1>, x<t>] + b_a)."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 backend: str | None = None, device=None, dtype=None):
+        super().__init__("rnn", input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, backend, device, dtype)
+
+
+def _check_gru_variant(variant, peephole) -> None:
+    if peephole:
+        raise ValueError(f"peephole: only the LSTM has peephole connections "
+                         f"(gatedrnn.LSTM(..., peephole=True)); a GRU got peephole={peephole!r}")
+    if variant not in GRU_VARIANTS:
+        get_variant(variant)   # unknown names get the full list of variants
+        raise ValueError(f"variant: a GRU takes one of {list(GRU_VARIANTS)}, got {variant!r}")
