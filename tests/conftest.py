@@ -1,0 +1,78 @@
+"""Shared test helpers: tolerances, random losses, gradients of everything."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gatedrnn
+
+VARIANTS = list(gatedrnn.VARIANTS)
+
+# Relative tolerances (max |a - b| / max |b|) per dtype, from the issue's definition of done.
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    cuda = torch.cuda.is_available()
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--runslow"):
+            item.add_marker(pytest.mark.skip(reason="slow: run with --runslow"))
+        if "gpu" in item.keywords and not cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+
+
+def rel_err(actual, expected) -> float:
+    actual, expected = torch.as_tensor(actual), torch.as_tensor(expected)
+    scale = expected.abs().max().item()
+    return (actual.double() - expected.double()).abs().max().item() / max(scale, 1e-300)
+
+
+def layer_module(variant: str, input_size: int, hidden_size: int, **kwargs):
+    """The gatedrnn layer class that runs `variant`, built with `kwargs`."""
+    if variant in ("lstm", "lstm_peephole"):
+        return gatedrnn.LSTM(input_size, hidden_size, peephole=variant == "lstm_peephole",
+                             **kwargs)
+    if variant == "rnn":
+        return gatedrnn.RNN(input_size, hidden_size, **kwargs)
+    return gatedrnn.GRU(input_size, hidden_size, variant=variant, **kwargs)
+
+
+def randomize(module: torch.nn.Module, generator: torch.Generator, scale: float = 0.5):
+    """Random parameters (peepholes and biases included, which start at 0 or 1)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(scale * torch.randn(p.shape, generator=generator, dtype=torch.float64))
+    return module
+
+
+def flat_outputs(result):
+    """(output, h) or (output, (a, c)) → [output, h] or [output, a, c]."""
+    out, state = result
+    if isinstance(out, torch.nn.utils.rnn.PackedSequence):
+        out = out.data
+    return [out] + (list(state) if isinstance(state, tuple) else [state])
+
+
+def outputs_and_grads(module, inputs, weights, *extra_leaves, **kwargs):
+    """Run module(*inputs), contract every output with fixed random weights and differentiate.
+
+    Returns (outputs, {name: grad}) for every parameter and every extra leaf tensor ("leaf{i}").
+    """
+    outs = flat_outputs(module(*inputs, **kwargs))
+    loss = sum((o * w).sum() for o, w in zip(outs, weights))
+    named = dict(module.named_parameters())
+    named.update({f"leaf{i}": t for i, t in enumerate(extra_leaves)})
+    grads = torch.autograd.grad(loss, list(named.values()))
+    return [o.detach() for o in outs], dict(zip(named, grads))
+
+
+def random_like_outputs(module, inputs, generator, **kwargs):
+    with torch.no_grad():
+        outs = flat_outputs(module(*inputs, **kwargs))
+    return [torch.randn(o.shape, generator=generator, dtype=torch.float64).to(o.dtype)
+            for o in outs]
