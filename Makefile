@@ -1,0 +1,24 @@
+# Everything runs inside .venv, which the first `make demo` or `make test` creates.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: demo test test-all bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), f"gatedrnn needs Python >= 3.11, $(PYTHON) is {sys.version.split()[0]}"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed          ## train a small model and watch it learn
+	$(PY) examples/adding_demo.py
+
+test: $(VENV)/.installed          ## the test suite CI runs
+	$(PY) -m pytest -q
+
+test-all: $(VENV)/.installed      ## also the slow tests
+	$(PY) -m pytest -q --runslow
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache
