@@ -20,8 +20,8 @@ class _Recurrence(torch.autograd.Function):
     """Autograd bridge to a backend: forward and backward through time, nothing saved per op."""
 
     @staticmethod
-    def forward(ctx, xp, R, b_hh, p, a0, c0, mask, variant, backend, reverse):
-        A, C, saved = backend.forward(variant, xp, R, b_hh, p, a0, c0, mask, reverse)
+    def forward(ctx, xp, R, b_hh, p, a0, c0, mask, variant, backend, reverse, keep_saved):
+        A, C, saved = backend.forward(variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved)
         last = 0 if reverse else -1   # masked steps carry the state, so this is each sequence's last
         out = A if mask is None else A * mask
         ctx.variant, ctx.backend, ctx.reverse = variant, backend, reverse
@@ -42,7 +42,7 @@ class _Recurrence(torch.autograd.Function):
             d_c_n = torch.zeros_like(c0) if d_c_n is None else d_c_n
         d_xp, d_R, d_b_hh, d_p, d_a0, d_c0 = ctx.backend.backward(
             variant, d_A, d_a_n, d_c_n, R, b_hh, p, a0, c0, A, C, saved, mask, ctx.reverse)
-        return d_xp, d_R, d_b_hh, d_p, d_a0, d_c0, None, None, None, None
+        return d_xp, d_R, d_b_hh, d_p, d_a0, d_c0, None, None, None, None, None
 
 
 def split_bias(variant: Variant, bias_ih: Tensor | None, bias_hh: Tensor | None, H: int):
@@ -72,8 +72,12 @@ def recurrence(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor 
     bias_x, b_hh = split_bias(v, bias_ih, bias_hh, H)
     xp = F.linear(x, weight_ih, bias_x)
     impl = kernels.load(kernels.resolve(backend, x.device))
-    return _Recurrence.apply(xp, weight_hh, b_hh, peephole if v.peepholes else None,
-                             a0, c0 if v.has_cell else None, mask, v, impl, reverse)
+    p = peephole if v.peepholes else None
+    c0 = c0 if v.has_cell else None
+    # Inference needs no saved gates: the kernels then keep one step's worth, not T.
+    keep_saved = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (xp, weight_hh, b_hh, p, a0, c0))
+    return _Recurrence.apply(xp, weight_hh, b_hh, p, a0, c0, mask, v, impl, reverse, keep_saved)
 
 
 def lengths_to_mask(lengths: Tensor, T: int) -> Tensor:

@@ -16,7 +16,7 @@ from conftest import TOLERANCE, VARIANTS, rel_err
 
 T, B, I, H = 6, 3, 4, 5
 LENGTHS = [6, 2, 4]
-BACKENDS = ["loop", "reference"]
+BACKENDS = ["loop", "reference", "cpu"]
 
 
 def _expected(variant, params, x, a0, c0, lengths, reverse, w_out, w_a_n, w_c_n):

@@ -31,18 +31,19 @@ def _hx(states):
     return tuple(states) if len(states) == 2 else states[0]
 
 
+@pytest.mark.parametrize("backend", ["loop", "cpu"])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_stacked_bidirectional_loop_matches_reference_backend(variant):
+def test_stacked_bidirectional_backend_matches_reference_backend(variant, backend):
     model, g = _model(variant, num_layers=2, bidirectional=True, batch_first=True)
     x = torch.randn(B, T, I, generator=g, dtype=torch.float64, requires_grad=True)
     states = _states(model, g)
     weights = random_like_outputs(model, (x, _hx(states)), g, lengths=LENGTHS)
     results = {}
-    for backend in ("loop", "reference"):
-        model.backend = backend
-        results[backend] = outputs_and_grads(model, (x, _hx(states)), weights, x, *states,
-                                             lengths=LENGTHS)
-    (outs, grads), (ref_outs, ref_grads) = results["loop"], results["reference"]
+    for name in (backend, "reference"):
+        model.backend = name
+        results[name] = outputs_and_grads(model, (x, _hx(states)), weights, x, *states,
+                                          lengths=LENGTHS)
+    (outs, grads), (ref_outs, ref_grads) = results[backend], results["reference"]
     for o, e in zip(outs, ref_outs):
         assert rel_err(o, e) <= TOLERANCE[torch.float64]
     assert outs[0][1, LENGTHS[1]:].abs().max() == 0, "outputs past a sequence's end are zero"
@@ -216,7 +217,7 @@ def test_factory_kwargs_and_backends_agree():
     assert model.weight_ih_l0.dtype == torch.float64
     x = torch.randn(T, B, I, dtype=torch.float64)
     expected = model(x)[0]
-    for backend in ("loop", "reference", None):
+    for backend in ("loop", "reference", "cpu", None):
         model.backend = backend
         torch.testing.assert_close(model(x)[0], expected, rtol=1e-12, atol=1e-12)
 

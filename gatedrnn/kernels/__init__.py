@@ -3,14 +3,15 @@
 Every backend is a module with two functions and this contract (the autograd Function in
 gatedrnn/functional.py is the only caller):
 
-    forward(variant, xp, R, b_hh, p, a0, c0, mask, reverse) -> (A, C, saved)
+    forward(variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved) -> (A, C, saved)
         xp (T, B, G*H) input projections W_x x<t> + b of all steps; R (G*H, H); b_hh (H,) or None;
         p (3, H) or None; a0, c0 (B, H) (c0 None unless the variant has a cell);
         mask (T, B, 1) bool or None, True where step t is inside sequence b;
-        reverse: run from t = T-1 down to 0.
+        reverse: run from t = T-1 down to 0; keep_saved: False when no backward will follow.
         A (T, B, H) the state after every step (carried unchanged through masked steps),
-        C (T, B, H) the LSTM's cells likewise (None otherwise), saved (T, B, S*H) whatever
-        `Variant.step` saves.
+        C (T, B, H) the LSTM's cells likewise (None otherwise), saved: what the backward needs
+        (for the loop and cpu backends (T, B, S*H), exactly what `Variant.step` saves; None
+        when keep_saved is False).
     backward(variant, d_A, d_a_n, d_c_n, R, b_hh, p, a0, c0, A, C, saved, mask, reverse)
         -> (d_xp, d_R, d_b_hh, d_p, d_a0, d_c0)
         d_A (T, B, H) gradient w.r.t. A from the outputs; d_a_n, d_c_n (B, H) w.r.t. the final
@@ -24,7 +25,9 @@ from __future__ import annotations
 
 import importlib
 
-BACKENDS = ("reference", "loop")
+import torch
+
+BACKENDS = ("reference", "loop", "cpu")
 
 
 def check(backend: str | None) -> str | None:
@@ -35,9 +38,16 @@ def check(backend: str | None) -> str | None:
     return backend
 
 
-def resolve(backend: str | None, device) -> str:
-    """The backend to run: `backend` if given, else the fastest available for `device`."""
+def resolve(backend: str | None, device: torch.device) -> str:
+    """The backend to run: `backend` if given, else the fastest available for `device`.
+
+    "cpu" falls back to "loop" (with a one-time warning) where the kernel cannot be built.
+    """
     if check(backend) is None or backend == "auto":
+        backend = "cpu" if device.type == "cpu" else "loop"
+    if backend == "cpu" and (device.type != "cpu" or not load("cpu").available()):
+        if device.type != "cpu":
+            raise ValueError(f"backend: 'cpu' runs CPU tensors, got tensors on {device}")
         return "loop"
     return backend
 

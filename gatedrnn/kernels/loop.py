@@ -11,21 +11,24 @@ from __future__ import annotations
 import torch
 
 from ..cells import Variant
+from .weight_grads import previous_states, weight_grads
 
 
 def _time_order(T: int, reverse: bool):
     return range(T - 1, -1, -1) if reverse else range(T)
 
 
-def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse):
+def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=True):
     T, B, _ = xp.shape
     H = R.shape[1]
     A = xp.new_empty(T, B, H)
     C = xp.new_empty(T, B, H) if variant.has_cell else None
-    saved = xp.new_empty(T, B, variant.saved_blocks * H)
+    saved = xp.new_empty(T, B, variant.saved_blocks * H) if keep_saved else None
     a, c = a0, c0
     for t in _time_order(T, reverse):
-        a_new, c_new, saved[t] = variant.step(xp[t], R, a, c, b_hh, p)
+        a_new, c_new, saved_t = variant.step(xp[t], R, a, c, b_hh, p)
+        if keep_saved:
+            saved[t] = saved_t
         if mask is not None:   # past a sequence's end its state is carried unchanged
             a_new = torch.where(mask[t], a_new, a)
             c_new = torch.where(mask[t], c_new, c) if c is not None else None
@@ -41,8 +44,8 @@ def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, a0, c0, A, C, save
     d_xp = A.new_empty(T, B, variant.num_gates * H)
     d_a, d_c = d_a_n, d_c_n
     order = list(_time_order(T, reverse))
-    A_prev = _previous(A, a0, reverse)
-    C_prev = _previous(C, c0, reverse) if C is not None else None
+    A_prev = previous_states(A, a0, reverse)
+    C_prev = previous_states(C, c0, reverse) if C is not None else None
     for t in reversed(order):
         d_a = d_a + d_A[t]
         if mask is not None:   # only real steps take gradient; masked ones pass it through
@@ -58,14 +61,5 @@ def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, a0, c0, A, C, save
             d_a_prev = d_a_prev + d_a * (1 - m)
             d_c_prev = d_c_prev + d_c * (1 - m) if d_c is not None else None
         d_a, d_c = d_a_prev, d_c_prev
-    flat = lambda z: z.reshape(T * B, -1) if z is not None else None  # noqa: E731
-    d_R, d_b_hh, d_p = variant.param_grads(flat(d_xp), flat(A_prev), flat(C_prev), flat(C),
-                                           flat(saved))
+    d_R, d_b_hh, d_p = weight_grads(variant, d_xp, A, C, a0, c0, saved, reverse)
     return d_xp, d_R, d_b_hh, d_p, d_a, d_c
-
-
-def _previous(S, s0, reverse):
-    """The state each step starts from, in step order: S<t-1> forwards, S<t+1> backwards."""
-    if reverse:
-        return torch.cat([S[1:], s0.unsqueeze(0)], 0)
-    return torch.cat([s0.unsqueeze(0), S[:-1]], 0)

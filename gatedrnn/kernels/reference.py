@@ -70,7 +70,7 @@ def _carry(seq, s0, idx, T, reverse):
     return full
 
 
-def forward(variant, xp, R, b_hh, p, a0, c0, mask, reverse):
+def forward(variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=True):
     T, B, _ = xp.shape
     H = R.shape[1]
     A = np.empty((T, B, H))

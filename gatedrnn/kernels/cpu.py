@@ -1,0 +1,101 @@
+"""The "cpu" backend: the time loop compiled (gatedrnn/kernels/cpu/recurrence.cpp).
+
+The C++ source is built with torch.utils.cpp_extension the first time it is needed (about a
+minute, once per machine: the build is cached under ~/.cache/torch_extensions). If it cannot be
+built (no compiler, an unsupported platform) gatedrnn warns once and runs the "loop" backend.
+GATEDRNN_CPU_KERNEL=0 turns the compiled path off.
+
+Why compiled: a Python time loop pays ~5-10 µs of interpreter and dispatch overhead per op;
+at batch 1 that is most of the cost. Here each step is one BLAS call (the MKL that ships inside
+libtorch_cpu, called directly where its symbols are exported, else through ATen) and one fused,
+vectorised element-wise pass. The weight gradients stay large GEMMs in PyTorch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..cells import Variant
+from .weight_grads import weight_grads
+
+_SOURCE = Path(__file__).parent / "cpu" / "recurrence.cpp"
+_IDS = {"rnn": 0, "gru_simple": 1, "gru": 2, "gru_reset_after": 3, "lstm": 4, "lstm_peephole": 5}
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def _blas_symbols() -> bool:
+    """Does libtorch_cpu export the Fortran BLAS (sgemm_, dgemm_)? True for the x86 MKL builds."""
+    lib = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
+    try:
+        handle = ctypes.CDLL(str(lib))
+        return hasattr(handle, "sgemm_") and hasattr(handle, "dgemm_")
+    except OSError:
+        return False
+
+
+def _flags() -> list[str]:
+    flags = ["-O3"]
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        # ATen's Vectorized<T> (with the Sleef exp/tanh inside libtorch) at AVX2 width.
+        flags += ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+    if _blas_symbols():
+        flags.append("-DGATEDRNN_BLAS_SYMBOLS")
+    return flags
+
+
+def _build():
+    from torch.utils import cpp_extension
+
+    print("gatedrnn: loading the compiled CPU kernel (built once per machine, about a minute)",
+          file=sys.stderr, flush=True)
+    return cpp_extension.load(name="gatedrnn_cpu", sources=[str(_SOURCE)],
+                              extra_cflags=_flags(), verbose=False)
+
+
+def extension():
+    """The compiled module, or None (with a one-time warning) where it cannot be had."""
+    with _lock:
+        if "ext" not in _state:
+            _state["ext"] = None
+            if os.environ.get("GATEDRNN_CPU_KERNEL", "1") == "0":
+                _state["why"] = "GATEDRNN_CPU_KERNEL=0"
+            else:
+                try:
+                    _state["ext"] = _build()
+                except Exception as error:  # any build or load failure means: fall back
+                    _state["why"] = f"{type(error).__name__}: {str(error).strip()[-500:]}"
+                    warnings.warn("gatedrnn: the compiled CPU backend is unavailable, using the "
+                                  f"slower 'loop' backend instead ({_state['why']})", stacklevel=3)
+        return _state["ext"]
+
+
+def available() -> bool:
+    return extension() is not None
+
+
+def _c(t):
+    return None if t is None else t.contiguous()
+
+
+def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=True):
+    mask2d = None if mask is None else mask.reshape(mask.shape[0], mask.shape[1]).contiguous()
+    A, C, saved = extension().forward(_IDS[variant.name], _c(xp), _c(R), _c(b_hh), _c(p),
+                                      _c(a0), _c(c0), mask2d, reverse, keep_saved)
+    return A, (C if variant.has_cell else None), (saved if keep_saved else None)
+
+
+def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, a0, c0, A, C, saved, mask, reverse):
+    mask2d = None if mask is None else mask.reshape(mask.shape[0], mask.shape[1]).contiguous()
+    d_xp, d_a0, d_c0 = extension().backward(_IDS[variant.name], _c(d_A), _c(d_a_n), _c(d_c_n),
+                                            _c(R), _c(p), _c(a0), _c(c0), A, C, saved, mask2d,
+                                            reverse)
+    d_R, d_b_hh, d_p = weight_grads(variant, d_xp, A, C, a0, c0, saved, reverse)
+    return d_xp, d_R, d_b_hh, d_p, d_a0, (d_c0 if variant.has_cell else None)

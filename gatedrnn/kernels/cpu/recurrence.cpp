@@ -1,0 +1,583 @@
+// The "cpu" backend: the time loop of every cell variant in compiled code.
+//
+// Per step: the recurrent product through BLAS (no Python, no dispatcher), then one fused,
+// vectorised element-wise pass over the batch rows. The input projections of all steps and
+// the weight gradients are large GEMMs done by the caller (gatedrnn/kernels/cpu.py).
+// The math is gatedrnn/cells.py's, transcribed; tests tie both to the NumPy reference.
+//
+// Dimension letters:
+//   T time steps, B batch, H hidden units, G gate blocks, S blocks a step saves.
+// Buffers (row-major, contiguous):
+//   xp (T, B, G*H) input projections     R (G*H, H) recurrent weights, gate blocks stacked
+//   A, C (T, B, H) states after each step (carried through masked steps)
+//   saved (T, B, S*H) gate activations, exactly as Variant.step saves them
+//   mask (T, B) bool, true inside a sequence; b_hh (H) reset-after b_cc; p (3, H) peepholes
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace {
+
+using at::vec::Vectorized;
+
+// ---- the recurrent product --------------------------------------------------------------
+// C (M, N) = A (M, K) · op(W) + beta · C, row-major with leading dimensions.
+// op(W) = W^T for W stored (N, K) (transposed = true), W for W stored (K, N).
+
+#ifdef GATEDRNN_BLAS_SYMBOLS
+// The Fortran BLAS that libtorch_cpu exports (MKL): no tensor objects, no dispatch per call.
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*,
+            const float*, const int*, const float*, const int*, const float*, float*, const int*);
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
+            const double*, const int*, const double*, const int*, const double*, double*,
+            const int*);
+}
+
+template <typename T>
+void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* W, int64_t ldw,
+          bool transposed, T beta, T* C, int64_t ldc) {
+  // Row-major C = A·op(W) is column-major C^T = op(W)^T · A^T.
+  const int m = N, n = M, k = K, la = ldw, lb = lda, lc = ldc;
+  const T one = 1;
+  const char* ta = transposed ? "T" : "N";
+  if constexpr (std::is_same_v<T, float>) {
+    sgemm_(ta, "N", &m, &n, &k, &one, W, &la, A, &lb, &beta, C, &lc);
+  } else {
+    dgemm_(ta, "N", &m, &n, &k, &one, W, &la, A, &lb, &beta, C, &lc);
+  }
+}
+#else
+// Portable fallback: the same product through ATen on tensor views of the buffers.
+template <typename T>
+void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* W, int64_t ldw,
+          bool transposed, T beta, T* C, int64_t ldc) {
+  auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  auto a = at::from_blob(const_cast<T*>(A), {M, K}, {lda, 1}, opts);
+  auto w = transposed ? at::from_blob(const_cast<T*>(W), {N, K}, {ldw, 1}, opts).t()
+                      : at::from_blob(const_cast<T*>(W), {K, N}, {ldw, 1}, opts);
+  auto c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
+  if (beta == T(0)) {
+    at::mm_out(c, a, w);
+  } else {
+    at::addmm_out(c, c, a, w, beta, 1);
+  }
+}
+#endif
+
+// ---- element-wise helpers -----------------------------------------------------------------
+
+template <typename T>
+inline Vectorized<T> sigmoid(const Vectorized<T>& z) {
+  const Vectorized<T> one(1);
+  return one / (one + z.neg().exp());
+}
+
+// Runs body(row) for every batch row; splits rows over threads only when a step's
+// element-wise work is big enough to pay for the fork.
+template <typename F>
+inline void for_rows(int64_t B, int64_t H, const F& body) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(H, 1));
+  if (B <= grain) {
+    for (int64_t b = 0; b < B; ++b) body(b);
+  } else {
+    at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) body(b);
+    });
+  }
+}
+
+// Calls body(j, n) over the H units of a row in vector-wide chunks (n < width at the tail).
+template <typename T, typename F>
+inline void for_units(int64_t H, const F& body) {
+  constexpr int64_t V = Vectorized<T>::size();
+  for (int64_t j = 0; j < H; j += V) body(j, std::min<int64_t>(V, H - j));
+}
+
+template <typename T>
+inline Vectorized<T> load(const T* p, int64_t n) { return Vectorized<T>::loadu(p, n); }
+
+template <typename T>
+inline void copy_row(T* dst, const T* src, int64_t H) { std::copy(src, src + H, dst); }
+
+// A masked row: the state passes through unchanged and its saved gates are zero (the weight
+// gradients multiply them by a zero d_xp, and 0 · garbage could be NaN).
+template <typename T>
+inline void carry(T* saved, int64_t saved_width, T* state, const T* state_prev, int64_t H) {
+  std::fill(saved, saved + saved_width, T(0));
+  copy_row(state, state_prev, H);
+}
+
+// ---- one step's view of the buffers -------------------------------------------------------
+
+enum Variant { RNN = 0, GRU_SIMPLE = 1, GRU = 2, GRU_RESET_AFTER = 3, LSTM = 4, LSTM_PEEPHOLE = 5 };
+
+template <typename T>
+struct Step {
+  int64_t B, H;
+  const T* xp;       // (B, G*H)
+  const T* R;        // (G*H, H)
+  const T* b_hh;     // (H) or null
+  const T* p;        // (3, H) or null
+  const bool* valid; // (B) or null: all valid
+  const T* a_prev;   // (B, H)
+  const T* c_prev;   // (B, H) or null
+  T* a;              // (B, H)
+  T* c;              // (B, H) or null
+  T* saved;          // (B, S*H)
+  T* hp;             // scratch (B, G*H): recurrent products
+  T* rc;             // scratch (B, H)
+  bool ok(int64_t b) const { return valid == nullptr || valid[b]; }
+};
+
+// ---- forward steps, one per variant -------------------------------------------------------
+
+template <typename T>
+void rnn_forward(const Step<T>& s) {
+  const int64_t H = s.H;
+  gemm<T>(s.B, H, H, s.a_prev, H, s.R, H, true, 0, s.hp, H);
+  for_rows(s.B, H, [&](int64_t b) {
+    if (!s.ok(b)) return copy_row(s.a + b * H, s.a_prev + b * H, H);
+    for_units<T>(H, [&](int64_t j, int64_t n) {
+      (load(s.xp + b * H + j, n) + load(s.hp + b * H + j, n)).tanh().store(s.a + b * H + j, n);
+    });
+  });
+}
+
+template <typename T>
+void gru_simple_forward(const Step<T>& s) {
+  const int64_t H = s.H, GH = 2 * H;
+  gemm<T>(s.B, GH, H, s.a_prev, H, s.R, H, true, 0, s.hp, GH);
+  for_rows(s.B, H, [&](int64_t b) {
+    const T *xp = s.xp + b * GH, *hp = s.hp + b * GH, *c_prev = s.a_prev + b * H;
+    T *saved = s.saved + b * GH, *c = s.a + b * H;
+    if (!s.ok(b)) return carry(saved, GH, c, c_prev, H);
+    for_units<T>(H, [&](int64_t j, int64_t n) {
+      auto gamma_u = sigmoid(load(xp + j, n) + load(hp + j, n));
+      auto c_tilde = (load(xp + H + j, n) + load(hp + H + j, n)).tanh();
+      auto cp = load(c_prev + j, n);
+      (cp + gamma_u * (c_tilde - cp)).store(c + j, n);
+      gamma_u.store(saved + j, n);
+      c_tilde.store(saved + H + j, n);
+    });
+  });
+}
+
+template <typename T>
+void gru_forward(const Step<T>& s) {
+  const int64_t H = s.H, GH = 3 * H;
+  // Γ_u, Γ_r first; Γ_r ⊙ c<t-1> then feeds the candidate's own recurrent product.
+  gemm<T>(s.B, 2 * H, H, s.a_prev, H, s.R, H, true, 0, s.hp, GH);
+  for_rows(s.B, H, [&](int64_t b) {
+    const T *xp = s.xp + b * GH, *hp = s.hp + b * GH, *c_prev = s.a_prev + b * H;
+    T* saved = s.saved + b * GH;
+    for_units<T>(H, [&](int64_t j, int64_t n) {
+      auto gamma_u = sigmoid(load(xp + j, n) + load(hp + j, n));
+      auto gamma_r = sigmoid(load(xp + H + j, n) + load(hp + H + j, n));
+      gamma_u.store(saved + j, n);
+      gamma_r.store(saved + H + j, n);
+      (gamma_r * load(c_prev + j, n)).store(s.rc + b * H + j, n);
+    });
+  });
+  gemm<T>(s.B, H, H, s.rc, H, s.R + 2 * H * H, H, true, 0, s.hp + 2 * H, GH);
+  for_rows(s.B, H, [&](int64_t b) {
+    const T *xp = s.xp + b * GH, *hp = s.hp + b * GH, *c_prev = s.a_prev + b * H;
+    T *saved = s.saved + b * GH, *c = s.a + b * H;
+    if (!s.ok(b)) return carry(saved, GH, c, c_prev, H);
+    for_units<T>(H, [&](int64_t j, int64_t n) {
+      auto c_tilde = (load(xp + 2 * H + j, n) + load(hp + 2 * H + j, n)).tanh();
+      auto gamma_u = load(saved + j, n);
+      auto cp = load(c_prev + j, n);
+      (cp + gamma_u * (c_tilde - cp)).store(c + j, n);
+      c_tilde.store(saved + 2 * H + j, n);
+    });
+  });
+}
+
+template <typename T>
+void gru_reset_after_forward(const Step<T>& s) {
+  const int64_t H = s.H, GH = 3 * H, SH = 4 * H;
+  gemm<T>(s.B, GH, H, s.a_prev, H, s.R, H, true, 0, s.hp, GH);
+  for_rows(s.B, H, [&](int64_t b) {
+    const T *xp = s.xp + b * GH, *hp = s.hp + b * GH, *c_prev = s.a_prev + b * H;
+    T *saved = s.saved + b * SH, *c = s.a + b * H;
+    if (!s.ok(b)) return carry(saved, SH, c, c_prev, H);
+    for_units<T>(H, [&](int64_t j, int64_t n) {
+      auto gamma_u = sigmoid(load(xp + j, n) + load(hp + j, n));
+      auto gamma_r = sigmoid(load(xp + H + j, n) + load(hp + H + j, n));
+      auto hp_c = load(hp + 2 * H + j, n);
+      if (s.b_hh) hp_c = hp_c + load(s.b_hh + j, n);
+      auto c_tilde = (load(xp + 2 * H + j, n) + gamma_r * hp_c).tanh();
+      auto cp = load(c_prev + j, n);
+      (cp + gamma_u * (c_tilde - cp)).store(c + j, n);
+      gamma_u.store(saved + j, n);
+      gamma_r.store(saved + H + j, n);
+      c_tilde.store(saved + 2 * H + j, n);
+      hp_c.store(saved + 3 * H + j, n);
+    });
+  });
+}
+
+template <typename T>
+void lstm_forward(const Step<T>& s) {
+  const int64_t H = s.H, GH = 4 * H;
+  gemm<T>(s.B, GH, H, s.a_prev, H, s.R, H, true, 0, s.hp, GH);
+  for_rows(s.B, H, [&](int64_t b) {
+    const T *xp = s.xp + b * GH, *hp = s.hp + b * GH, *c_prev = s.c_prev + b * H;
+    T *saved = s.saved + b * GH, *a = s.a + b * H, *c = s.c + b * H;
+    if (!s.ok(b)) {
+      carry(saved, GH, a, s.a_prev + b * H, H);
+      return copy_row(c, c_prev, H);
+    }
+    for_units<T>(H, [&](int64_t j, int64_t n) {
+      auto pre = [&](int k) { return load(xp + k * H + j, n) + load(hp + k * H + j, n); };
+      auto cp = load(c_prev + j, n);
+      auto pre_u = pre(0), pre_f = pre(1), pre_o = pre(2);
+      if (s.p) {  // peepholes: unit k of c reaches only unit k of a gate
+        pre_u = pre_u + load(s.p + j, n) * cp;
+        pre_f = pre_f + load(s.p + H + j, n) * cp;
+      }
+      auto gamma_u = sigmoid(pre_u), gamma_f = sigmoid(pre_f);
+      auto c_tilde = pre(3).tanh();
+      auto c_new = gamma_u * c_tilde + gamma_f * cp;
+      if (s.p) pre_o = pre_o + load(s.p + 2 * H + j, n) * c_new;
+      auto gamma_o = sigmoid(pre_o);
+      (gamma_o * c_new.tanh()).store(a + j, n);
+      c_new.store(c + j, n);
+      gamma_u.store(saved + j, n);
+      gamma_f.store(saved + H + j, n);
+      gamma_o.store(saved + 2 * H + j, n);
+      c_tilde.store(saved + 3 * H + j, n);
+    });
+  });
+}
+
+// ---- backward steps -------------------------------------------------------------------------
+// Given d_a (and d_c) w.r.t. this step's outputs, write d_xp for the step and the gradients
+// w.r.t. the previous state. Masked rows get d_xp = 0 and pass d_a, d_c through unchanged.
+
+template <typename T>
+struct BackStep {
+  int64_t B, H;
+  const T* R;
+  const T* p;
+  const bool* valid;
+  const T* a_prev;   // (B, H)
+  const T* c_prev;   // (B, H) LSTM
+  const T* a;        // (B, H) this step's output
+  const T* c;        // (B, H) LSTM
+  const T* saved;    // (B, S*H)
+  const T* d_a;      // (B, H) total gradient w.r.t. a<t>
+  const T* d_c;      // (B, H) LSTM: w.r.t. c<t>
+  T* d_xp;           // (B, G*H)
+  T* d_a_prev;       // (B, H)
+  T* d_c_prev;       // (B, H) LSTM
+  T* scratch;        // (B, G*H)
+  bool ok(int64_t b) const { return valid == nullptr || valid[b]; }
+};
+
+template <typename T>
+inline void zero_row(T* p, int64_t n) { std::fill(p, p + n, T(0)); }
+
+template <typename T>
+inline Vectorized<T> dsigmoid(const Vectorized<T>& g) { return g * (Vectorized<T>(1) - g); }
+
+template <typename T>
+inline Vectorized<T> dtanh(const Vectorized<T>& t) { return Vectorized<T>(1) - t * t; }
+
+template <typename T>
+void rnn_backward(const BackStep<T>& s) {
+  const int64_t H = s.H;
+  for_rows(s.B, H, [&](int64_t b) {
+    T *d_xp = s.d_xp + b * H, *d_prev = s.d_a_prev + b * H;
+    if (!s.ok(b)) {
+      zero_row(d_xp, H);
+      return copy_row(d_prev, s.d_a + b * H, H);
+    }
+    zero_row(d_prev, H);
+    for_units<T>(H, [&](int64_t j, int64_t n) {
+      (load(s.d_a + b * H + j, n) * dtanh(load(s.a + b * H + j, n))).store(d_xp + j, n);
+    });
+  });
+  gemm<T>(s.B, H, H, s.d_xp, H, s.R, H, false, 1, s.d_a_prev, H);
+}
+
+template <typename T>
+void gru_simple_backward(const BackStep<T>& s) {
+  const int64_t H = s.H, GH = 2 * H;
+  for_rows(s.B, H, [&](int64_t b) {
+    T *d_xp = s.d_xp + b * GH, *d_prev = s.d_a_prev + b * H;
+    const T* d_c = s.d_a + b * H;
+    if (!s.ok(b)) {
+      zero_row(d_xp, GH);
+      return copy_row(d_prev, d_c, H);
+    }
+    const T *saved = s.saved + b * GH, *c_prev = s.a_prev + b * H;
+    for_units<T>(H, [&](int64_t j, int64_t n) {
+      auto gamma_u = load(saved + j, n), c_tilde = load(saved + H + j, n);
+      auto dc = load(d_c + j, n);
+      (dc * (c_tilde - load(c_prev + j, n)) * dsigmoid(gamma_u)).store(d_xp + j, n);
+      (dc * gamma_u * dtanh(c_tilde)).store(d_xp + H + j, n);
+      (dc * (Vectorized<T>(1) - gamma_u)).store(d_prev + j, n);
+    });
+  });
+  gemm<T>(s.B, H, GH, s.d_xp, GH, s.R, H, false, 1, s.d_a_prev, H);
+}
+
+template <typename T>
+void gru_backward(const BackStep<T>& s) {
+  const int64_t H = s.H, GH = 3 * H;
+  T* d_reset_c = s.scratch;  // (B, H): gradient of Γ_r ⊙ c<t-1>
+  for_rows(s.B, H, [&](int64_t b) {
+    T* d_xp = s.d_xp + b * GH;
+    if (!s.ok(b)) return zero_row(d_xp, GH);
+    const T *saved = s.saved + b * GH, *c_prev = s.a_prev + b * H, *d_c = s.d_a + b * H;
+    for_units<T>(H, [&](int64_t j, int64_t n) {
+      auto gamma_u = load(saved + j, n), c_tilde = load(saved + 2 * H + j, n);
+      auto dc = load(d_c + j, n);
+      (dc * (c_tilde - load(c_prev + j, n)) * dsigmoid(gamma_u)).store(d_xp + j, n);
+      (dc * gamma_u * dtanh(c_tilde)).store(d_xp + 2 * H + j, n);
+    });
+  });
+  gemm<T>(s.B, H, H, s.d_xp + 2 * H, GH, s.R + 2 * H * H, H, false, 0, d_reset_c, H);
+  for_rows(s.B, H, [&](int64_t b) {
+    T *d_xp = s.d_xp + b * GH, *d_prev = s.d_a_prev + b * H;
+    const T* d_c = s.d_a + b * H;
+    if (!s.ok(b)) return copy_row(d_prev, d_c, H);
+    const T *saved = s.saved + b * GH, *c_prev = s.a_prev + b * H;
+    for_units<T>(H, [&](int64_t j, int64_t n) {
+      auto gamma_u = load(saved + j, n), gamma_r = load(saved + H + j, n);
+      auto d_rc = load(d_reset_c + b * H + j, n);
+      (d_rc * load(c_prev + j, n) * dsigmoid(gamma_r)).store(d_xp + H + j, n);
+      (load(d_c + j, n) * (Vectorized<T>(1) - gamma_u) + d_rc * gamma_r).store(d_prev + j, n);
+    });
+  });
+  gemm<T>(s.B, H, 2 * H, s.d_xp, GH, s.R, H, false, 1, s.d_a_prev, H);
+}
+
+template <typename T>
+void gru_reset_after_backward(const BackStep<T>& s) {
+  const int64_t H = s.H, GH = 3 * H, SH = 4 * H;
+  T* d_hp = s.scratch;  // (B, 3H): gradient of the recurrent products
+  for_rows(s.B, H, [&](int64_t b) {
+    T *d_xp = s.d_xp + b * GH, *d_prev = s.d_a_prev + b * H, *dh = d_hp + b * GH;
+    const T* d_c = s.d_a + b * H;
+    if (!s.ok(b)) {
+      zero_row(d_xp, GH);
+      zero_row(dh, GH);
+      return copy_row(d_prev, d_c, H);
+    }
+    const T *saved = s.saved + b * SH, *c_prev = s.a_prev + b * H;
+    for_units<T>(H, [&](int64_t j, int64_t n) {
+      auto gamma_u = load(saved + j, n), gamma_r = load(saved + H + j, n);
+      auto c_tilde = load(saved + 2 * H + j, n), hp_c = load(saved + 3 * H + j, n);
+      auto dc = load(d_c + j, n);
+      auto d_pre_u = dc * (c_tilde - load(c_prev + j, n)) * dsigmoid(gamma_u);
+      auto d_pre_c = dc * gamma_u * dtanh(c_tilde);
+      auto d_pre_r = d_pre_c * hp_c * dsigmoid(gamma_r);
+      d_pre_u.store(d_xp + j, n);
+      d_pre_r.store(d_xp + H + j, n);
+      d_pre_c.store(d_xp + 2 * H + j, n);
+      d_pre_u.store(dh + j, n);
+      d_pre_r.store(dh + H + j, n);
+      (d_pre_c * gamma_r).store(dh + 2 * H + j, n);
+      (dc * (Vectorized<T>(1) - gamma_u)).store(d_prev + j, n);
+    });
+  });
+  gemm<T>(s.B, H, GH, d_hp, GH, s.R, H, false, 1, s.d_a_prev, H);
+}
+
+template <typename T>
+void lstm_backward(const BackStep<T>& s) {
+  const int64_t H = s.H, GH = 4 * H;
+  for_rows(s.B, H, [&](int64_t b) {
+    T *d_xp = s.d_xp + b * GH, *d_a_prev = s.d_a_prev + b * H, *d_c_prev = s.d_c_prev + b * H;
+    if (!s.ok(b)) {
+      zero_row(d_xp, GH);
+      copy_row(d_a_prev, s.d_a + b * H, H);
+      return copy_row(d_c_prev, s.d_c + b * H, H);
+    }
+    zero_row(d_a_prev, H);
+    const T *saved = s.saved + b * GH, *c_prev = s.c_prev + b * H, *c = s.c + b * H;
+    for_units<T>(H, [&](int64_t j, int64_t n) {
+      auto gamma_u = load(saved + j, n), gamma_f = load(saved + H + j, n);
+      auto gamma_o = load(saved + 2 * H + j, n), c_tilde = load(saved + 3 * H + j, n);
+      auto tanh_c = load(c + j, n).tanh();
+      auto da = load(s.d_a + b * H + j, n);
+      auto d_pre_o = da * tanh_c * dsigmoid(gamma_o);
+      auto dc = load(s.d_c + b * H + j, n) + da * gamma_o * dtanh(tanh_c);
+      if (s.p) dc = dc + d_pre_o * load(s.p + 2 * H + j, n);
+      auto cp = load(c_prev + j, n);
+      auto d_pre_u = dc * c_tilde * dsigmoid(gamma_u);
+      auto d_pre_f = dc * cp * dsigmoid(gamma_f);
+      auto d_cp = dc * gamma_f;
+      if (s.p) d_cp = d_cp + d_pre_u * load(s.p + j, n) + d_pre_f * load(s.p + H + j, n);
+      d_pre_u.store(d_xp + j, n);
+      d_pre_f.store(d_xp + H + j, n);
+      d_pre_o.store(d_xp + 2 * H + j, n);
+      (dc * gamma_u * dtanh(c_tilde)).store(d_xp + 3 * H + j, n);
+      d_cp.store(d_c_prev + j, n);
+    });
+  });
+  gemm<T>(s.B, H, GH, s.d_xp, GH, s.R, H, false, 1, s.d_a_prev, H);
+}
+
+// ---- the time loops -----------------------------------------------------------------------
+
+struct Shape {
+  int64_t G, S;
+  bool cell;
+};
+
+Shape shape_of(int64_t variant) {
+  switch (variant) {
+    case RNN: return {1, 0, false};
+    case GRU_SIMPLE: return {2, 2, false};
+    case GRU: return {3, 3, false};
+    case GRU_RESET_AFTER: return {3, 4, false};
+    case LSTM: case LSTM_PEEPHOLE: return {4, 4, true};
+  }
+  TORCH_CHECK(false, "gatedrnn cpu backend: unknown variant id ", variant);
+}
+
+template <typename T>
+const T* ptr_or_null(const std::optional<at::Tensor>& t) {
+  return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
+}
+
+template <typename T>
+void forward_loop(int64_t variant, const at::Tensor& xp, const at::Tensor& R,
+                  const std::optional<at::Tensor>& b_hh, const std::optional<at::Tensor>& p,
+                  const at::Tensor& a0, const std::optional<at::Tensor>& c0,
+                  const std::optional<at::Tensor>& mask, bool reverse, bool keep_saved,
+                  at::Tensor& A, at::Tensor& C, at::Tensor& saved) {
+  const int64_t T_ = xp.size(0), B = xp.size(1), H = R.size(1);
+  const Shape sh = shape_of(variant);
+  auto scratch = at::empty({B, sh.G * H + H}, xp.options());
+  Step<T> s{B, H, nullptr, R.data_ptr<T>(), ptr_or_null<T>(b_hh), ptr_or_null<T>(p),
+            nullptr, a0.data_ptr<T>(), ptr_or_null<T>(c0), nullptr, nullptr, nullptr,
+            scratch.data_ptr<T>(), scratch.data_ptr<T>() + B * sh.G * H};
+  const bool* valid = mask.has_value() && mask->defined() ? mask->data_ptr<bool>() : nullptr;
+  const int64_t step_saved = B * sh.S * H;
+  for (int64_t i = 0; i < T_; ++i) {
+    const int64_t t = reverse ? T_ - 1 - i : i;
+    s.xp = xp.data_ptr<T>() + t * B * sh.G * H;
+    s.valid = valid ? valid + t * B : nullptr;
+    s.a = A.data_ptr<T>() + t * B * H;
+    s.c = sh.cell ? C.data_ptr<T>() + t * B * H : nullptr;
+    s.saved = saved.data_ptr<T>() + (keep_saved ? t * step_saved : 0);
+    switch (variant) {
+      case RNN: rnn_forward(s); break;
+      case GRU_SIMPLE: gru_simple_forward(s); break;
+      case GRU: gru_forward(s); break;
+      case GRU_RESET_AFTER: gru_reset_after_forward(s); break;
+      default: lstm_forward(s);
+    }
+    s.a_prev = s.a;
+    s.c_prev = s.c;
+  }
+}
+
+std::vector<at::Tensor> forward(int64_t variant, const at::Tensor& xp, const at::Tensor& R,
+                                const std::optional<at::Tensor>& b_hh,
+                                const std::optional<at::Tensor>& p, const at::Tensor& a0,
+                                const std::optional<at::Tensor>& c0,
+                                const std::optional<at::Tensor>& mask, bool reverse,
+                                bool keep_saved) {
+  const int64_t T_ = xp.size(0), B = xp.size(1), H = R.size(1);
+  const Shape sh = shape_of(variant);
+  auto A = at::empty({T_, B, H}, xp.options());
+  auto C = sh.cell ? at::empty({T_, B, H}, xp.options()) : at::Tensor();
+  auto saved = at::empty({keep_saved ? T_ : 1, B, sh.S * H}, xp.options());
+  AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "gatedrnn_cpu_forward", [&] {
+    forward_loop<scalar_t>(variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved, A, C,
+                           saved);
+  });
+  return {A, C, saved};
+}
+
+template <typename T>
+void backward_loop(int64_t variant, const at::Tensor& d_A, const at::Tensor& d_a_n,
+                   const std::optional<at::Tensor>& d_c_n, const at::Tensor& R,
+                   const std::optional<at::Tensor>& p, const at::Tensor& a0,
+                   const std::optional<at::Tensor>& c0, const at::Tensor& A,
+                   const std::optional<at::Tensor>& C, const at::Tensor& saved,
+                   const std::optional<at::Tensor>& mask, bool reverse, at::Tensor& d_xp,
+                   at::Tensor& d_a0, at::Tensor& d_c0) {
+  const int64_t T_ = A.size(0), B = A.size(1), H = A.size(2);
+  const Shape sh = shape_of(variant);
+  // Two carry buffers per state, swapped each step: the gradient w.r.t. the state entering
+  // the step just processed, and the total w.r.t. the state leaving the next one.
+  auto buffers = at::empty({6, B, H}, A.options());
+  T* carry_a = buffers[0].data_ptr<T>();
+  T* next_a = buffers[1].data_ptr<T>();
+  T* carry_c = buffers[2].data_ptr<T>();
+  T* next_c = buffers[3].data_ptr<T>();
+  T* total_a = buffers[4].data_ptr<T>();
+  auto scratch = at::empty({B, sh.G * H}, A.options());
+  std::copy(d_a_n.data_ptr<T>(), d_a_n.data_ptr<T>() + B * H, carry_a);
+  if (sh.cell) std::copy(d_c_n->data_ptr<T>(), d_c_n->data_ptr<T>() + B * H, carry_c);
+  const bool* valid = mask.has_value() && mask->defined() ? mask->data_ptr<bool>() : nullptr;
+  const T* A_ = A.data_ptr<T>();
+  const T* C_ = sh.cell ? C->data_ptr<T>() : nullptr;
+  BackStep<T> s{B, H, R.data_ptr<T>(), ptr_or_null<T>(p)};
+  s.scratch = scratch.data_ptr<T>();
+  for (int64_t i = T_ - 1; i >= 0; --i) {
+    const int64_t t = reverse ? T_ - 1 - i : i;
+    const bool first = i == 0;                      // its previous state is the initial one
+    const int64_t t_prev = reverse ? t + 1 : t - 1;
+    s.valid = valid ? valid + t * B : nullptr;
+    s.a_prev = first ? a0.data_ptr<T>() : A_ + t_prev * B * H;
+    s.c_prev = sh.cell ? (first ? c0->data_ptr<T>() : C_ + t_prev * B * H) : nullptr;
+    s.a = A_ + t * B * H;
+    s.c = sh.cell ? C_ + t * B * H : nullptr;
+    s.saved = saved.data_ptr<T>() + t * B * sh.S * H;
+    const T* dA_t = d_A.data_ptr<T>() + t * B * H;
+    for (int64_t k = 0; k < B * H; ++k) total_a[k] = carry_a[k] + dA_t[k];
+    s.d_a = total_a;
+    s.d_c = carry_c;
+    s.d_xp = d_xp.data_ptr<T>() + t * B * sh.G * H;
+    s.d_a_prev = next_a;
+    s.d_c_prev = next_c;
+    switch (variant) {
+      case RNN: rnn_backward(s); break;
+      case GRU_SIMPLE: gru_simple_backward(s); break;
+      case GRU: gru_backward(s); break;
+      case GRU_RESET_AFTER: gru_reset_after_backward(s); break;
+      default: lstm_backward(s);
+    }
+    std::swap(carry_a, next_a);
+    std::swap(carry_c, next_c);
+  }
+  std::copy(carry_a, carry_a + B * H, d_a0.data_ptr<T>());
+  if (sh.cell) std::copy(carry_c, carry_c + B * H, d_c0.data_ptr<T>());
+}
+
+std::vector<at::Tensor> backward(int64_t variant, const at::Tensor& d_A, const at::Tensor& d_a_n,
+                                 const std::optional<at::Tensor>& d_c_n, const at::Tensor& R,
+                                 const std::optional<at::Tensor>& p, const at::Tensor& a0,
+                                 const std::optional<at::Tensor>& c0, const at::Tensor& A,
+                                 const std::optional<at::Tensor>& C, const at::Tensor& saved,
+                                 const std::optional<at::Tensor>& mask, bool reverse) {
+  const int64_t T_ = A.size(0), B = A.size(1), H = A.size(2);
+  const Shape sh = shape_of(variant);
+  auto d_xp = at::empty({T_, B, sh.G * H}, A.options());
+  auto d_a0 = at::empty({B, H}, A.options());
+  auto d_c0 = sh.cell ? at::empty({B, H}, A.options()) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "gatedrnn_cpu_backward", [&] {
+    backward_loop<scalar_t>(variant, d_A, d_a_n, d_c_n, R, p, a0, c0, A, C, saved, mask,
+                            reverse, d_xp, d_a0, d_c0);
+  });
+  return {d_xp, d_a0, d_c0};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward, "time loop forward of one layer-direction");
+  m.def("backward", &backward, "time loop backward: d_xp and the initial states' gradients");
+}
