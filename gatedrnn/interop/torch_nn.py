@@ -12,20 +12,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .blocks import reorder
+
 # ours[k] = sign[k] * torch[block[k]]
 _CONVERSIONS = {
     "lstm": (nn.LSTM, (0, 1, 3, 2), (1, 1, 1, 1)),
     "gru_reset_after": (nn.GRU, (1, 0, 2), (-1, 1, 1)),
     "rnn": (nn.RNN, (0,), (1,)),
 }
-
-def _reorder(w: torch.Tensor, block, sign, inverse: bool) -> torch.Tensor:
-    parts = w.detach().chunk(len(block), dim=0)
-    if inverse:
-        order = sorted(range(len(block)), key=lambda k: block[k])
-        return torch.cat([sign[k] * parts[k] for k in order], 0)
-    return torch.cat([s * parts[b] for b, s in zip(block, sign)], 0)
-
 
 def from_torch(module: nn.Module):
     """A gatedrnn module computing exactly what `module` (torch.nn.LSTM / GRU / RNN) computes."""
@@ -51,7 +45,7 @@ def from_torch(module: nn.Module):
     _, block, sign = _CONVERSIONS[variant]
     with torch.no_grad():
         for name, theirs in module.named_parameters():
-            getattr(ours, name).copy_(_reorder(theirs, block, sign, inverse=False))
+            getattr(ours, name).copy_(reorder(theirs, block, sign, inverse=False))
     return ours
 
 
@@ -67,5 +61,5 @@ def to_torch(module) -> nn.Module:
                  bidirectional=module.bidirectional, device=w.device, dtype=w.dtype)
     with torch.no_grad():
         for name, p in theirs.named_parameters():
-            p.copy_(_reorder(getattr(module, name), block, sign, inverse=True))
+            p.copy_(reorder(getattr(module, name), block, sign, inverse=True))
     return theirs

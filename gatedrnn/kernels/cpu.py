@@ -31,14 +31,14 @@ _lock = threading.Lock()
 _state: dict = {}
 
 
-def _blas_symbols() -> bool:
-    """Does libtorch_cpu export the Fortran BLAS (sgemm_, dgemm_)? True for the x86 MKL builds."""
+def _exported(*symbols: str) -> bool:
+    """Does libtorch_cpu export all these symbols? (The x86 builds export MKL's BLAS.)"""
     lib = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
     try:
         handle = ctypes.CDLL(str(lib))
-        return hasattr(handle, "sgemm_") and hasattr(handle, "dgemm_")
     except OSError:
         return False
+    return all(hasattr(handle, name) for name in symbols)
 
 
 def _flags() -> list[str]:
@@ -46,8 +46,10 @@ def _flags() -> list[str]:
     if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
         # ATen's Vectorized<T> (with the Sleef exp/tanh inside libtorch) at AVX2 width.
         flags += ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
-    if _blas_symbols():
+    if _exported("sgemm_", "dgemm_"):
         flags.append("-DGATEDRNN_BLAS_SYMBOLS")
+    if _exported("cblas_sgemm_pack_get_size", "cblas_sgemm_pack", "cblas_sgemm_compute"):
+        flags.append("-DGATEDRNN_MKL_PACKED")
     return flags
 
 
