@@ -18,6 +18,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 namespace {
@@ -70,8 +71,9 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* W, 
 #endif
 
 // The recurrent weights of one product, used at every step: MKL packs them once into its
-// internal layout (cblas_sgemm_pack) where it can, which makes the small per-step GEMMs
-// 1.4-4x faster than plain sgemm on this project's benchmark shapes.
+// internal layout (cblas_sgemm_pack) where it can, which makes the per-step GEMMs 1.6-4x
+// faster than plain sgemm at batch 32-64. Not below kPackMinRows rows: MKL's packed copy is
+// then 10-35x the size of the matrix, and packing it costs more than it saves.
 #ifdef GATEDRNN_MKL_PACKED
 extern "C" {
 size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k);
@@ -89,15 +91,18 @@ struct Weight {
   const T* W;
   int64_t ldw, N, K;
   bool transposed;
-  std::vector<float> packed;
+  std::unique_ptr<float[]> packed;   // uninitialised on purpose: MKL writes all of it
+  static constexpr int64_t kPackMinRows = 8;
 
   Weight(int64_t M, const T* W_, int64_t ldw_, bool transposed_, int64_t N_, int64_t K_)
       : W(W_), ldw(ldw_), N(N_), K(K_), transposed(transposed_) {
 #ifdef GATEDRNN_MKL_PACKED
     if constexpr (std::is_same_v<T, float>) {
-      packed.resize(cblas_sgemm_pack_get_size(kBMatrix, M, N, K) / sizeof(float) + 1);
-      cblas_sgemm_pack(kRowMajor, kBMatrix, transposed ? kTrans : kNoTrans, M, N, K, 1.0f, W,
-                       ldw, packed.data());
+      if (M >= kPackMinRows) {
+        packed.reset(new float[cblas_sgemm_pack_get_size(kBMatrix, M, N, K) / sizeof(float) + 1]);
+        cblas_sgemm_pack(kRowMajor, kBMatrix, transposed ? kTrans : kNoTrans, M, N, K, 1.0f, W,
+                         ldw, packed.get());
+      }
     }
 #endif
   }
@@ -105,8 +110,10 @@ struct Weight {
   void apply(int64_t M, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
 #ifdef GATEDRNN_MKL_PACKED
     if constexpr (std::is_same_v<T, float>) {
-      return cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, M, N, K, A, lda, packed.data(),
-                                 N, beta, C, ldc);
+      if (packed) {
+        return cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, M, N, K, A, lda, packed.get(),
+                                   N, beta, C, ldc);
+      }
     }
 #endif
     gemm<T>(M, N, K, A, lda, W, ldw, transposed, beta, C, ldc);
@@ -115,32 +122,29 @@ struct Weight {
 
 // ---- element-wise helpers -----------------------------------------------------------------
 
+// ATen's polynomial exp (float: within 20 ulp, ~1e-6 relative; double: the exact exp). The
+// 1-ulp Sleef exp and tanh cost about as much as the per-step GEMM at moderate batch.
+template <typename T>
+inline Vectorized<T> exp(const Vectorized<T>& z) { return z.exp_u20(); }
+
 template <typename T>
 inline Vectorized<T> sigmoid(const Vectorized<T>& z) {
   const Vectorized<T> one(1);
-  return one / (one + z.neg().exp());
+  return one / (one + exp(z.neg()));
 }
 
-// tanh through one exp: 1 − 2 / (1 + e^{2z}). Sleef's 1-ulp tanh costs about as much as the
-// per-step GEMM here; this is within an absolute 2 ulp of 1 and saturates cleanly at ±1.
+// tanh through one exp: 1 − 2 / (1 + e^{2z}); saturates cleanly at ±1.
 template <typename T>
 inline Vectorized<T> tanh(const Vectorized<T>& z) {
   const Vectorized<T> one(1), two(2);
-  return one - two / (one + (z + z).exp());
+  return one - two / (one + exp(z + z));
 }
 
-// Runs body(row) for every batch row; splits rows over threads only when a step's
-// element-wise work is big enough to pay for the fork.
+// Runs body(row) for every row of a step (the threads already split the batch, see
+// for_row_blocks).
 template <typename F>
-inline void for_rows(int64_t B, int64_t H, const F& body) {
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(H, 1));
-  if (B <= grain) {
-    for (int64_t b = 0; b < B; ++b) body(b);
-  } else {
-    at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) body(b);
-    });
-  }
+inline void for_rows(int64_t B, int64_t /*H*/, const F& body) {
+  for (int64_t b = 0; b < B; ++b) body(b);
 }
 
 // Calls body(j, n) over the H units of a row in vector-wide chunks (n < width at the tail).
@@ -277,8 +281,7 @@ void gru_reset_after_forward(const Step<T>& s) {
 template <typename T>
 void lstm_forward(const Step<T>& s) {
   const int64_t H = s.H, GH = 4 * H;
-  if (!getenv("SKIP_GEMM")) s.W[0].apply(s.B, s.a_prev, H, 0, s.hp, GH);
-  if (getenv("SKIP_EW")) return;
+  s.W[0].apply(s.B, s.a_prev, H, 0, s.hp, GH);
   for_rows(s.B, H, [&](int64_t b) {
     const T *xp = s.xp + b * GH, *hp = s.hp + b * GH, *c_prev = s.c_prev + b * H;
     T *saved = s.saved + b * GH, *a = s.a + b * H, *c = s.c + b * H;
@@ -530,29 +533,63 @@ const T* ptr_or_null(const std::optional<at::Tensor>& t) {
   return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
 }
 
+// Batch rows never interact, so the whole time loop splits over row blocks: one block per
+// thread, each running every step for its rows (MKL runs single-threaded inside an OpenMP
+// parallel region). No synchronisation per step: a fork/join per step costs more than the
+// element-wise work it would share out. Below kMinRowsPerThread rows a block, one block runs
+// and BLAS threads the products itself.
+constexpr int64_t kMinRowsPerThread = 4;
+
+template <typename F>
+void for_row_blocks(int64_t B, const F& body) {
+  const int64_t blocks =
+      std::min<int64_t>(at::get_num_threads(), std::max<int64_t>(1, B / kMinRowsPerThread));
+  if (blocks <= 1) return body(0, B);
+  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+    for (int64_t k = first; k < last; ++k) body(k * B / blocks, (k + 1) * B / blocks);
+  });
+}
+
 template <typename T>
-void forward_loop(int64_t variant, const at::Tensor& xp, const at::Tensor& R,
-                  const std::optional<at::Tensor>& b_hh, const std::optional<at::Tensor>& p,
-                  const at::Tensor& a0, const std::optional<at::Tensor>& c0,
-                  const std::optional<at::Tensor>& mask, bool reverse, bool keep_saved,
-                  at::Tensor& A, at::Tensor& C, at::Tensor& saved) {
-  const int64_t T_ = xp.size(0), B = xp.size(1), H = R.size(1);
-  const Shape sh = shape_of(variant);
-  auto scratch = at::empty({B, sh.G * H + H}, xp.options());
-  const auto weights = forward_weights<T>(variant, R.data_ptr<T>(), B, H, sh.G);
-  Step<T> s{B, H, nullptr, weights.data(), ptr_or_null<T>(b_hh), ptr_or_null<T>(p),
-            nullptr, a0.data_ptr<T>(), ptr_or_null<T>(c0), nullptr, nullptr, nullptr,
-            scratch.data_ptr<T>(), scratch.data_ptr<T>() + B * sh.G * H};
-  const bool* valid = mask.has_value() && mask->defined() ? mask->data_ptr<bool>() : nullptr;
-  const int64_t step_saved = B * sh.S * H;
-  for (int64_t i = 0; i < T_; ++i) {
-    const int64_t t = reverse ? T_ - 1 - i : i;
-    s.xp = xp.data_ptr<T>() + t * B * sh.G * H;
-    s.valid = valid ? valid + t * B : nullptr;
-    s.a = A.data_ptr<T>() + t * B * H;
-    s.c = sh.cell ? C.data_ptr<T>() + t * B * H : nullptr;
-    s.saved = saved.data_ptr<T>() + (keep_saved ? t * step_saved : 0);
-    switch (variant) {
+T* rows_of(const at::Tensor& t, int64_t step, int64_t B, int64_t r0) {
+  // Row r0 of time step `step` in a (T, B, W) buffer (step 0 for a (B, W) one).
+  const int64_t W = t.size(-1);
+  return t.data_ptr<T>() + (step * B + r0) * W;
+}
+
+template <typename T>
+T* rows_of(const std::optional<at::Tensor>& t, int64_t step, int64_t B, int64_t r0) {
+  return t.has_value() && t->defined() ? rows_of<T>(*t, step, B, r0) : nullptr;
+}
+
+struct Problem {
+  int64_t variant, T, B, H;
+  Shape sh;
+  bool reverse;
+  const bool* valid;   // (T, B) or null
+  int64_t step(int64_t i) const { return reverse ? T - 1 - i : i; }
+};
+
+template <typename T>
+void forward_rows(const Problem& pb, int64_t r0, int64_t r1, const at::Tensor& xp,
+                  const at::Tensor& R, const std::optional<at::Tensor>& b_hh,
+                  const std::optional<at::Tensor>& p, const at::Tensor& a0,
+                  const std::optional<at::Tensor>& c0, bool keep_saved, at::Tensor& A,
+                  at::Tensor& C, at::Tensor& saved) {
+  const int64_t M = r1 - r0, H = pb.H, G = pb.sh.G;
+  auto scratch = at::empty({M, G * H + H}, xp.options());
+  const auto weights = forward_weights<T>(pb.variant, R.data_ptr<T>(), M, H, G);
+  Step<T> s{M, H, nullptr, weights.data(), ptr_or_null<T>(b_hh), ptr_or_null<T>(p), nullptr,
+            rows_of<T>(a0, 0, pb.B, r0), rows_of<T>(c0, 0, pb.B, r0), nullptr, nullptr, nullptr,
+            scratch.data_ptr<T>(), scratch.data_ptr<T>() + M * G * H};
+  for (int64_t i = 0; i < pb.T; ++i) {
+    const int64_t t = pb.step(i);
+    s.xp = rows_of<T>(xp, t, pb.B, r0);
+    s.valid = pb.valid ? pb.valid + t * pb.B + r0 : nullptr;
+    s.a = rows_of<T>(A, t, pb.B, r0);
+    s.c = pb.sh.cell ? rows_of<T>(C, t, pb.B, r0) : nullptr;
+    s.saved = rows_of<T>(saved, keep_saved ? t : 0, pb.B, r0);
+    switch (pb.variant) {
       case RNN: rnn_forward(s); break;
       case GRU_SIMPLE: gru_simple_forward(s); break;
       case GRU: gru_forward(s); break;
@@ -564,69 +601,71 @@ void forward_loop(int64_t variant, const at::Tensor& xp, const at::Tensor& R,
   }
 }
 
+const bool* valid_or_null(const std::optional<at::Tensor>& mask) {
+  return mask.has_value() && mask->defined() ? mask->data_ptr<bool>() : nullptr;
+}
+
 std::vector<at::Tensor> forward(int64_t variant, const at::Tensor& xp, const at::Tensor& R,
                                 const std::optional<at::Tensor>& b_hh,
                                 const std::optional<at::Tensor>& p, const at::Tensor& a0,
                                 const std::optional<at::Tensor>& c0,
                                 const std::optional<at::Tensor>& mask, bool reverse,
                                 bool keep_saved) {
-  const int64_t T_ = xp.size(0), B = xp.size(1), H = R.size(1);
-  const Shape sh = shape_of(variant);
-  auto A = at::empty({T_, B, H}, xp.options());
-  auto C = sh.cell ? at::empty({T_, B, H}, xp.options()) : at::Tensor();
-  auto saved = at::empty({keep_saved ? T_ : 1, B, sh.S * H}, xp.options());
+  const Problem pb{variant, xp.size(0), xp.size(1), R.size(1), shape_of(variant), reverse,
+                   valid_or_null(mask)};
+  auto A = at::empty({pb.T, pb.B, pb.H}, xp.options());
+  auto C = pb.sh.cell ? at::empty({pb.T, pb.B, pb.H}, xp.options()) : at::Tensor();
+  auto saved = at::empty({keep_saved ? pb.T : 1, pb.B, pb.sh.S * pb.H}, xp.options());
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "gatedrnn_cpu_forward", [&] {
-    forward_loop<scalar_t>(variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved, A, C,
-                           saved);
+    for_row_blocks(pb.B, [&](int64_t r0, int64_t r1) {
+      forward_rows<scalar_t>(pb, r0, r1, xp, R, b_hh, p, a0, c0, keep_saved, A, C, saved);
+    });
   });
   return {A, C, saved};
 }
 
 template <typename T>
-void backward_loop(int64_t variant, const at::Tensor& d_A, const at::Tensor& d_a_n,
-                   const std::optional<at::Tensor>& d_c_n, const at::Tensor& R,
-                   const std::optional<at::Tensor>& p, const at::Tensor& a0,
+void backward_rows(const Problem& pb, int64_t r0, int64_t r1, const at::Tensor& d_A,
+                   const at::Tensor& d_a_n, const std::optional<at::Tensor>& d_c_n,
+                   const at::Tensor& R, const std::optional<at::Tensor>& p, const at::Tensor& a0,
                    const std::optional<at::Tensor>& c0, const at::Tensor& A,
                    const std::optional<at::Tensor>& C, const at::Tensor& saved,
-                   const std::optional<at::Tensor>& mask, bool reverse, at::Tensor& d_xp,
-                   at::Tensor& d_a0, at::Tensor& d_c0) {
-  const int64_t T_ = A.size(0), B = A.size(1), H = A.size(2);
-  const Shape sh = shape_of(variant);
+                   at::Tensor& d_xp, at::Tensor& d_a0, at::Tensor& d_c0) {
+  const int64_t M = r1 - r0, H = pb.H, G = pb.sh.G, B = pb.B;
   // Two carry buffers per state, swapped each step: the gradient w.r.t. the state entering
-  // the step just processed, and the total w.r.t. the state leaving the next one.
-  auto buffers = at::empty({6, B, H}, A.options());
+  // the step just processed, and the one being computed for the step before it.
+  auto buffers = at::empty({5, M, H}, A.options());
   T* carry_a = buffers[0].data_ptr<T>();
   T* next_a = buffers[1].data_ptr<T>();
   T* carry_c = buffers[2].data_ptr<T>();
   T* next_c = buffers[3].data_ptr<T>();
   T* total_a = buffers[4].data_ptr<T>();
-  auto scratch = at::empty({B, sh.G * H}, A.options());
-  std::copy(d_a_n.data_ptr<T>(), d_a_n.data_ptr<T>() + B * H, carry_a);
-  if (sh.cell) std::copy(d_c_n->data_ptr<T>(), d_c_n->data_ptr<T>() + B * H, carry_c);
-  const bool* valid = mask.has_value() && mask->defined() ? mask->data_ptr<bool>() : nullptr;
-  const T* A_ = A.data_ptr<T>();
-  const T* C_ = sh.cell ? C->data_ptr<T>() : nullptr;
-  const auto weights = backward_weights<T>(variant, R.data_ptr<T>(), B, H, sh.G);
-  BackStep<T> s{B, H, weights.data(), ptr_or_null<T>(p)};
+  auto scratch = at::empty({M, G * H}, A.options());
+  std::copy_n(rows_of<T>(d_a_n, 0, B, r0), M * H, carry_a);
+  if (pb.sh.cell) std::copy_n(rows_of<T>(d_c_n, 0, B, r0), M * H, carry_c);
+  const auto weights = backward_weights<T>(pb.variant, R.data_ptr<T>(), M, H, G);
+  BackStep<T> s{M, H, weights.data(), ptr_or_null<T>(p)};
   s.scratch = scratch.data_ptr<T>();
-  for (int64_t i = T_ - 1; i >= 0; --i) {
-    const int64_t t = reverse ? T_ - 1 - i : i;
-    const bool first = i == 0;                      // its previous state is the initial one
-    const int64_t t_prev = reverse ? t + 1 : t - 1;
-    s.valid = valid ? valid + t * B : nullptr;
-    s.a_prev = first ? a0.data_ptr<T>() : A_ + t_prev * B * H;
-    s.c_prev = sh.cell ? (first ? c0->data_ptr<T>() : C_ + t_prev * B * H) : nullptr;
-    s.a = A_ + t * B * H;
-    s.c = sh.cell ? C_ + t * B * H : nullptr;
-    s.saved = saved.data_ptr<T>() + t * B * sh.S * H;
-    const T* dA_t = d_A.data_ptr<T>() + t * B * H;
-    for (int64_t k = 0; k < B * H; ++k) total_a[k] = carry_a[k] + dA_t[k];
+  for (int64_t i = pb.T - 1; i >= 0; --i) {
+    const int64_t t = pb.step(i);
+    const bool first = i == 0;   // its previous state is the initial one
+    const int64_t t_prev = pb.step(i - 1);
+    s.valid = pb.valid ? pb.valid + t * B + r0 : nullptr;
+    s.a_prev = first ? rows_of<T>(a0, 0, B, r0) : rows_of<T>(A, t_prev, B, r0);
+    s.c_prev = !pb.sh.cell ? nullptr
+               : first     ? rows_of<T>(c0, 0, B, r0)
+                           : rows_of<T>(C, t_prev, B, r0);
+    s.a = rows_of<T>(A, t, B, r0);
+    s.c = pb.sh.cell ? rows_of<T>(C, t, B, r0) : nullptr;
+    s.saved = rows_of<T>(saved, t, B, r0);
+    const T* dA_t = rows_of<T>(d_A, t, B, r0);
+    for (int64_t k = 0; k < M * H; ++k) total_a[k] = carry_a[k] + dA_t[k];
     s.d_a = total_a;
     s.d_c = carry_c;
-    s.d_xp = d_xp.data_ptr<T>() + t * B * sh.G * H;
+    s.d_xp = rows_of<T>(d_xp, t, B, r0);
     s.d_a_prev = next_a;
     s.d_c_prev = next_c;
-    switch (variant) {
+    switch (pb.variant) {
       case RNN: rnn_backward(s); break;
       case GRU_SIMPLE: gru_simple_backward(s); break;
       case GRU: gru_backward(s); break;
@@ -636,8 +675,8 @@ void backward_loop(int64_t variant, const at::Tensor& d_A, const at::Tensor& d_a
     std::swap(carry_a, next_a);
     std::swap(carry_c, next_c);
   }
-  std::copy(carry_a, carry_a + B * H, d_a0.data_ptr<T>());
-  if (sh.cell) std::copy(carry_c, carry_c + B * H, d_c0.data_ptr<T>());
+  std::copy_n(carry_a, M * H, rows_of<T>(d_a0, 0, B, r0));
+  if (pb.sh.cell) std::copy_n(carry_c, M * H, rows_of<T>(d_c0, 0, B, r0));
 }
 
 std::vector<at::Tensor> backward(int64_t variant, const at::Tensor& d_A, const at::Tensor& d_a_n,
@@ -646,14 +685,16 @@ std::vector<at::Tensor> backward(int64_t variant, const at::Tensor& d_A, const a
                                  const std::optional<at::Tensor>& c0, const at::Tensor& A,
                                  const std::optional<at::Tensor>& C, const at::Tensor& saved,
                                  const std::optional<at::Tensor>& mask, bool reverse) {
-  const int64_t T_ = A.size(0), B = A.size(1), H = A.size(2);
-  const Shape sh = shape_of(variant);
-  auto d_xp = at::empty({T_, B, sh.G * H}, A.options());
-  auto d_a0 = at::empty({B, H}, A.options());
-  auto d_c0 = sh.cell ? at::empty({B, H}, A.options()) : at::Tensor();
+  const Problem pb{variant, A.size(0), A.size(1), A.size(2), shape_of(variant), reverse,
+                   valid_or_null(mask)};
+  auto d_xp = at::empty({pb.T, pb.B, pb.sh.G * pb.H}, A.options());
+  auto d_a0 = at::empty({pb.B, pb.H}, A.options());
+  auto d_c0 = pb.sh.cell ? at::empty({pb.B, pb.H}, A.options()) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "gatedrnn_cpu_backward", [&] {
-    backward_loop<scalar_t>(variant, d_A, d_a_n, d_c_n, R, p, a0, c0, A, C, saved, mask,
-                            reverse, d_xp, d_a0, d_c0);
+    for_row_blocks(pb.B, [&](int64_t r0, int64_t r1) {
+      backward_rows<scalar_t>(pb, r0, r1, d_A, d_a_n, d_c_n, R, p, a0, c0, A, C, saved, d_xp,
+                              d_a0, d_c0);
+    });
   });
   return {d_xp, d_a0, d_c0};
 }
