@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import kernels
+from .kernels import states
 from .cells import Variant, get_variant
 
 
@@ -21,27 +22,29 @@ class _Recurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, xp, R, b_hh, p, a0, c0, mask, variant, backend, reverse, keep_saved):
-        A, C, saved = backend.forward(variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved)
+        SA, SC, saved = backend.forward(variant, xp, R, b_hh, p, a0, c0, mask, reverse,
+                                        keep_saved)
+        A = states.after(SA, reverse)
         last = 0 if reverse else -1   # masked steps carry the state, so this is each sequence's last
         out = A if mask is None else A * mask
         ctx.variant, ctx.backend, ctx.reverse = variant, backend, reverse
-        ctx.save_for_backward(R, b_hh, p, a0, c0, A, C, saved, mask)
+        ctx.save_for_backward(R, b_hh, p, SA, SC, saved, mask)
         if variant.has_cell:
-            return out, A[last].clone(), C[last].clone()
+            return out, A[last].clone(), states.after(SC, reverse)[last].clone()
         return out, A[last].clone()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_out, d_a_n, d_c_n=None):
-        R, b_hh, p, a0, c0, A, C, saved, mask = ctx.saved_tensors
+        R, b_hh, p, SA, SC, saved, mask = ctx.saved_tensors
         variant = ctx.variant
-        d_out = torch.zeros_like(A) if d_out is None else d_out
+        d_out = torch.zeros_like(SA[1:]) if d_out is None else d_out
         d_A = d_out if mask is None else d_out * mask
-        d_a_n = torch.zeros_like(a0) if d_a_n is None else d_a_n
+        d_a_n = torch.zeros_like(SA[0]) if d_a_n is None else d_a_n
         if variant.has_cell:
-            d_c_n = torch.zeros_like(c0) if d_c_n is None else d_c_n
+            d_c_n = torch.zeros_like(SC[0]) if d_c_n is None else d_c_n
         d_xp, d_R, d_b_hh, d_p, d_a0, d_c0 = ctx.backend.backward(
-            variant, d_A, d_a_n, d_c_n, R, b_hh, p, a0, c0, A, C, saved, mask, ctx.reverse)
+            variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mask, ctx.reverse)
         return d_xp, d_R, d_b_hh, d_p, d_a0, d_c0, None, None, None, None, None
 
 

@@ -3,19 +3,19 @@
 Every backend is a module with two functions and this contract (the autograd Function in
 gatedrnn/functional.py is the only caller):
 
-    forward(variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved) -> (A, C, saved)
+    forward(variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved) -> (SA, SC, saved)
         xp (T, B, G*H) input projections W_x x<t> + b of all steps; R (G*H, H); b_hh (H,) or None;
         p (3, H) or None; a0, c0 (B, H) (c0 None unless the variant has a cell);
         mask (T, B, 1) bool or None, True where step t is inside sequence b;
         reverse: run from t = T-1 down to 0; keep_saved: False when no backward will follow.
-        A (T, B, H) the state after every step (carried unchanged through masked steps),
-        C (T, B, H) the LSTM's cells likewise (None otherwise), saved: what the backward needs
-        (for the loop and cpu backends (T, B, S*H), exactly what `Variant.step` saves; None
-        when keep_saved is False).
-    backward(variant, d_A, d_a_n, d_c_n, R, b_hh, p, a0, c0, A, C, saved, mask, reverse)
+        SA (T+1, B, H) the initial state and the state after every step (carried unchanged
+        through masked steps), laid out as gatedrnn/kernels/states.py says; SC likewise for the
+        LSTM's cell (None otherwise); saved: what the backward needs (for the loop and cpu
+        backends (T, B, S*H), exactly what `Variant.step` saves; None if keep_saved is False).
+    backward(variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mask, reverse)
         -> (d_xp, d_R, d_b_hh, d_p, d_a0, d_c0)
-        d_A (T, B, H) gradient w.r.t. A from the outputs; d_a_n, d_c_n (B, H) w.r.t. the final
-        states (d_c_n None unless the variant has a cell).
+        d_A (T, B, H) gradient w.r.t. the states after each step, from the outputs; d_a_n, d_c_n
+        (B, H) w.r.t. the final states (d_c_n None unless the variant has a cell).
 
 The weight gradients of the input projection (and the inputs') are not the backend's business:
 they follow from d_xp through the ordinary autograd of one large matrix product.

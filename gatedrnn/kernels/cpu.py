@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..cells import Variant
-from .weight_grads import weight_grads
+from .states import weight_grads
 
 _SOURCE = Path(__file__).parent / "cpu" / "recurrence.cpp"
 _IDS = {"rnn": 0, "gru_simple": 1, "gru": 2, "gru_reset_after": 3, "lstm": 4, "lstm_peephole": 5}
@@ -89,15 +89,14 @@ def _c(t):
 
 def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=True):
     mask2d = None if mask is None else mask.reshape(mask.shape[0], mask.shape[1]).contiguous()
-    A, C, saved = extension().forward(_IDS[variant.name], _c(xp), _c(R), _c(b_hh), _c(p),
-                                      _c(a0), _c(c0), mask2d, reverse, keep_saved)
-    return A, (C if variant.has_cell else None), (saved if keep_saved else None)
+    SA, SC, saved = extension().forward(_IDS[variant.name], _c(xp), _c(R), _c(b_hh), _c(p),
+                                        _c(a0), _c(c0), mask2d, reverse, keep_saved)
+    return SA, (SC if variant.has_cell else None), (saved if keep_saved else None)
 
 
-def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, a0, c0, A, C, saved, mask, reverse):
+def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mask, reverse):
     mask2d = None if mask is None else mask.reshape(mask.shape[0], mask.shape[1]).contiguous()
     d_xp, d_a0, d_c0 = extension().backward(_IDS[variant.name], _c(d_A), _c(d_a_n), _c(d_c_n),
-                                            _c(R), _c(p), _c(a0), _c(c0), A, C, saved, mask2d,
-                                            reverse)
-    d_R, d_b_hh, d_p = weight_grads(variant, d_xp, A, C, a0, c0, saved, reverse)
+                                            _c(R), _c(p), SA, SC, saved, mask2d, reverse)
+    d_R, d_b_hh, d_p = weight_grads(variant, d_xp, SA, SC, saved, reverse)
     return d_xp, d_R, d_b_hh, d_p, d_a0, (d_c0 if variant.has_cell else None)

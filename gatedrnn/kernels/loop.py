@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..cells import Variant
-from .weight_grads import previous_states, weight_grads
+from .states import after, before, new_states, weight_grads
 
 
 def _time_order(T: int, reverse: bool):
@@ -21,8 +21,9 @@ def _time_order(T: int, reverse: bool):
 def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=True):
     T, B, _ = xp.shape
     H = R.shape[1]
-    A = xp.new_empty(T, B, H)
-    C = xp.new_empty(T, B, H) if variant.has_cell else None
+    SA = new_states(a0, T, reverse)
+    SC = new_states(c0, T, reverse) if variant.has_cell else None
+    A, C = after(SA, reverse), (after(SC, reverse) if SC is not None else None)
     saved = xp.new_empty(T, B, variant.saved_blocks * H) if keep_saved else None
     a, c = a0, c0
     for t in _time_order(T, reverse):
@@ -36,20 +37,19 @@ def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=
         A[t] = a
         if C is not None:
             C[t] = c
-    return A, C, saved
+    return SA, SC, saved
 
 
-def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, a0, c0, A, C, saved, mask, reverse):
-    T, B, H = A.shape
-    d_xp = A.new_empty(T, B, variant.num_gates * H)
+def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mask, reverse):
+    T, B, H = d_A.shape
+    d_xp = d_A.new_empty(T, B, variant.num_gates * H)
     d_a, d_c = d_a_n, d_c_n
-    order = list(_time_order(T, reverse))
-    A_prev = previous_states(A, a0, reverse)
-    C_prev = previous_states(C, c0, reverse) if C is not None else None
-    for t in reversed(order):
+    A, A_prev = after(SA, reverse), before(SA, reverse)
+    C, C_prev = (after(SC, reverse), before(SC, reverse)) if SC is not None else (None, None)
+    for t in reversed(_time_order(T, reverse)):
         d_a = d_a + d_A[t]
         if mask is not None:   # only real steps take gradient; masked ones pass it through
-            m = mask[t].to(A.dtype)
+            m = mask[t].to(d_a.dtype)
             d_a_step, d_c_step = d_a * m, (d_c * m if d_c is not None else None)
         else:
             d_a_step, d_c_step = d_a, d_c
@@ -61,5 +61,5 @@ def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, a0, c0, A, C, save
             d_a_prev = d_a_prev + d_a * (1 - m)
             d_c_prev = d_c_prev + d_c * (1 - m) if d_c is not None else None
         d_a, d_c = d_a_prev, d_c_prev
-    d_R, d_b_hh, d_p = weight_grads(variant, d_xp, A, C, a0, c0, saved, reverse)
+    d_R, d_b_hh, d_p = weight_grads(variant, d_xp, SA, SC, saved, reverse)
     return d_xp, d_R, d_b_hh, d_p, d_a, d_c

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .. import reference
+from .states import after, initial_index, new_states
 
 
 def _params(variant, R, b_hh, p):
@@ -79,12 +80,20 @@ def forward(variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=True):
         A[:, b] = _carry(a, _np(a0)[b:b + 1], idx, T, reverse)
         if C is not None:
             C[:, b] = _carry(c, _np(c0)[b:b + 1], idx, T, reverse)
-    like = lambda z: torch.from_numpy(z).to(xp)  # noqa: E731
-    return like(A), (like(C) if C is not None else None), xp
+    SA = new_states(a0, T, reverse)
+    after(SA, reverse).copy_(torch.from_numpy(A))
+    SC = None
+    if C is not None:
+        SC = new_states(c0, T, reverse)
+        after(SC, reverse).copy_(torch.from_numpy(C))
+    # The backward replays the forward, from xp and the initial states.
+    return SA, SC, xp
 
 
-def backward(variant, d_A, d_a_n, d_c_n, R, b_hh, p, a0, c0, A, C, saved, mask, reverse):
+def backward(variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mask, reverse):
     xp = saved
+    first = initial_index(xp.shape[0], reverse)
+    a0, c0 = SA[first], (SC[first] if SC is not None else None)
     T, B, GH = xp.shape
     H = R.shape[1]
     d_xp = np.zeros((T, B, GH))

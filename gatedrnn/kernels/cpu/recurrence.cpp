@@ -9,7 +9,9 @@
 //   T time steps, B batch, H hidden units, G gate blocks, S blocks a step saves.
 // Buffers (row-major, contiguous):
 //   xp (T, B, G*H) input projections     R (G*H, H) recurrent weights, gate blocks stacked
-//   A, C (T, B, H) states after each step (carried through masked steps)
+//   SA, SC (T+1, B, H) the initial state and the state after each step (carried through
+//         masked steps): forwards SA[0] = a0 and SA[t+1] after step t; backwards SA[T] = a0
+//         and SA[t] after step t (gatedrnn/kernels/states.py)
 //   saved (T, B, S*H) gate activations, exactly as Variant.step saves them
 //   mask (T, B) bool, true inside a sequence; b_hh (H) reset-after b_cc; p (3, H) peepholes
 
@@ -568,26 +570,32 @@ struct Problem {
   bool reverse;
   const bool* valid;   // (T, B) or null
   int64_t step(int64_t i) const { return reverse ? T - 1 - i : i; }
+  // Indices into the (T+1, B, H) state sequences.
+  int64_t after(int64_t t) const { return reverse ? t : t + 1; }
+  int64_t before(int64_t t) const { return reverse ? t + 1 : t; }
 };
 
 template <typename T>
 void forward_rows(const Problem& pb, int64_t r0, int64_t r1, const at::Tensor& xp,
                   const at::Tensor& R, const std::optional<at::Tensor>& b_hh,
-                  const std::optional<at::Tensor>& p, const at::Tensor& a0,
-                  const std::optional<at::Tensor>& c0, bool keep_saved, at::Tensor& A,
-                  at::Tensor& C, at::Tensor& saved) {
+                  const std::optional<at::Tensor>& p, bool keep_saved, at::Tensor& SA,
+                  at::Tensor& SC, at::Tensor& saved) {
   const int64_t M = r1 - r0, H = pb.H, G = pb.sh.G;
   auto scratch = at::empty({M, G * H + H}, xp.options());
   const auto weights = forward_weights<T>(pb.variant, R.data_ptr<T>(), M, H, G);
   Step<T> s{M, H, nullptr, weights.data(), ptr_or_null<T>(b_hh), ptr_or_null<T>(p), nullptr,
-            rows_of<T>(a0, 0, pb.B, r0), rows_of<T>(c0, 0, pb.B, r0), nullptr, nullptr, nullptr,
+            nullptr, nullptr, nullptr, nullptr, nullptr,
             scratch.data_ptr<T>(), scratch.data_ptr<T>() + M * G * H};
   for (int64_t i = 0; i < pb.T; ++i) {
     const int64_t t = pb.step(i);
     s.xp = rows_of<T>(xp, t, pb.B, r0);
     s.valid = pb.valid ? pb.valid + t * pb.B + r0 : nullptr;
-    s.a = rows_of<T>(A, t, pb.B, r0);
-    s.c = pb.sh.cell ? rows_of<T>(C, t, pb.B, r0) : nullptr;
+    s.a_prev = rows_of<T>(SA, pb.before(t), pb.B, r0);
+    s.a = rows_of<T>(SA, pb.after(t), pb.B, r0);
+    if (pb.sh.cell) {
+      s.c_prev = rows_of<T>(SC, pb.before(t), pb.B, r0);
+      s.c = rows_of<T>(SC, pb.after(t), pb.B, r0);
+    }
     s.saved = rows_of<T>(saved, keep_saved ? t : 0, pb.B, r0);
     switch (pb.variant) {
       case RNN: rnn_forward(s); break;
@@ -596,8 +604,6 @@ void forward_rows(const Problem& pb, int64_t r0, int64_t r1, const at::Tensor& x
       case GRU_RESET_AFTER: gru_reset_after_forward(s); break;
       default: lstm_forward(s);
     }
-    s.a_prev = s.a;
-    s.c_prev = s.c;
   }
 }
 
@@ -613,34 +619,39 @@ std::vector<at::Tensor> forward(int64_t variant, const at::Tensor& xp, const at:
                                 bool keep_saved) {
   const Problem pb{variant, xp.size(0), xp.size(1), R.size(1), shape_of(variant), reverse,
                    valid_or_null(mask)};
-  auto A = at::empty({pb.T, pb.B, pb.H}, xp.options());
-  auto C = pb.sh.cell ? at::empty({pb.T, pb.B, pb.H}, xp.options()) : at::Tensor();
+  const int64_t first = pb.reverse ? pb.T : 0;
+  auto SA = at::empty({pb.T + 1, pb.B, pb.H}, xp.options());
+  SA[first].copy_(a0);
+  at::Tensor SC;
+  if (pb.sh.cell) {
+    SC = at::empty({pb.T + 1, pb.B, pb.H}, xp.options());
+    SC[first].copy_(*c0);
+  }
   auto saved = at::empty({keep_saved ? pb.T : 1, pb.B, pb.sh.S * pb.H}, xp.options());
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "gatedrnn_cpu_forward", [&] {
     for_row_blocks(pb.B, [&](int64_t r0, int64_t r1) {
-      forward_rows<scalar_t>(pb, r0, r1, xp, R, b_hh, p, a0, c0, keep_saved, A, C, saved);
+      forward_rows<scalar_t>(pb, r0, r1, xp, R, b_hh, p, keep_saved, SA, SC, saved);
     });
   });
-  return {A, C, saved};
+  return {SA, SC, saved};
 }
 
 template <typename T>
 void backward_rows(const Problem& pb, int64_t r0, int64_t r1, const at::Tensor& d_A,
                    const at::Tensor& d_a_n, const std::optional<at::Tensor>& d_c_n,
-                   const at::Tensor& R, const std::optional<at::Tensor>& p, const at::Tensor& a0,
-                   const std::optional<at::Tensor>& c0, const at::Tensor& A,
-                   const std::optional<at::Tensor>& C, const at::Tensor& saved,
+                   const at::Tensor& R, const std::optional<at::Tensor>& p, const at::Tensor& SA,
+                   const std::optional<at::Tensor>& SC, const at::Tensor& saved,
                    at::Tensor& d_xp, at::Tensor& d_a0, at::Tensor& d_c0) {
   const int64_t M = r1 - r0, H = pb.H, G = pb.sh.G, B = pb.B;
   // Two carry buffers per state, swapped each step: the gradient w.r.t. the state entering
   // the step just processed, and the one being computed for the step before it.
-  auto buffers = at::empty({5, M, H}, A.options());
+  auto buffers = at::empty({5, M, H}, d_A.options());
   T* carry_a = buffers[0].data_ptr<T>();
   T* next_a = buffers[1].data_ptr<T>();
   T* carry_c = buffers[2].data_ptr<T>();
   T* next_c = buffers[3].data_ptr<T>();
   T* total_a = buffers[4].data_ptr<T>();
-  auto scratch = at::empty({M, G * H}, A.options());
+  auto scratch = at::empty({M, G * H}, d_A.options());
   std::copy_n(rows_of<T>(d_a_n, 0, B, r0), M * H, carry_a);
   if (pb.sh.cell) std::copy_n(rows_of<T>(d_c_n, 0, B, r0), M * H, carry_c);
   const auto weights = backward_weights<T>(pb.variant, R.data_ptr<T>(), M, H, G);
@@ -648,15 +659,13 @@ void backward_rows(const Problem& pb, int64_t r0, int64_t r1, const at::Tensor& 
   s.scratch = scratch.data_ptr<T>();
   for (int64_t i = pb.T - 1; i >= 0; --i) {
     const int64_t t = pb.step(i);
-    const bool first = i == 0;   // its previous state is the initial one
-    const int64_t t_prev = pb.step(i - 1);
     s.valid = pb.valid ? pb.valid + t * B + r0 : nullptr;
-    s.a_prev = first ? rows_of<T>(a0, 0, B, r0) : rows_of<T>(A, t_prev, B, r0);
-    s.c_prev = !pb.sh.cell ? nullptr
-               : first     ? rows_of<T>(c0, 0, B, r0)
-                           : rows_of<T>(C, t_prev, B, r0);
-    s.a = rows_of<T>(A, t, B, r0);
-    s.c = pb.sh.cell ? rows_of<T>(C, t, B, r0) : nullptr;
+    s.a_prev = rows_of<T>(SA, pb.before(t), B, r0);
+    s.a = rows_of<T>(SA, pb.after(t), B, r0);
+    if (pb.sh.cell) {
+      s.c_prev = rows_of<T>(SC, pb.before(t), B, r0);
+      s.c = rows_of<T>(SC, pb.after(t), B, r0);
+    }
     s.saved = rows_of<T>(saved, t, B, r0);
     const T* dA_t = rows_of<T>(d_A, t, B, r0);
     for (int64_t k = 0; k < M * H; ++k) total_a[k] = carry_a[k] + dA_t[k];
@@ -681,19 +690,18 @@ void backward_rows(const Problem& pb, int64_t r0, int64_t r1, const at::Tensor& 
 
 std::vector<at::Tensor> backward(int64_t variant, const at::Tensor& d_A, const at::Tensor& d_a_n,
                                  const std::optional<at::Tensor>& d_c_n, const at::Tensor& R,
-                                 const std::optional<at::Tensor>& p, const at::Tensor& a0,
-                                 const std::optional<at::Tensor>& c0, const at::Tensor& A,
-                                 const std::optional<at::Tensor>& C, const at::Tensor& saved,
+                                 const std::optional<at::Tensor>& p, const at::Tensor& SA,
+                                 const std::optional<at::Tensor>& SC, const at::Tensor& saved,
                                  const std::optional<at::Tensor>& mask, bool reverse) {
-  const Problem pb{variant, A.size(0), A.size(1), A.size(2), shape_of(variant), reverse,
+  const Problem pb{variant, d_A.size(0), d_A.size(1), d_A.size(2), shape_of(variant), reverse,
                    valid_or_null(mask)};
-  auto d_xp = at::empty({pb.T, pb.B, pb.sh.G * pb.H}, A.options());
-  auto d_a0 = at::empty({pb.B, pb.H}, A.options());
-  auto d_c0 = pb.sh.cell ? at::empty({pb.B, pb.H}, A.options()) : at::Tensor();
-  AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "gatedrnn_cpu_backward", [&] {
+  auto d_xp = at::empty({pb.T, pb.B, pb.sh.G * pb.H}, d_A.options());
+  auto d_a0 = at::empty({pb.B, pb.H}, d_A.options());
+  auto d_c0 = pb.sh.cell ? at::empty({pb.B, pb.H}, d_A.options()) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(d_A.scalar_type(), "gatedrnn_cpu_backward", [&] {
     for_row_blocks(pb.B, [&](int64_t r0, int64_t r1) {
-      backward_rows<scalar_t>(pb, r0, r1, d_A, d_a_n, d_c_n, R, p, a0, c0, A, C, saved, d_xp,
-                              d_a0, d_c0);
+      backward_rows<scalar_t>(pb, r0, r1, d_A, d_a_n, d_c_n, R, p, SA, SC, saved, d_xp, d_a0,
+                              d_c0);
     });
   });
   return {d_xp, d_a0, d_c0};

@@ -1,0 +1,45 @@
+"""State sequences as the backends store them, and the weight gradients computed from them.
+
+A backend keeps the initial state and the state after every step in one (T+1, B, H) tensor S,
+in time order: forwards S[0] is the initial state and S[t+1] the state after step t; backwards
+(reverse=True) S[T] is the initial state and S[t] the state after step t. Then the states after
+the steps and the states they started from are both views of S, and the weight gradients need
+no copy of either.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..cells import Variant
+
+
+def initial_index(T: int, reverse: bool) -> int:
+    return T if reverse else 0
+
+
+def after(S, reverse: bool):
+    """(T, B, H) view: the state after each step t."""
+    return S[:-1] if reverse else S[1:]
+
+
+def before(S, reverse: bool):
+    """(T, B, H) view: the state each step t started from."""
+    return S[1:] if reverse else S[:-1]
+
+
+def new_states(s0: torch.Tensor, T: int, reverse: bool) -> torch.Tensor:
+    """An uninitialised (T+1, B, H) state sequence holding s0 at its initial index."""
+    S = s0.new_empty(T + 1, *s0.shape)
+    S[initial_index(T, reverse)] = s0
+    return S
+
+
+def weight_grads(variant: Variant, d_xp, SA, SC, saved, reverse: bool):
+    """(d_R, d_b_hh, d_p) from d_xp (T, B, G*H) and the saved forward (see Variant.param_grads)."""
+    T, B, _ = d_xp.shape
+    flat = lambda z: None if z is None else z.reshape(T * B, -1)  # noqa: E731
+    C_prev = before(SC, reverse) if SC is not None else None
+    C = after(SC, reverse) if SC is not None else None
+    return variant.param_grads(flat(d_xp), flat(before(SA, reverse)), flat(C_prev), flat(C),
+                               flat(saved))
