@@ -69,6 +69,10 @@ def onnxruntime_run(module, x):
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
+    # Workers spin while a run lasts (onnxruntime's default, good for its latency) but stop when
+    # it ends: otherwise they spin on and take cores from whichever contender runs next
+    # (measured: gatedrnn twice as slow at S3).
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     session = ort.InferenceSession(layer_model(module).SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
     feed = {"X": x.numpy()}
@@ -99,27 +103,17 @@ def contenders(variant: str, shape: tuple[int, int, int]):
 
 
 def measure(runs: dict, repeats: int) -> dict:
-    """Median times. The PyTorch contenders run interleaved, repeat after repeat, so that the
-    machine's noise spreads evenly; onnxruntime runs in a block of its own afterwards: its idle
-    workers spin long after each run (its default, good for its latency) and would take cores
-    from whichever contender ran next (measured: gatedrnn twice as slow at S3)."""
-    isolated = {name: runs.pop(name) for name in list(runs) if name.startswith("onnxruntime")}
-    times = {name: [] for name in list(runs) + list(isolated)}
+    """Median times; contenders run interleaved, repeat after repeat, so that the machine's
+    noise spreads evenly over them."""
     for run in runs.values():   # warm-up: first-use compilation, allocator, caches
         run()
+    times = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
-            time.sleep(0.02)    # let OpenMP workers of the previous contender go idle
+            time.sleep(0.02)    # let the previous contender's idle workers stop spinning
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
-    for name, run in isolated.items():
-        run()
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    isolated.clear()            # frees the session and its spinning threads
     return {name: {"median_ms": 1e3 * statistics.median(t), "all_ms": [1e3 * s for s in t]}
             for name, t in times.items()}
 

@@ -1,0 +1,45 @@
+"""Without its compiled kernel the "cpu" backend falls back to "loop", warning once."""
+
+import os
+import subprocess
+import sys
+
+SCRIPT = """
+import warnings, torch, gatedrnn
+from gatedrnn import kernels
+from gatedrnn.kernels import cpu
+if {broken}:
+    def broken_build():
+        raise RuntimeError("no C++ compiler found")
+    cpu._build = broken_build
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    gru = gatedrnn.GRU(3, 4, backend="cpu")
+    x = torch.randn(5, 2, 3)
+    gru(x)[0].sum().backward()
+    gru(x)
+print(kernels.resolve("cpu", x.device), kernels.resolve(None, x.device))
+print([str(w.message) for w in caught if "compiled CPU backend" in str(w.message)])
+"""
+
+
+def _run(broken: bool, **env):
+    result = subprocess.run([sys.executable, "-c", SCRIPT.format(broken=broken)],
+                            capture_output=True, text=True, check=True,
+                            env=dict(os.environ, **env))
+    backends, warnings = result.stdout.splitlines()[:2]
+    return backends, eval(warnings)
+
+
+def test_a_failed_build_falls_back_to_the_loop_backend_with_one_warning():
+    backends, warnings = _run(broken=True)
+    assert backends == "loop loop"
+    assert len(warnings) == 1
+    assert "using the slower 'loop' backend" in warnings[0]
+    assert "no C++ compiler found" in warnings[0]
+
+
+def test_the_kernel_can_be_turned_off():
+    backends, warnings = _run(broken=False, GATEDRNN_CPU_KERNEL="0")
+    assert backends == "loop loop"
+    assert warnings == []
