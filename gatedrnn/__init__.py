@@ -10,9 +10,11 @@
 from . import reference
 from .cells import VARIANTS, Variant, get_variant
 from .functional import recurrence
+from .interop.onnx_export import export_onnx
+from .interop.onnx_import import load_onnx
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __version__ = "0.1.0"
 
 __all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell", "VARIANTS", "Variant",
-           "get_variant", "recurrence", "reference"]
+           "get_variant", "recurrence", "reference", "export_onnx", "load_onnx"]

@@ -5,7 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["gatedrnn", "gatedrnn.reference", "gatedrnn.modules.layers", "gatedrnn.modules.cells"]
+MODULES = ["gatedrnn", "gatedrnn.reference", "gatedrnn.modules.layers", "gatedrnn.modules.cells",
+           "gatedrnn.interop.onnx_import"]
 
 
 @pytest.mark.parametrize("name", MODULES)

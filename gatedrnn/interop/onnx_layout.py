@@ -88,3 +88,21 @@ def layer_model(module, opset: int = 17):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(model)
     return model
+
+
+def from_onnx(variant: str, W, R, B=None, P=None):
+    """One direction's ONNX W (G*H, I), R (G*H, H), B (2*G*H), P (3*H) → the stacked layout:
+    (weight_ih, weight_hh, bias_ih, bias_hh, peephole or None). The inverse of to_onnx."""
+    v = get_variant(variant)
+    _, block, sign = _ONNX[v.name]
+
+    def convert(w):
+        return reorder(w, block, sign, inverse=True)
+    bias_ih = bias_hh = None
+    if B is not None:
+        bias_ih, bias_hh = convert(B[: B.shape[0] // 2]), convert(B[B.shape[0] // 2:])
+    peephole = None
+    if v.peepholes:
+        p_u, p_o, p_f = P.chunk(3)
+        peephole = torch.stack([p_u, p_f, p_o])
+    return convert(W), convert(R), bias_ih, bias_hh, peephole
