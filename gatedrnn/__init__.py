@@ -13,8 +13,9 @@ from .functional import recurrence
 from .interop.onnx_export import export_onnx
 from .interop.onnx_import import load_onnx
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from .serialization import load, save
 
 __version__ = "0.1.0"
 
 __all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell", "VARIANTS", "Variant",
-           "get_variant", "recurrence", "reference", "export_onnx", "load_onnx"]
+           "get_variant", "recurrence", "reference", "export_onnx", "load_onnx", "save", "load"]
