@@ -43,3 +43,19 @@ def test_the_kernel_can_be_turned_off():
     backends, warnings = _run(broken=False, GATEDRNN_CPU_KERNEL="0")
     assert backends == "loop loop"
     assert warnings == []
+
+
+def test_the_kernel_builds_where_there_is_a_compiler():
+    """Where a C++ compiler exists the compiled path must really run, or the cpu-backend tests
+    would silently test the loop fallback."""
+    import shutil
+
+    import pytest
+
+    from gatedrnn.kernels import cpu
+
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler on this machine")
+    if os.environ.get("GATEDRNN_CPU_KERNEL") == "0":
+        pytest.skip("GATEDRNN_CPU_KERNEL=0")
+    assert cpu.available(), cpu._state.get("why")
