@@ -170,6 +170,13 @@ inline void carry(T* saved, int64_t saved_width, T* state, const T* state_prev, 
   copy_row(state, state_prev, H);
 }
 
+// The GRU family's c<t> = Γ_u ⊙ c~<t> + (1 − Γ_u) ⊙ c<t-1>, with one multiply.
+template <typename T>
+inline Vectorized<T> gru_update(const Vectorized<T>& gamma_u, const Vectorized<T>& c_tilde,
+                                const Vectorized<T>& c_prev) {
+  return c_prev + gamma_u * (c_tilde - c_prev);
+}
+
 // ---- one step's view of the buffers -------------------------------------------------------
 
 enum Variant { RNN = 0, GRU_SIMPLE = 1, GRU = 2, GRU_RESET_AFTER = 3, LSTM = 4, LSTM_PEEPHOLE = 5 };
@@ -218,7 +225,7 @@ void gru_simple_forward(const Step<T>& s) {
       auto gamma_u = sigmoid(load(xp + j, n) + load(hp + j, n));
       auto c_tilde = tanh(load(xp + H + j, n) + load(hp + H + j, n));
       auto cp = load(c_prev + j, n);
-      (cp + gamma_u * (c_tilde - cp)).store(c + j, n);
+      gru_update(gamma_u, c_tilde, cp).store(c + j, n);
       gamma_u.store(saved + j, n);
       c_tilde.store(saved + H + j, n);
     });
@@ -250,7 +257,7 @@ void gru_forward(const Step<T>& s) {
       auto c_tilde = tanh(load(xp + 2 * H + j, n) + load(hp + 2 * H + j, n));
       auto gamma_u = load(saved + j, n);
       auto cp = load(c_prev + j, n);
-      (cp + gamma_u * (c_tilde - cp)).store(c + j, n);
+      gru_update(gamma_u, c_tilde, cp).store(c + j, n);
       c_tilde.store(saved + 2 * H + j, n);
     });
   });
@@ -271,7 +278,7 @@ void gru_reset_after_forward(const Step<T>& s) {
       if (s.b_hh) hp_c = hp_c + load(s.b_hh + j, n);
       auto c_tilde = tanh(load(xp + 2 * H + j, n) + gamma_r * hp_c);
       auto cp = load(c_prev + j, n);
-      (cp + gamma_u * (c_tilde - cp)).store(c + j, n);
+      gru_update(gamma_u, c_tilde, cp).store(c + j, n);
       gamma_u.store(saved + j, n);
       gamma_r.store(saved + H + j, n);
       c_tilde.store(saved + 2 * H + j, n);
