@@ -11,8 +11,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
-demo: $(VENV)/.installed          ## train a small model and watch it learn
-	$(PY) examples/adding_demo.py
+demo: $(VENV)/.installed          ## the main job: train a char-LM on the embedded corpus, sample
+	$(VENV)/bin/gatedrnn demo
 
 test: $(VENV)/.installed          ## the test suite CI runs
 	$(PY) -m pytest -q

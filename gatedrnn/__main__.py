@@ -1,0 +1,7 @@
+"""`python -m gatedrnn` is the `gatedrnn` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,222 @@
+"""The command line: `gatedrnn demo | train | sample | plot` (also `python -m gatedrnn`)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from .cells import VARIANTS
+from .checkpoint import CheckpointError
+from .tasks import TASKS
+from .tasks.charlm import DataError
+from .train import TrainConfig, TrainingError, train
+
+DEMO_STEPS = 1000         # about two minutes on two cores with the defaults below
+DEMO_TEMPERATURES = (0.5, 0.8, 1.0)
+# What --resume may change; anything else belongs to the run and must stay as it was.
+RESUMABLE = {"steps", "eval_every", "checkpoint_every", "log_every"}
+HELP = {
+    "task": "what to learn: charlm (next character), adding (the adding problem), jsb (music)",
+    "data": "charlm: stdlib (the default corpus: Python's own standard library), shakespeare "
+            "(downloaded once) or a UTF-8 text file; jsb: the JSB Chorales JSON file",
+    "variant": "the cell: " + ", ".join(VARIANTS),
+    "hidden_size": "hidden units per layer", "num_layers": "stacked recurrent layers",
+    "embedding_size": "charlm: size of the character embedding",
+    "dropout": "dropout between layers", "bidirectional": "adding only: read both directions",
+    "seq_len": "charlm: characters per training window; adding: sequence length T",
+    "batch_size": "sequences per step (the global batch under torchrun)",
+    "optimizer": "adam, adamw or sgd", "lr": "learning rate",
+    "clip": "clip the gradient norm to this (0: off)", "steps": "training steps in all",
+    "seed": "seed of the initialisation and the data order",
+    "valid_fraction": "charlm: share of the text held out for validation",
+    "eval_every": "steps between evaluations", "checkpoint_every": "steps between checkpoints",
+    "log_every": "steps between lines in metrics.jsonl", "out": "the run's directory",
+}
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        kwargs = dict(default=None, help=f"{HELP[field.name]} (default: {field.default})")
+        if field.type in ("bool", bool):
+            parser.add_argument(flag, action="store_true", **kwargs)
+        else:
+            kind = {"int": int, "float": float}.get(str(field.type), str)
+            choices = {"task": TASKS, "variant": list(VARIANTS),
+                       "optimizer": ["adam", "adamw", "sgd"]}.get(field.name)
+            parser.add_argument(flag, type=kind, choices=choices, **kwargs)
+
+
+def _given(args) -> dict:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    # Every option defaults to None (store_true flags too), so "given" is "not None".
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def _config_for(args) -> tuple[TrainConfig, bool]:
+    given = _given(args)
+    if args.resume is None:
+        return TrainConfig(**given), False
+    run_dir = Path(args.resume)
+    saved = _read_run_config(run_dir)
+    for name, value in given.items():
+        if name == "out" or name in RESUMABLE or saved.get(name) == value:
+            continue
+        raise TrainingError(f"--{name.replace('_', '-')}: the run in {run_dir} has "
+                            f"{saved.get(name)!r}; a resumed run keeps its settings (only "
+                            f"{', '.join(sorted(RESUMABLE))} may change)")
+    saved.update({k: v for k, v in given.items() if k in RESUMABLE})
+    saved["out"] = str(run_dir)
+    return TrainConfig(**saved), True
+
+
+def _read_run_config(run_dir: Path) -> dict:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir}: no run here (expected {path}); pass the directory "
+                              "a gatedrnn train or demo wrote")
+    try:
+        return json.loads(path.read_text())["config"]
+    except (json.JSONDecodeError, KeyError) as error:
+        raise CheckpointError(f"{path}: damaged run configuration ({error})") from None
+
+
+def load_charlm(run_dir) -> tuple:
+    """(model, vocabulary) of a char-LM run directory, from its last checkpoint."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .tasks.charlm import CharLM, Vocabulary
+
+    run_dir = Path(run_dir)
+    saved = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else None
+    config = _read_run_config(run_dir)
+    if config["task"] != "charlm":
+        raise CheckpointError(f"{run_dir}: a {config['task']!r} run; only charlm runs sample text")
+    vocab = Vocabulary(saved["task_metadata"]["vocabulary"])
+    model = CharLM(len(vocab), config["variant"], config["hidden_size"], config["num_layers"],
+                   config["embedding_size"], config["dropout"])
+    weights_path = run_dir / "checkpoint" / "model.safetensors"
+    try:
+        model.load_state_dict(load_file(str(weights_path)))
+    except (SafetensorError, FileNotFoundError, RuntimeError) as error:
+        raise CheckpointError(f"{weights_path}: missing, damaged or not this model's "
+                              f"({str(error).splitlines()[0]})") from None
+    return model.eval(), vocab
+
+
+def cmd_train(args) -> None:
+    config, resume = _config_for(args)
+    result = train(config, resume=resume)
+    print(f"step {result['step']}: " + ", ".join(
+        f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()
+        if k != "step"))
+    print(f"run: {config.out} (checkpoint/, metrics.jsonl, config.json)")
+
+
+def cmd_sample(args) -> None:
+    from .streaming import sample_text
+
+    model, vocab = load_charlm(args.run_dir)
+    generator = torch.Generator().manual_seed(args.seed)
+    print(sample_text(model, vocab, args.prime.encode().decode("unicode_escape"), args.length,
+                      args.temperature, args.top_k, generator))
+
+
+def cmd_plot(args) -> None:
+    from .plots import loss_curve
+
+    print(loss_curve(args.run_dir, args.out))
+
+
+def cmd_demo(args) -> None:
+    from .plots import loss_curve
+    from .streaming import sample_text
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or f"runs/demo-{stamp}"
+    config = TrainConfig(task="charlm", data="stdlib", variant="gru", steps=args.steps,
+                         eval_every=max(1, args.steps // 4), checkpoint_every=args.steps,
+                         out=out)
+    print(f"gatedrnn demo: a character-level language model with the lecture's GRU "
+          f"(reset gate before the recurrent product), {config.num_layers} layers of "
+          f"{config.hidden_size} units, learns to write Python from the standard library's own "
+          f"source; {config.steps} steps of {config.batch_size} windows of {config.seq_len} "
+          f"characters, on {torch.get_num_threads()} CPU threads.\n", flush=True)
+    result = train(config)
+    print(f"\nvalidation loss {result['valid_loss']:.3f} nats/char "
+          f"({result['valid_bits_per_char']:.2f} bits), against {result['unigram_loss']:.3f} "
+          "for the unigram baseline (each character by its frequency alone)\n")
+    model, vocab = load_charlm(out)
+    for temperature in DEMO_TEMPERATURES:
+        text = sample_text(model, vocab, "def ", 240, temperature,
+                           generator=torch.Generator().manual_seed(0))
+        print(f"---- sample at temperature {temperature}\n{text}\n")
+    png = loss_curve(out)
+    print(f"checkpoint: {out}/checkpoint/   metrics: {out}/metrics.jsonl   loss curve: {png}")
+    print(f"more text:  gatedrnn sample {out} --prime 'class ' --temperature 0.7")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gatedrnn", description="Gated recurrent networks as the lectures teach them: "
+        "train, sample, plot.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="train a char-LM on the default corpus (~2 min) "
+                               "and show samples", description="Train the lecture's GRU as a character-level language model on "
+                               "the embedded corpus, then sample from it.")
+    demo.add_argument("--steps", type=int, default=DEMO_STEPS,
+                      help=f"training steps (default: {DEMO_STEPS}, about two minutes)")
+    demo.add_argument("--out", default=None, help="run directory (default: runs/demo-TIME)")
+    demo.set_defaults(handler=cmd_demo)
+
+    tr = commands.add_parser("train", help="train a model on a task",
+                             description="Train a gatedrnn model. Under torchrun "
+                             "--nproc-per-node N it trains data-parallel.")
+    _add_train_options(tr)
+    tr.add_argument("--resume", metavar="DIR", default=None,
+                    help="continue the run in DIR exactly where its checkpoint left it")
+    tr.set_defaults(handler=cmd_train)
+
+    sa = commands.add_parser("sample", help="generate text from a char-LM run",
+                             description="Generate text from a trained char-LM run.")
+    sa.add_argument("run_dir", metavar="RUN_DIR", help="a charlm run directory")
+    sa.add_argument("--prime", default="\\n", help="text to start from (escapes like \\n work)")
+    sa.add_argument("--length", type=int, default=500, help="characters to generate")
+    sa.add_argument("--temperature", type=float, default=0.8,
+                    help="below 1: safer, above 1: wilder, 0: always the likeliest")
+    sa.add_argument("--top-k", type=int, default=None, help="draw only among the k likeliest")
+    sa.add_argument("--seed", type=int, default=0)
+    sa.set_defaults(handler=cmd_sample)
+
+    pl = commands.add_parser("plot", help="draw a run's loss curves to a PNG",
+                             description="Draw the loss curves of a run to a PNG.")
+    pl.add_argument("run_dir", metavar="RUN_DIR")
+    pl.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/loss.png)")
+    pl.set_defaults(handler=cmd_plot)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (DataError, CheckpointError, TrainingError, ValueError, FileNotFoundError) as error:
+        print(f"gatedrnn {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ngatedrnn {args.command}: interrupted; the last checkpoint is kept",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Pieces the sequence tasks share: a recurrent encoder with a linear read-out."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..modules.layers import GRU, LSTM, RNN
+
+
+def recurrent_layers(variant: str, input_size: int, hidden_size: int, num_layers: int,
+                     dropout: float = 0.0, bidirectional: bool = False, **kwargs):
+    """The gatedrnn layer stack for any variant name."""
+    kwargs.update(num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0,
+                  bidirectional=bidirectional)
+    if variant.startswith("lstm"):
+        return LSTM(input_size, hidden_size, peephole=variant == "lstm_peephole", **kwargs)
+    if variant == "rnn":
+        return RNN(input_size, hidden_size, **kwargs)
+    return GRU(input_size, hidden_size, variant=variant, **kwargs)
+
+
+class Readout(nn.Module):
+    """Recurrent layers, then a linear layer on every output (per_step) or on the final state."""
+
+    def __init__(self, rnn, outputs: int, per_step: bool):
+        super().__init__()
+        self.rnn, self.per_step = rnn, per_step
+        self.head = nn.Linear(rnn.hidden_size * rnn.directions, outputs)
+
+    def forward(self, x, lengths=None):
+        out, state = self.rnn(x, lengths=lengths)
+        if self.per_step:
+            return self.head(out)
+        a_n = state[0] if isinstance(state, tuple) else state
+        last_layer = a_n[-self.rnn.directions:]                   # (D, B, H)
+        return self.head(last_layer.permute(1, 0, 2).reshape(a_n.shape[1], -1))

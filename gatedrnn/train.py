@@ -1,0 +1,180 @@
+"""One training loop for every task: progress, evaluation, checkpoints, exact resume, DDP.
+
+The same code runs in one process or under torchrun: with WORLD_SIZE > 1 it joins the process
+group (Gloo on CPU, NCCL on CUDA), wraps the model in DistributedDataParallel and each rank takes
+its own slice of every global batch; only rank 0 writes checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from . import checkpoint
+from .progress import Progress
+
+
+@dataclass
+class TrainConfig:
+    task: str = "charlm"            # charlm | adding | jsb
+    data: str = "stdlib"            # charlm: stdlib | shakespeare | PATH; jsb: PATH to the JSON
+    variant: str = "gru"            # any gatedrnn variant
+    hidden_size: int = 256          # H of every layer
+    num_layers: int = 2
+    embedding_size: int = 64        # charlm: size of the character embedding
+    dropout: float = 0.0            # between layers
+    bidirectional: bool = False     # adding only: the others predict the next step
+    seq_len: int = 100              # charlm: window; adding: T
+    batch_size: int = 32            # global: split over the ranks under torchrun
+    optimizer: str = "adam"         # adam | adamw | sgd
+    lr: float = 2e-3
+    clip: float = 1.0               # max gradient norm; 0 turns clipping off
+    steps: int = 1000
+    seed: int = 0
+    valid_fraction: float = 0.05    # charlm: the end of the text held out
+    eval_every: int = 200           # steps between evaluations (and at the end)
+    checkpoint_every: int = 200     # steps between checkpoints (and at the end)
+    log_every: int = 10             # steps between metrics lines
+    out: str = "runs/latest"
+
+    def check(self) -> None:
+        for name in ("hidden_size", "num_layers", "embedding_size", "seq_len", "batch_size",
+                     "steps", "eval_every", "checkpoint_every", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, "
+                                 f"got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"--lr: expected a positive learning rate, got {self.lr}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"--dropout: expected a probability in [0, 1), got {self.dropout}")
+        if self.optimizer not in ("adam", "adamw", "sgd"):
+            raise ValueError(f"--optimizer: expected adam, adamw or sgd, got {self.optimizer!r}")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says why and what was kept."""
+
+
+def make_task(config: TrainConfig, metadata: dict | None = None):
+    from .tasks import make
+
+    return make(config, metadata)
+
+
+def _world():
+    if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _optimizer(config: TrainConfig, parameters):
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+    return kinds[config.optimizer](parameters, lr=config.lr)
+
+
+def prepare_run_dir(config: TrainConfig, resume: bool) -> Path:
+    run_dir = Path(config.out)
+    if resume:
+        if not (run_dir / "config.json").is_file():
+            raise TrainingError(f"resume: {run_dir} holds no run (no config.json); start one "
+                                f"with gatedrnn train --out {run_dir}")
+    elif (run_dir / "config.json").exists():
+        raise TrainingError(f"out: {run_dir} already holds a run; continue it with --resume "
+                            f"{run_dir}, or choose another --out")
+    return run_dir
+
+
+def train(config: TrainConfig, resume: bool = False) -> dict:
+    """Train as `config` says; returns the step reached and the last evaluation. Raises
+    TrainingError on a non-finite loss (the last good checkpoint is kept)."""
+    return run(config, resume)[1]
+
+
+def run(config: TrainConfig, resume: bool = False):
+    """train(), returning (model, result): the trained module itself, on every rank."""
+    config.check()
+    rank, world = _world()
+    if config.batch_size % world:
+        raise ValueError(f"--batch-size: {config.batch_size} does not split over {world} "
+                         "processes; use a multiple of the process count")
+    run_dir = prepare_run_dir(config, resume)
+    saved_meta = json.loads((run_dir / "config.json").read_text()).get("task_metadata") \
+        if resume else None
+    task = make_task(config, saved_meta)
+    torch.manual_seed(config.seed)
+    model = task.build(**dataclasses.asdict(config))
+    optimizer = _optimizer(config, model.parameters())
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    step, last = 0, {}
+    if resume:
+        state = checkpoint.load(run_dir, model, optimizer, generator)
+        step, last = state["step"], state.get("evaluation", {})
+    elif rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(
+            {"config": dataclasses.asdict(config), "task_metadata": task.metadata()}, indent=1))
+    trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    progress = Progress(config.steps, step) if rank == 0 else None
+    metrics = open(run_dir / "metrics.jsonl", "a") if rank == 0 else None
+    started, tokens, saved_step = time.time(), 0, step
+    try:
+        while step < config.steps:
+            model.train()
+            batch = task.batch(generator, config.batch_size, shard=(rank, world))
+            loss = task.loss(trained, batch)
+            global_loss = loss.detach().clone()
+            if world > 1:
+                dist.all_reduce(global_loss)
+                global_loss /= world
+            if not torch.isfinite(global_loss):
+                raise TrainingError(
+                    f"training stopped at step {step + 1}: the loss became "
+                    f"{global_loss.item()}; the last good checkpoint (step {saved_step}) is "
+                    f"kept in {run_dir / 'checkpoint'}; try a lower --lr or --clip 1")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            optimizer.step()
+            step += 1
+            tokens += task.tokens(batch) * world
+            if rank == 0 and (step % config.log_every == 0 or step == config.steps):
+                rate = tokens / (time.time() - started)
+                metrics.write(json.dumps({"step": step, "loss": global_loss.item(),
+                                          "per_second": rate}) + "\n")
+                metrics.flush()
+                progress.update(step, loss=f"{global_loss.item():.3f}",
+                                **{f"{task.unit}/s": f"{rate:,.0f}"})
+            if step % config.eval_every == 0 or step == config.steps:
+                model.eval()
+                last = task.evaluate(model)
+                if rank == 0:
+                    metrics.write(json.dumps({"step": step, **last}) + "\n")
+                    metrics.flush()
+            if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps):
+                checkpoint.save(run_dir, model, optimizer, generator,
+                                {"step": step, "evaluation": last})
+                saved_step = step
+    finally:
+        if progress is not None:
+            progress.close()
+        if metrics is not None:
+            metrics.close()
+    return model, {"step": step, **last}
+
+
+def read_metrics(run_dir) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
+        if path.is_file() else []
+

@@ -1,0 +1,88 @@
+"""The tasks' data: corpora and their errors, the adding problem, JSB piano rolls, sharding."""
+
+import json
+
+import pytest
+import torch
+
+from gatedrnn.tasks import adding, charlm, jsb
+from gatedrnn.tasks.charlm import CharLMTask, DataError, Vocabulary, read_text_file
+
+
+def test_stdlib_corpus_is_a_fixed_selection():
+    text = charlm.stdlib_corpus()
+    assert text == charlm.stdlib_corpus()
+    assert len(text) > 300_000 and "# ---- textwrap.py" in text
+
+
+def test_shakespeare_loader_reads_its_cache(tmp_path):
+    (tmp_path / "tinyshakespeare.txt").write_text("First Citizen:\nBefore we proceed")
+    assert charlm.shakespeare_corpus(cache=tmp_path).startswith("First Citizen")
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "does not exist"), (b"", "is empty"), (b"\x00\x01binary", "looks binary"),
+    (b"caf\xe9 latin-1", "is not UTF-8"),
+])
+def test_bad_text_files(tmp_path, content, message):
+    path = tmp_path / "data.txt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DataError, match=f"data: .*{message}"):
+        read_text_file(path)
+
+
+def test_vocabulary_round_trip_and_unknown_characters():
+    vocab = Vocabulary.of("hello world")
+    assert vocab.decode(vocab.encode("hello")) == "hello"
+    with pytest.raises(ValueError, match=r"characters \['z'\] are not in the model's vocabulary"):
+        vocab.encode("zoo")
+
+
+def test_ranks_read_disjoint_shards_of_the_same_global_batch():
+    task = CharLMTask("abcdefghij" * 100, seq_len=5)
+    full = task.batch(torch.Generator().manual_seed(0), 8)
+    shards = [task.batch(torch.Generator().manual_seed(0), 8, shard=(r, 2)) for r in range(2)]
+    for k in range(2):
+        assert torch.equal(torch.cat([s[k] for s in shards], 1), full[k])
+
+
+def test_adding_problem_targets_and_markers():
+    x, y = adding.make_batch(50, 64, torch.Generator().manual_seed(0))
+    assert x.shape == (50, 64, 2) and y.shape == (64, 1)
+    marks = x[..., 1]
+    assert torch.all(marks.sum(0) == 2)
+    assert torch.all(marks[:10].sum(0) >= 1) and torch.all(marks[25:].sum(0) == 0)
+    torch.testing.assert_close(y[:, 0], 0.5 + (x[..., 0] * marks).sum(0) / 4)
+
+
+def _jsb_file(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    song = lambda n: [sorted({60 + int(torch.randint(0, 12, (1,), generator=g)) for _ in range(3)})  # noqa: E731
+                      for _ in range(n)]
+    data = {"train": [song(12), song(9), song(15)], "valid": [song(10)], "test": [song(8), song(11)]}
+    path = tmp_path / "jsb.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_jsb_rolls_and_likelihood(tmp_path):
+    task = jsb.JSBTask.from_file(_jsb_file(tmp_path))
+    x, y, lengths = task.batch(torch.Generator().manual_seed(0), 4)
+    assert x.shape[1:] == (4, 88) and torch.equal(x[1:lengths[0], 0], y[: lengths[0] - 1, 0])
+    model = task.build("gru", 8, 1, 0.0)
+    scores = task.evaluate(model)
+    assert set(scores) == {"valid_nll", "test_nll"}
+    # An untrained model is near 88 · log 2 per step: every key a coin flip.
+    assert 40 < scores["test_nll"] < 80
+
+
+def test_jsb_bad_files(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"train": [[[10]]], "valid": [], "test": []}))
+    with pytest.raises(DataError, match="split of .* has no sequence"):
+        jsb.load_jsb(path)
+    path.write_text(json.dumps({"train": [[[10], [60]]], "valid": [[[60], [61]]],
+                                "test": [[[60], [62]]]}))
+    with pytest.raises(DataError, match="pitch 10 at step 0 is outside the piano"):
+        jsb.load_jsb(path)
