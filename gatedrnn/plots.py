@@ -24,12 +24,15 @@ def loss_curve(run_dir, path=None) -> Path:
     if train:
         ax.plot(*zip(*train), label="training loss", color="#1f77b4", linewidth=1.2)
     for key, colour in (("valid_loss", "#d62728"), ("valid_nll", "#d62728"),
-                        ("test_mse", "#2ca02c"), ("unigram_loss", "#7f7f7f")):
+                        ("test_mse", "#2ca02c")):
         points = [(r["step"], r[key]) for r in rows if key in r]
         if points:
-            style = "--" if key == "unigram_loss" else "-o"
-            ax.plot(*zip(*points), style, label=key.replace("_", " "), color=colour,
+            ax.plot(*zip(*points), "-o", label=key.replace("_", " "), color=colour,
                     markersize=4, linewidth=1)
+    baseline = [r["unigram_loss"] for r in rows if "unigram_loss" in r]
+    if baseline:
+        ax.axhline(baseline[-1], linestyle="--", color="#7f7f7f", linewidth=1,
+                   label="unigram baseline")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats)")
     ax.set_title(f"gatedrnn run {run_dir.name}")

@@ -94,13 +94,14 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> Path:
     return run_dir
 
 
-def train(config: TrainConfig, resume: bool = False) -> dict:
+def train(config: TrainConfig, resume: bool = False, stop_when=None) -> dict:
     """Train as `config` says; returns the step reached and the last evaluation. Raises
-    TrainingError on a non-finite loss (the last good checkpoint is kept)."""
-    return run(config, resume)[1]
+    TrainingError on a non-finite loss (the last good checkpoint is kept). stop_when, given
+    an evaluation (a dict), may end training early by returning True."""
+    return run(config, resume, stop_when)[1]
 
 
-def run(config: TrainConfig, resume: bool = False):
+def run(config: TrainConfig, resume: bool = False, stop_when=None):
     """train(), returning (model, result): the trained module itself, on every rank."""
     config.check()
     rank, world = _world()
@@ -155,16 +156,21 @@ def run(config: TrainConfig, resume: bool = False):
                 metrics.flush()
                 progress.update(step, loss=f"{global_loss.item():.3f}",
                                 **{f"{task.unit}/s": f"{rate:,.0f}"})
+            stopping = False
             if step % config.eval_every == 0 or step == config.steps:
                 model.eval()
                 last = task.evaluate(model)
+                stopping = bool(stop_when and stop_when(last))
                 if rank == 0:
                     metrics.write(json.dumps({"step": step, **last}) + "\n")
                     metrics.flush()
-            if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps):
+            if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps
+                              or stopping):
                 checkpoint.save(run_dir, model, optimizer, generator,
                                 {"step": step, "evaluation": last})
                 saved_step = step
+            if stopping:
+                break
     finally:
         if progress is not None:
             progress.close()
