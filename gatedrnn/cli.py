@@ -1,4 +1,4 @@
-"""The command line: `gatedrnn demo | train | sample | plot` (also `python -m gatedrnn`)."""
+"""The command line: `gatedrnn demo | train | sample | export | plot` (also `python -m gatedrnn`)."""
 
 from __future__ import annotations
 
@@ -129,6 +129,15 @@ def cmd_sample(args) -> None:
                       args.temperature, args.top_k, generator))
 
 
+def cmd_export(args) -> None:
+    from .interop.onnx_export import export_charlm
+
+    model, vocab = load_charlm(args.run_dir)
+    export_charlm(model, vocab.chars, args.onnx)
+    print(f"{args.onnx}: inputs ids (T, B) int64 and the initial states, outputs logits and "
+          "the final states; sample with examples/onnx_sample.py (onnxruntime alone)")
+
+
 def cmd_plot(args) -> None:
     from .plots import loss_curve
 
@@ -195,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--top-k", type=int, default=None, help="draw only among the k likeliest")
     sa.add_argument("--seed", type=int, default=0)
     sa.set_defaults(handler=cmd_sample)
+
+    ex = commands.add_parser("export", help="export a char-LM run to ONNX",
+                             description="Export a char-LM run (embedding, recurrent layers, "
+                             "output layer) to ONNX, runnable by onnxruntime alone.")
+    ex.add_argument("run_dir", metavar="RUN_DIR", help="a charlm run directory")
+    ex.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
+    ex.set_defaults(handler=cmd_export)
 
     pl = commands.add_parser("plot", help="draw a run's loss curves to a PNG",
                              description="Draw the loss curves of a run to a PNG.")

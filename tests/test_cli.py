@@ -128,3 +128,23 @@ def test_an_existing_run_is_not_touched_by_a_refused_command(tmp_path, text_file
     after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     assert before == after
     shutil.rmtree(run_dir)
+
+
+def test_exported_charlm_samples_with_onnxruntime_alone(tmp_path, text_file):
+    pytest.importorskip("onnxruntime")
+    from pathlib import Path
+
+    from gatedrnn.cli import load_charlm
+    from gatedrnn.streaming import sample_text
+
+    for variant in ("lstm", "gru"):
+        run_dir = tmp_path / variant
+        assert _train(text_file, run_dir, "--steps", "3", "--variant", variant) == 0
+        onnx_path = tmp_path / f"{variant}.onnx"
+        assert main(["export", str(run_dir), "--onnx", str(onnx_path)]) == 0
+        example = Path(__file__).resolve().parents[1] / "examples" / "onnx_sample.py"
+        # -I: isolated, so gatedrnn's source tree is not importable from the example
+        result = subprocess.run([sys.executable, "-I", str(example), str(onnx_path), "def ",
+                                 "60", "0"], capture_output=True, text=True, check=True)
+        model, vocab = load_charlm(run_dir)
+        assert result.stdout == sample_text(model, vocab, "def ", 60, 0.0) + "\n"

@@ -53,6 +53,86 @@ def _pin_reset_gate(w_ih, w_hh, b_ih, b_hh):
             insert(b_hh, zeros(b_hh)))
 
 
+class _Graph:
+    """Nodes and initialisers being collected for one ONNX graph."""
+
+    def __init__(self):
+        from onnx import helper, numpy_helper
+
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.nodes, self.initializers = [], []
+
+    def const(self, name: str, value) -> str:
+        self.initializers.append(self.numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(self, op: str, inputs, outputs, **attributes):
+        self.nodes.append(self.helper.make_node(op, inputs, outputs, **attributes))
+        return outputs[0]
+
+
+def _check_module(module):
+    from ..modules.layers import RecurrentLayers
+
+    if not isinstance(module, RecurrentLayers):
+        raise TypeError(f"module: expected a gatedrnn.GRU, LSTM or RNN, got {type(module).__name__}")
+
+
+def _stack(graph: _Graph, module, x: str, lengths: str, h0: str, c0: str, out: str):
+    """The layer stack on x (T, B, I) → out (T, B, D*H); returns the names of h_n and c_n
+    (L*D, B, H). lengths, h0, c0: input names or "" for none."""
+    v = get_variant(module.variant)
+    op = "LSTM" if v.has_cell else ("RNN" if v.name == "rnn" else "GRU")
+    L, D, H = module.num_layers, module.directions, module.hidden_size
+    yshape = graph.const("yshape", np.array([0, 0, -1], dtype=np.int64))
+    axis0 = graph.const("axis0", np.array([0], dtype=np.int64)) if h0 else ""
+    finals = {"h": [], "c": []}
+    for layer in range(L):
+        w = _node_weights(module, layer)
+        names = {k: graph.const(f"{k}_l{layer}", w[k]) for k in ("W", "R", "B", "P") if k in w}
+        initial = []
+        if h0:
+            begin = graph.const(f"begin_l{layer}", np.array([layer * D], dtype=np.int64))
+            end = graph.const(f"end_l{layer}", np.array([(layer + 1) * D], dtype=np.int64))
+            for s in [h0] + ([c0] if v.has_cell else []):
+                initial.append(graph.node("Slice", [s, begin, end, axis0], [f"{s}_l{layer}"]))
+        node_inputs = [x, names["W"], names["R"], names["B"], lengths]
+        node_inputs += initial or [""] * (2 if v.has_cell else 1)
+        if "P" in names:
+            node_inputs.append(names["P"])
+        while node_inputs[-1] == "":
+            node_inputs.pop()
+        outputs = [f"Y_l{layer}", f"Y_h_l{layer}"] + ([f"Y_c_l{layer}"] if v.has_cell else [])
+        attributes = {"hidden_size": H, "direction": "bidirectional" if D == 2 else "forward"}
+        if "linear_before_reset" in w:
+            attributes["linear_before_reset"] = w["linear_before_reset"]
+        graph.node(op, node_inputs, outputs, name=f"{op.lower()}_l{layer}", **attributes)
+        finals["h"].append(outputs[1])
+        if v.has_cell:
+            finals["c"].append(outputs[2])
+        y = graph.node("Transpose", [outputs[0]], [f"Y_tbdh_l{layer}"], perm=[0, 2, 1, 3])
+        x = graph.node("Reshape", [y, yshape], [out if layer == L - 1 else f"X_l{layer + 1}"])
+    h_n = graph.node("Concat", finals["h"], ["h_n"], axis=0)
+    c_n = graph.node("Concat", finals["c"], ["c_n"], axis=0) if v.has_cell else ""
+    return h_n, c_n
+
+
+def _finish(graph: _Graph, name: str, inputs, outputs, metadata: dict, opset: int, path):
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(helper.make_graph(graph.nodes, name, inputs, outputs,
+                                                graph.initializers),
+                              opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="gatedrnn")
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    if path is not None:
+        onnx.save(model, str(path))
+    return model
+
+
 def export_onnx(module, path=None, *, lengths: bool = False, initial_states: bool = False,
                 opset: int = 17):
     """Write `module` (gatedrnn.GRU / LSTM / RNN) as an ONNX model; returns the ModelProto.
@@ -61,86 +141,68 @@ def export_onnx(module, path=None, *, lengths: bool = False, initial_states: boo
     initial_states=True adds "h0" (and "c0" for the LSTM) of shape (L*D, B, H). The model runs
     in float32 and computes what module.eval() computes (dropout is a training-time thing).
     """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
-    from ..modules.layers import RecurrentLayers
-
-    if not isinstance(module, RecurrentLayers):
-        raise TypeError(f"module: expected a gatedrnn.GRU, LSTM or RNN, got {type(module).__name__}")
+    _check_module(module)
     v = get_variant(module.variant)
-    op = "LSTM" if v.has_cell else ("RNN" if v.name == "rnn" else "GRU")
     L, D, H, I = module.num_layers, module.directions, module.hidden_size, module.input_size
-    nodes, initializers = [], []
-    const = lambda name, value: initializers.append(  # noqa: E731
-        numpy_helper.from_array(np.asarray(value), name))
-    const("yshape", np.array([0, 0, -1], dtype=np.int64))
-
-    inputs = [helper.make_tensor_value_info(
-        "input", TensorProto.FLOAT, ["B", "T", I] if module.batch_first else ["T", "B", I])]
+    graph = _Graph()
+    tensor = helper.make_tensor_value_info
+    time_batch = ["B", "T"] if module.batch_first else ["T", "B"]
+    inputs = [tensor("input", TensorProto.FLOAT, time_batch + [I])]
     x = "input"
     if module.batch_first:
-        nodes.append(helper.make_node("Transpose", ["input"], ["input_tbi"], perm=[1, 0, 2]))
-        x = "input_tbi"
+        x = graph.node("Transpose", ["input"], ["input_tbi"], perm=[1, 0, 2])
     if lengths:
-        inputs.append(helper.make_tensor_value_info("lengths", TensorProto.INT32, ["B"]))
+        inputs.append(tensor("lengths", TensorProto.INT32, ["B"]))
     states = ["h0", "c0"] if v.has_cell else ["h0"]
     if initial_states:
-        inputs += [helper.make_tensor_value_info(s, TensorProto.FLOAT, [L * D, "B", H])
-                   for s in states]
-        const("axis0", np.array([0], dtype=np.int64))
-
-    finals = {"h": [], "c": []}
-    for layer in range(L):
-        w = _node_weights(module, layer)
-        names = {k: f"{k}_l{layer}" for k in ("W", "R", "B", "P")}
-        for k in ("W", "R", "B", "P"):
-            if k in w:
-                const(names[k], w[k])
-        initial = []
-        if initial_states:
-            const(f"begin_l{layer}", np.array([layer * D], dtype=np.int64))
-            const(f"end_l{layer}", np.array([(layer + 1) * D], dtype=np.int64))
-            for s in states:
-                nodes.append(helper.make_node("Slice", [s, f"begin_l{layer}", f"end_l{layer}",
-                                                        "axis0"], [f"{s}_l{layer}"]))
-                initial.append(f"{s}_l{layer}")
-        node_inputs = [x, names["W"], names["R"], names["B"], "lengths" if lengths else ""]
-        node_inputs += initial if initial else [""] * len(states)
-        if "P" in w:
-            node_inputs.append(names["P"])
-        while node_inputs[-1] == "":
-            node_inputs.pop()
-        outputs = [f"Y_l{layer}", f"Y_h_l{layer}"] + ([f"Y_c_l{layer}"] if v.has_cell else [])
-        attributes = {"hidden_size": H,
-                      "direction": "bidirectional" if D == 2 else "forward"}
-        if "linear_before_reset" in w:
-            attributes["linear_before_reset"] = w["linear_before_reset"]
-        nodes.append(helper.make_node(op, node_inputs, outputs, name=f"{op.lower()}_l{layer}",
-                                      **attributes))
-        finals["h"].append(outputs[1])
-        if v.has_cell:
-            finals["c"].append(outputs[2])
-        nodes.append(helper.make_node("Transpose", [outputs[0]], [f"Y_tbdh_l{layer}"],
-                                      perm=[0, 2, 1, 3]))
-        x = "output_tbi" if (layer == L - 1 and module.batch_first) else (
-            "output" if layer == L - 1 else f"X_l{layer + 1}")
-        nodes.append(helper.make_node("Reshape", [f"Y_tbdh_l{layer}", "yshape"], [x]))
+        inputs += [tensor(s, TensorProto.FLOAT, [L * D, "B", H]) for s in states]
+    h_n, c_n = _stack(graph, module, x, "lengths" if lengths else "",
+                      "h0" if initial_states else "", "c0" if initial_states else "",
+                      "output_tbi" if module.batch_first else "output")
     if module.batch_first:
-        nodes.append(helper.make_node("Transpose", ["output_tbi"], ["output"], perm=[1, 0, 2]))
-    nodes.append(helper.make_node("Concat", finals["h"], ["h_n"], axis=0))
-    outputs = [helper.make_tensor_value_info(
-        "output", TensorProto.FLOAT, ["B", "T", D * H] if module.batch_first else ["T", "B", D * H]),
-        helper.make_tensor_value_info("h_n", TensorProto.FLOAT, [L * D, "B", H])]
-    if v.has_cell:
-        nodes.append(helper.make_node("Concat", finals["c"], ["c_n"], axis=0))
-        outputs.append(helper.make_tensor_value_info("c_n", TensorProto.FLOAT, [L * D, "B", H]))
+        graph.node("Transpose", ["output_tbi"], ["output"], perm=[1, 0, 2])
+    outputs = [tensor("output", TensorProto.FLOAT, time_batch + [D * H]),
+               tensor(h_n, TensorProto.FLOAT, [L * D, "B", H])]
+    if c_n:
+        outputs.append(tensor(c_n, TensorProto.FLOAT, [L * D, "B", H]))
+    return _finish(graph, f"gatedrnn_{v.name}", inputs, outputs, {"gatedrnn.variant": v.name},
+                   opset, path)
 
-    graph = helper.make_graph(nodes, f"gatedrnn_{v.name}", inputs, outputs, initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="gatedrnn")
-    model.metadata_props.add(key="gatedrnn.variant", value=v.name)
-    onnx.checker.check_model(model)
-    if path is not None:
-        onnx.save(model, str(path))
-    return model
+
+def export_charlm(model, vocabulary: str, path=None, opset: int = 17):
+    """A char-LM (embedding → layers → linear) as ONNX that onnxruntime alone can sample from.
+
+    Inputs: ids (T, B) int64, h0 (and c0) (L*D, B, H): zeros to start, then the h_n (and c_n)
+    of the previous call. Outputs: logits (T, B, V), h_n (and c_n). The vocabulary (a string,
+    character i has id i) is in the model's metadata as "gatedrnn.vocabulary".
+    """
+    import json
+
+    from onnx import TensorProto, helper
+
+    rnn = model.rnn
+    _check_module(rnn)
+    v = get_variant(rnn.variant)
+    L, D, H = rnn.num_layers, rnn.directions, rnn.hidden_size
+    graph = _Graph()
+    tensor = helper.make_tensor_value_info
+    embedding = graph.const("embedding", model.embedding.weight.detach().float().numpy())
+    x = graph.node("Gather", [embedding, "ids"], ["embedded"], axis=0)
+    states = ["h0", "c0"] if v.has_cell else ["h0"]
+    h_n, c_n = _stack(graph, rnn, x, "", "h0", "c0" if v.has_cell else "", "hidden")
+    head_w = graph.const("head_weight_t", model.head.weight.detach().float().numpy().T.copy())
+    head_b = graph.const("head_bias", model.head.bias.detach().float().numpy())
+    projected = graph.node("MatMul", ["hidden", head_w], ["projected"])
+    graph.node("Add", [projected, head_b], ["logits"])
+    V = model.head.out_features
+    inputs = [tensor("ids", TensorProto.INT64, ["T", "B"])]
+    inputs += [tensor(s, TensorProto.FLOAT, [L * D, "B", H]) for s in states]
+    outputs = [tensor("logits", TensorProto.FLOAT, ["T", "B", V]),
+               tensor(h_n, TensorProto.FLOAT, [L * D, "B", H])]
+    if c_n:
+        outputs.append(tensor(c_n, TensorProto.FLOAT, [L * D, "B", H]))
+    return _finish(graph, f"gatedrnn_charlm_{v.name}", inputs, outputs,
+                   {"gatedrnn.variant": v.name, "gatedrnn.vocabulary": json.dumps(vocabulary)},
+                   opset, path)
