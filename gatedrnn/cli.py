@@ -29,6 +29,7 @@ HELP = {
     "hidden_size": "hidden units per layer", "num_layers": "stacked recurrent layers",
     "embedding_size": "charlm: size of the character embedding",
     "dropout": "dropout between layers", "bidirectional": "adding only: read both directions",
+    "forget_bias": "LSTM variants: initial forget-gate bias (larger keeps memories longer)",
     "seq_len": "charlm: characters per training window; adding: sequence length T",
     "batch_size": "sequences per step (the global batch under torchrun)",
     "optimizer": "adam, adamw or sgd", "lr": "learning rate",

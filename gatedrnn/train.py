@@ -31,6 +31,7 @@ class TrainConfig:
     embedding_size: int = 64        # charlm: size of the character embedding
     dropout: float = 0.0            # between layers
     bidirectional: bool = False     # adding only: the others predict the next step
+    forget_bias: float = 1.0        # LSTM variants: the initial forget-gate bias b_f
     seq_len: int = 100              # charlm: window; adding: T
     batch_size: int = 32            # global: split over the ranks under torchrun
     optimizer: str = "adam"         # adam | adamw | sgd

@@ -231,3 +231,13 @@ def test_gates_match_reference_forward():
         model.bias_ih_l0.detach(), model.bias_hh_l0.detach()).items()}
     a, _, _ = gatedrnn.reference.forward("gru", x.numpy(), params, np.zeros((B, H)))
     np.testing.assert_allclose(model(x)[0].detach().numpy(), a, rtol=1e-12)
+
+
+def test_forget_bias_sets_the_initial_b_f():
+    lstm = gatedrnn.LSTM(I, H, num_layers=2, forget_bias=3.0)
+    assert torch.all(lstm.gates(layer=1)["f"][1] == 3.0)
+    assert torch.all(lstm.gates(layer=1)["u"][1] == 0.0)
+    lstm.reset_parameters()
+    assert torch.all(lstm.gates()["f"][1] == 3.0)
+    cell = gatedrnn.LSTMCell(I, H, forget_bias=-2.0)
+    assert torch.all(cell.gates()["f"][1] == -2.0)

@@ -29,6 +29,7 @@ MEAN_PREDICTOR_MSE = 1 / 24
 def run(variant: str, T: int, steps: int, until_solved: bool, args) -> dict:
     with tempfile.TemporaryDirectory() as out:
         config = TrainConfig(task="adding", variant=variant, seq_len=T, hidden_size=args.hidden,
+                             forget_bias=args.forget_bias,
                              num_layers=1, batch_size=args.batch, lr=args.lr, clip=1.0,
                              steps=steps, eval_every=args.eval_every if until_solved else steps,
                              checkpoint_every=steps,
@@ -46,12 +47,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="T=600 with 150 steps")
     parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--eval-every", type=int, default=50)
-    parser.add_argument("--max-steps", type=int, default=4000, help="T=100 budget")
-    parser.add_argument("--steps-600", type=int, default=600, help="T=600 budget")
+    parser.add_argument("--max-steps", type=int, default=9000, help="T=100 budget")
+    parser.add_argument("--steps-600", type=int, default=2400, help="T=600 budget")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--forget-bias", type=float, default=3.0,
+                        help="the LSTM's initial b_f: with 1 it does not learn T=100 at all")
     args = parser.parse_args()
     steps_600 = 150 if args.quick else args.steps_600
     rows = []

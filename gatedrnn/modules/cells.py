@@ -17,6 +17,8 @@ from .layers import _check_gru_variant
 
 
 class _Cell(nn.Module):
+    forget_bias = P.FORGET_BIAS   # the LSTM's initial b_f
+
     def __init__(self, variant: str, input_size: int, hidden_size: int, bias: bool = True,
                  device=None, dtype=None):
         super().__init__()
@@ -34,7 +36,7 @@ class _Cell(nn.Module):
         return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.peephole
 
     def reset_parameters(self) -> None:
-        P.reset(get_variant(self.variant), *self._weights())
+        P.reset(get_variant(self.variant), *self._weights(), forget_bias=self.forget_bias)
 
     def gates(self) -> dict:
         """Each gate's (W, b) in the lecture's layout; see RecurrentLayers.gates."""
@@ -103,7 +105,9 @@ class LSTMCell(_Cell):
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 peephole: bool = False, device=None, dtype=None):
+                 peephole: bool = False, device=None, dtype=None,
+                 forget_bias: float = P.FORGET_BIAS):
+        self.forget_bias = float(forget_bias)
         super().__init__("lstm_peephole" if peephole else "lstm", input_size, hidden_size, bias,
                          device, dtype)
 

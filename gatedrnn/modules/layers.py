@@ -24,6 +24,8 @@ GRU_VARIANTS = ("gru", "gru_simple", "gru_reset_after")
 class RecurrentLayers(nn.Module):
     """The shared machinery; use gatedrnn.GRU, gatedrnn.LSTM or gatedrnn.RNN."""
 
+    forget_bias = P.FORGET_BIAS   # the LSTM's initial b_f (see gatedrnn.modules.params)
+
     def __init__(self, variant: str, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, backend: str | None = None,
@@ -69,7 +71,7 @@ class RecurrentLayers(nn.Module):
         v = get_variant(self.variant)
         for layer in range(self.num_layers):
             for direction in range(self.directions):
-                P.reset(v, *self._weights(layer, direction))
+                P.reset(v, *self._weights(layer, direction), forget_bias=self.forget_bias)
 
     def gates(self, layer: int = 0, direction: int = 0) -> dict:
         """Each gate's (W, b) in the lecture's layout: W is (H, H+I) acting on [a<t-1>, x<t>].
@@ -244,6 +246,7 @@ class LSTM(RecurrentLayers):
     Γ_u = σ(W_u[a<t-1>, x<t>] + b_u),  Γ_f = σ(W_f[...] + b_f),  Γ_o = σ(W_o[...] + b_o)
     c<t> = Γ_u ⊙ c~<t> + Γ_f ⊙ c<t-1>,  a<t> = Γ_o ⊙ tanh(c<t>)
     peephole=True: Γ_u and Γ_f also add p_u ⊙ c<t-1>, p_f ⊙ c<t-1>; Γ_o adds p_o ⊙ c<t>.
+    forget_bias: the initial b_f (1: keep the memory by default; larger for longer memories).
 
     Example:
         >>> import torch, gatedrnn
@@ -255,8 +258,10 @@ class LSTM(RecurrentLayers):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 peephole: bool = False, backend: str | None = None, device=None, dtype=None):
+                 peephole: bool = False, backend: str | None = None, device=None, dtype=None,
+                 forget_bias: float = P.FORGET_BIAS):
         variant = "lstm_peephole" if peephole else "lstm"
+        self.forget_bias = float(forget_bias)
         super().__init__(variant, input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, backend, device, dtype)
 

@@ -120,10 +120,12 @@ class CharLM(nn.Module):
     """embedding → recurrent layers → linear: logits of the next character at every step."""
 
     def __init__(self, vocab_size: int, variant: str = "gru", hidden_size: int = 256,
-                 num_layers: int = 2, embedding_size: int = 64, dropout: float = 0.0):
+                 num_layers: int = 2, embedding_size: int = 64, dropout: float = 0.0,
+                 forget_bias: float = 1.0):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_size)
-        self.rnn = recurrent_layers(variant, embedding_size, hidden_size, num_layers, dropout)
+        self.rnn = recurrent_layers(variant, embedding_size, hidden_size, num_layers, dropout,
+                                    forget_bias=forget_bias)
         self.head = nn.Linear(hidden_size, vocab_size)
 
     def forward(self, ids: torch.Tensor, state=None):
@@ -147,8 +149,10 @@ class CharLMTask:
         self.train_ids, self.valid_ids = ids[:-n_valid], ids[-n_valid:]
         self.seq_len = seq_len
 
-    def build(self, variant, hidden_size, num_layers, dropout, embedding_size=64, **_):
-        return CharLM(len(self.vocab), variant, hidden_size, num_layers, embedding_size, dropout)
+    def build(self, variant, hidden_size, num_layers, dropout, embedding_size=64,
+              forget_bias=1.0, **_):
+        return CharLM(len(self.vocab), variant, hidden_size, num_layers, embedding_size, dropout,
+                      forget_bias)
 
     unit = "chars"
 

@@ -8,12 +8,14 @@ from ..modules.layers import GRU, LSTM, RNN
 
 
 def recurrent_layers(variant: str, input_size: int, hidden_size: int, num_layers: int,
-                     dropout: float = 0.0, bidirectional: bool = False, **kwargs):
-    """The gatedrnn layer stack for any variant name."""
+                     dropout: float = 0.0, bidirectional: bool = False,
+                     forget_bias: float = 1.0, **kwargs):
+    """The gatedrnn layer stack for any variant name (forget_bias: LSTM variants only)."""
     kwargs.update(num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0,
                   bidirectional=bidirectional)
     if variant.startswith("lstm"):
-        return LSTM(input_size, hidden_size, peephole=variant == "lstm_peephole", **kwargs)
+        return LSTM(input_size, hidden_size, peephole=variant == "lstm_peephole",
+                    forget_bias=forget_bias, **kwargs)
     if variant == "rnn":
         return RNN(input_size, hidden_size, **kwargs)
     return GRU(input_size, hidden_size, variant=variant, **kwargs)

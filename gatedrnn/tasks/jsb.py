@@ -81,9 +81,9 @@ class JSBTask:
     def from_file(cls, path):
         return cls(load_jsb(path))
 
-    def build(self, variant, hidden_size, num_layers, dropout, **_):
-        return Readout(recurrent_layers(variant, KEYS, hidden_size, num_layers, dropout), KEYS,
-                       per_step=True)
+    def build(self, variant, hidden_size, num_layers, dropout, forget_bias=1.0, **_):
+        return Readout(recurrent_layers(variant, KEYS, hidden_size, num_layers, dropout,
+                                        forget_bias=forget_bias), KEYS, per_step=True)
 
     def batch(self, generator, batch_size, shard=(0, 1)):
         train = self.splits["train"]
