@@ -94,14 +94,15 @@ def test_backend_matches_reference(variant, reverse, lengths, dtype, backend):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_cpu_backend_splits_the_batch_over_threads_exactly(variant):
-    """Batches of >= 8 rows run as one time loop per thread over a block of rows; an uneven
-    split, masks and both directions must give what the loop backend gives."""
+    """Large enough batches (rows × units >= 4096) run as one time loop per thread over a
+    block of rows; an uneven split, masks and both directions must give what the loop backend
+    gives."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         g = torch.Generator().manual_seed(3)
         v = get_variant(variant)
-        T_, B_, I_, H_ = 5, 9, 3, 4
+        T_, B_, I_, H_ = 5, 65, 3, 64
         G = v.num_gates
         leaves = [torch.randn(T_, B_, I_, generator=g, dtype=torch.float64),
                   0.5 * torch.randn(G * H_, I_, generator=g, dtype=torch.float64),
@@ -113,7 +114,7 @@ def test_cpu_backend_splits_the_batch_over_threads_exactly(variant):
         peephole = torch.randn(3, H_, generator=g, dtype=torch.float64).requires_grad_()
         for t in leaves:
             t.requires_grad_()
-        mask = lengths_to_mask(torch.tensor([5, 1, 3, 5, 2, 4, 5, 1, 2]), T_)
+        mask = lengths_to_mask(torch.randint(1, T_ + 1, (B_,), generator=g), T_)
         for reverse in (False, True):
             results = []
             for backend in ("cpu", "loop"):
