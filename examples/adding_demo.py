@@ -8,12 +8,10 @@ remembers the two marked numbers across the sequence drives it towards 0.
 """
 
 import argparse
-import sys
-import time
-
 import torch
 
 import gatedrnn
+from gatedrnn.progress import Progress
 
 
 def batch(size: int, length: int, generator: torch.Generator):
@@ -36,16 +34,6 @@ class Adder(torch.nn.Module):
         return self.readout(c_n[-1])
 
 
-def progress(step: int, total: int, loss: float, elapsed: float) -> None:
-    """One progress line: redrawn in place on a terminal, one line per tenth in a log."""
-    done = step / total
-    bar = "#" * int(30 * done) + "-" * (30 - int(30 * done))
-    line = (f"[{bar}] {step}/{total}  loss {loss:.4f}  {elapsed:.0f}s, "
-            f"{elapsed / done - elapsed:.0f}s left")
-    sys.stdout.write(f"\r{line} " if sys.stdout.isatty() else line + "\n")
-    sys.stdout.flush()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400)
@@ -61,7 +49,7 @@ def main() -> None:
     x_test, y_test = batch(1000, args.length, data)
     print(f"adding problem, T={args.length}: gatedrnn.GRU(variant='gru', hidden={args.hidden}); "
           f"predicting the mean scores MSE {((y_test - 1.0) ** 2).mean():.3f}")
-    start, running = time.time(), None
+    progress, running = Progress(args.steps), None
     for step in range(1, args.steps + 1):
         x, y = batch(64, args.length, data)
         loss = torch.nn.functional.mse_loss(model(x), y)
@@ -69,12 +57,10 @@ def main() -> None:
         loss.backward()
         optimizer.step()
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if sys.stdout.isatty() or step % max(1, args.steps // 10) == 0:
-            progress(step, args.steps, running, time.time() - start)
+        progress.update(step, loss=f"{running:.4f}")
     with torch.no_grad():
         test = torch.nn.functional.mse_loss(model(x_test), y_test).item()
-    if sys.stdout.isatty():
-        print()   # leave the redrawn progress line
+    progress.close()
     print(f"test MSE {test:.4f} on 1000 new sequences (mean predictor: "
           f"{((y_test - 1.0) ** 2).mean():.3f})")
 

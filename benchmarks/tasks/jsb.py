@@ -26,9 +26,9 @@ DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "jsb-ch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--quick", action="store_true", help="500 steps")
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args()
     steps = 500 if args.quick else args.steps
