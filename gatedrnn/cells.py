@@ -53,6 +53,7 @@ class Variant:
     equations: str
     gates: tuple[str, ...]          # gate blocks in stacked order (names from the lecture)
     saved_blocks: int               # S: H-wide blocks a step saves
+    saved_names: tuple[str, ...]    # their names in the lecture's notation (gamma_u, c_tilde, ...)
     has_cell: bool = False          # LSTM: a<t> and c<t> differ
     peepholes: tuple[str, ...] = () # gates with a peephole p_• ⊙ c
     recurrent_bias: bool = False    # reset-after GRU: b_cc stays inside Γ_r ⊙ (W_cc c + b_cc)
@@ -90,6 +91,7 @@ class RNN(Variant):
     equations = "a<t> = tanh(W_a[a<t-1>, x<t>] + b_a)"
     gates = ("a",)
     saved_blocks = 0   # a<t> itself is all the backward needs
+    saved_names = ()
 
     def step(self, xp_t, R, a_prev, c_prev, b_hh=None, p=None):
         a = torch.tanh(xp_t + _mm(a_prev, R))
@@ -106,6 +108,7 @@ class GRUSimple(Variant):
                  "c<t> = Γ_u ⊙ c~<t> + (1 − Γ_u) ⊙ c<t-1>; a<t> = c<t>")
     gates = ("u", "c")
     saved_blocks = 2   # Γ_u, c̃
+    saved_names = ("gamma_u", "c_tilde")
 
     def step(self, xp_t, R, a_prev, c_prev, b_hh=None, p=None):
         c_prev = a_prev
@@ -131,6 +134,7 @@ class GRU(Variant):
                  "a<t> = c<t>")
     gates = ("u", "r", "c")
     saved_blocks = 3   # Γ_u, Γ_r, c̃
+    saved_names = ("gamma_u", "gamma_r", "c_tilde")
 
     def step(self, xp_t, R, a_prev, c_prev, b_hh=None, p=None):
         c_prev = a_prev
@@ -170,6 +174,7 @@ class GRUResetAfter(Variant):
                  "(cuDNN, torch.nn.GRU, ONNX linear_before_reset=1)")
     gates = ("u", "r", "c")
     saved_blocks = 4   # Γ_u, Γ_r, c̃, W_cc c<t-1> + b_cc
+    saved_names = ("gamma_u", "gamma_r", "c_tilde", "recurrent_c")
     recurrent_bias = True
 
     def step(self, xp_t, R, a_prev, c_prev, b_hh=None, p=None):
@@ -208,6 +213,7 @@ class LSTM(Variant):
                  "c<t> = Γ_u ⊙ c~<t> + Γ_f ⊙ c<t-1>; a<t> = Γ_o ⊙ tanh(c<t>)")
     gates = ("u", "f", "o", "c")
     saved_blocks = 4   # Γ_u, Γ_f, Γ_o, c̃  (tanh(c<t>) is recomputed from c<t>)
+    saved_names = ("gamma_u", "gamma_f", "gamma_o", "c_tilde")
     has_cell = True
 
     def step(self, xp_t, R, a_prev, c_prev, b_hh=None, p=None):

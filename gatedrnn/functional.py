@@ -87,3 +87,37 @@ def lengths_to_mask(lengths: Tensor, T: int) -> Tensor:
     """(T, B, 1) bool: True where t < lengths[b]."""
     steps = torch.arange(T, device=lengths.device)
     return (steps[:, None] < lengths[None, :]).unsqueeze(-1)
+
+
+@torch.no_grad()
+def capture(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None,
+            bias_hh: Tensor | None, a0: Tensor, c0: Tensor | None = None, *,
+            variant: str | Variant, peephole: Tensor | None = None,
+            mask: Tensor | None = None, reverse: bool = False, backend: str | None = None):
+    """recurrence() without gradients, returning every step's gates as well.
+
+    Returns (out, a_n, c_n or None, gates) with gates a dict of (T, B, H) tensors in the
+    lecture's names: gamma_u, gamma_r / gamma_f, gamma_o, c_tilde (and recurrent_c for the
+    reset-after GRU), c for the LSTM's cell and a for the output. Past a sequence's end the
+    gates are zero and c, a hold the final state (as the backends carry it).
+    """
+    v = get_variant(variant)
+    H = weight_hh.shape[1]
+    bias_x, b_hh = split_bias(v, bias_ih, bias_hh, H)
+    xp = F.linear(x, weight_ih, bias_x)
+    name = kernels.resolve(backend, x.device)
+    # The reference backend saves its inputs, not the gates: the loop backend stands in.
+    impl = kernels.load("loop" if name == "reference" else name)
+    SA, SC, saved = impl.forward(v, xp, weight_hh, b_hh, peephole if v.peepholes else None,
+                                 a0, c0 if v.has_cell else None, mask, reverse, True)
+    A = states.after(SA, reverse)
+    gates = dict(zip(v.saved_names, saved.split(H, dim=-1)))
+    if mask is not None:
+        gates = {k: g * mask for k, g in gates.items()}
+    if v.has_cell:
+        gates["c"] = states.after(SC, reverse)
+    gates["a"] = A
+    last = 0 if reverse else -1
+    out = A if mask is None else A * mask
+    c_n = states.after(SC, reverse)[last] if v.has_cell else None
+    return out, A[last], c_n, gates

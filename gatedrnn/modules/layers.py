@@ -15,7 +15,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from .. import _checks, kernels
 from ..cells import get_variant
-from ..functional import lengths_to_mask, recurrence
+from ..functional import capture, lengths_to_mask, recurrence
 from . import params as P
 
 GRU_VARIANTS = ("gru", "gru_simple", "gru_reset_after")
@@ -117,6 +117,40 @@ class RecurrentLayers(nn.Module):
         order, 1..T): outputs past a sequence's end are zero and its final state is the one at
         its last step. output is (T, B, D*H) (or packed like the input); h_n, c_n (L*D, B, H).
         """
+        return self._run(input, hx, lengths, recurrence)
+
+    def capture(self, input, hx=None, lengths=None):
+        """forward() without gradients, also returning what every gate did at every step.
+
+        Returns (output, state, gates): gates[layer][direction] is a dict of (T, B, H) tensors
+        named as in the lecture: gamma_u, gamma_r (GRU) or gamma_f, gamma_o (LSTM), c_tilde,
+        c (LSTM cell), a (output); time and batch as in the input (batch_first respected).
+        The default forward pays nothing for this.
+
+        Example:
+            >>> import torch, gatedrnn
+            >>> lstm = gatedrnn.LSTM(3, 4, num_layers=2)
+            >>> out, (a_n, c_n), gates = lstm.capture(torch.randn(6, 2, 3))
+            >>> sorted(gates[1][0])
+            ['a', 'c', 'c_tilde', 'gamma_f', 'gamma_o', 'gamma_u']
+        """
+        recorded = []
+
+        def run_and_record(*args, **kwargs):
+            out, a_n, c_n, gates = capture(*args, **kwargs)
+            recorded.append(gates)
+            return (out, a_n, c_n) if c_n is not None else (out, a_n)
+
+        with torch.no_grad():
+            out, state = self._run(input, hx, lengths, run_and_record)
+        gates = [recorded[layer * self.directions: (layer + 1) * self.directions]
+                 for layer in range(self.num_layers)]
+        if self.batch_first:
+            gates = [[{k: g.transpose(0, 1) for k, g in d.items()} for d in layer]
+                     for layer in gates]
+        return out, state, gates
+
+    def _run(self, input, hx, lengths, run_layer):
         W0 = self.weight_ih_l0
         packed = isinstance(input, PackedSequence)
         if packed:
@@ -150,7 +184,7 @@ class RecurrentLayers(nn.Module):
             for direction in range(self.directions):
                 i = layer * self.directions + direction
                 w_ih, w_hh, b_ih, b_hh, peephole = self._weights(layer, direction)
-                result = recurrence(layer_input, w_ih, w_hh, b_ih, b_hh, a0[i],
+                result = run_layer(layer_input, w_ih, w_hh, b_ih, b_hh, a0[i],
                                     None if c0 is None else c0[i], variant=self.variant,
                                     peephole=peephole, mask=mask, reverse=direction == 1,
                                     backend=self.backend)
