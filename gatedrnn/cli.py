@@ -1,4 +1,5 @@
-"""The command line: `gatedrnn demo | train | sample | export | plot` (also `python -m gatedrnn`)."""
+"""The command line: `gatedrnn demo | train | sample | export | gates | plot` (also
+`python -m gatedrnn`)."""
 
 from __future__ import annotations
 
@@ -139,14 +140,32 @@ def cmd_export(args) -> None:
           "the final states; sample with examples/onnx_sample.py (onnxruntime alone)")
 
 
+def cmd_gates(args) -> None:
+    from .streaming import sample_text
+    from .viz.heatmaps import gate_heatmaps
+
+    model, vocab = load_charlm(args.run_dir)
+    if args.text is not None:
+        text = args.text.encode().decode("unicode_escape")
+    elif args.file is not None:
+        from .tasks.charlm import read_text_file
+
+        text = read_text_file(args.file)[: args.length]
+    else:
+        text = sample_text(model, vocab, "def ", args.length - 4, 0.7,
+                           generator=torch.Generator().manual_seed(0))
+    for path in gate_heatmaps(model, vocab, text, args.out):
+        print(path)
+
+
 def cmd_plot(args) -> None:
-    from .plots import loss_curve
+    from .viz import loss_curve
 
     print(loss_curve(args.run_dir, args.out))
 
 
 def cmd_demo(args) -> None:
-    from .plots import loss_curve
+    from .viz import loss_curve
     from .streaming import sample_text
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -212,6 +231,19 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("run_dir", metavar="RUN_DIR", help="a charlm run directory")
     ex.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
     ex.set_defaults(handler=cmd_export)
+
+    ga = commands.add_parser("gates", help="heatmaps of a char-LM's gates over a text",
+                             description="Draw what every gate of a char-LM does over a text: "
+                             "one PNG per layer and gate (time × units, the characters along "
+                             "the time axis).")
+    ga.add_argument("run_dir", metavar="RUN_DIR", help="a charlm run directory")
+    source = ga.add_mutually_exclusive_group()
+    source.add_argument("--text", default=None, help="the text (escapes like \\n work)")
+    source.add_argument("--file", default=None, help="read the text from this file")
+    ga.add_argument("--length", type=int, default=120,
+                    help="characters taken from --file, or sampled when neither is given")
+    ga.add_argument("--out", required=True, metavar="DIR", help="where the PNGs go")
+    ga.set_defaults(handler=cmd_gates)
 
     pl = commands.add_parser("plot", help="draw a run's loss curves to a PNG",
                              description="Draw the loss curves of a run to a PNG.")

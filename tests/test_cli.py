@@ -148,3 +148,23 @@ def test_exported_charlm_samples_with_onnxruntime_alone(tmp_path, text_file):
                                  "60", "0"], capture_output=True, text=True, check=True)
         model, vocab = load_charlm(run_dir)
         assert result.stdout == sample_text(model, vocab, "def ", 60, 0.0) + "\n"
+
+
+def test_gate_heatmaps_are_labelled_pictures(tmp_path, text_file, capsys):
+    import numpy as np
+    from PIL import Image
+
+    assert _train(text_file, tmp_path / "run", "--steps", "2", "--variant", "lstm") == 0
+    capsys.readouterr()
+    out = tmp_path / "gates"
+    assert main(["gates", str(tmp_path / "run"), "--text", "def f(x):\\n  return x",
+                 "--out", str(out)]) == 0
+    written = capsys.readouterr().out.split()
+    names = {f"layer{layer}_{gate}.png" for layer in (0, 1)
+             for gate in ("gamma_u", "gamma_f", "gamma_o", "c_tilde", "c", "a")}
+    assert {p.split("/")[-1] for p in written} == names
+    for name in names:
+        pixels = np.asarray(Image.open(out / name).convert("L"), dtype=float)
+        assert pixels.shape[0] > 150 and pixels.shape[1] > 300
+        assert pixels.std() > 20, f"{name} looks blank"
+    assert main(["gates", str(tmp_path / "run"), "--text", "€uro", "--out", str(out)]) == 1

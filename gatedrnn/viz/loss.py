@@ -12,7 +12,7 @@ def loss_curve(run_dir, path=None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .train import read_metrics
+    from ..train import read_metrics
 
     run_dir = Path(run_dir)
     rows = read_metrics(run_dir)
