@@ -62,6 +62,12 @@ class Variant:
     def num_gates(self) -> int:
         return len(self.gates)
 
+    # The cell as a picture (gatedrnn diagram draws it): (name, operation, inputs) in order of
+    # computation. Operations: "σ", "tanh" (a layer on its inputs, or the plain function for a
+    # single state input), "⊙", "+", "1−". Inputs "x", "a_prev", "c_prev", earlier names; a
+    # "peephole:" prefix marks an element-wise peephole path.
+    diagram: tuple = ()
+
     def step(self, xp_t, R, a_prev, c_prev, b_hh=None, p=None):
         """One time step. Returns (a, c, saved); c is None for single-state variants."""
         raise NotImplementedError
@@ -92,6 +98,7 @@ class RNN(Variant):
     gates = ("a",)
     saved_blocks = 0   # a<t> itself is all the backward needs
     saved_names = ()
+    diagram = (("a", "tanh", ("a_prev", "x")),)
 
     def step(self, xp_t, R, a_prev, c_prev, b_hh=None, p=None):
         a = torch.tanh(xp_t + _mm(a_prev, R))
@@ -109,6 +116,9 @@ class GRUSimple(Variant):
     gates = ("u", "c")
     saved_blocks = 2   # Γ_u, c̃
     saved_names = ("gamma_u", "c_tilde")
+    diagram = (("c_tilde", "tanh", ("c_prev", "x")), ("gamma_u", "σ", ("c_prev", "x")),
+               ("keep", "1−", ("gamma_u",)), ("old", "⊙", ("keep", "c_prev")),
+               ("new", "⊙", ("gamma_u", "c_tilde")), ("c", "+", ("old", "new")))
 
     def step(self, xp_t, R, a_prev, c_prev, b_hh=None, p=None):
         c_prev = a_prev
@@ -135,6 +145,10 @@ class GRU(Variant):
     gates = ("u", "r", "c")
     saved_blocks = 3   # Γ_u, Γ_r, c̃
     saved_names = ("gamma_u", "gamma_r", "c_tilde")
+    diagram = (("gamma_r", "σ", ("c_prev", "x")), ("gamma_u", "σ", ("c_prev", "x")),
+               ("relevant", "⊙", ("gamma_r", "c_prev")), ("c_tilde", "tanh", ("relevant", "x")),
+               ("keep", "1−", ("gamma_u",)), ("old", "⊙", ("keep", "c_prev")),
+               ("new", "⊙", ("gamma_u", "c_tilde")), ("c", "+", ("old", "new")))
 
     def step(self, xp_t, R, a_prev, c_prev, b_hh=None, p=None):
         c_prev = a_prev
@@ -175,6 +189,12 @@ class GRUResetAfter(Variant):
     gates = ("u", "r", "c")
     saved_blocks = 4   # Γ_u, Γ_r, c̃, W_cc c<t-1> + b_cc
     saved_names = ("gamma_u", "gamma_r", "c_tilde", "recurrent_c")
+    diagram = (("gamma_r", "σ", ("c_prev", "x")), ("gamma_u", "σ", ("c_prev", "x")),
+               ("recurrent_c", "linear", ("c_prev",)),
+               ("relevant", "⊙", ("gamma_r", "recurrent_c")),
+               ("c_tilde", "tanh", ("relevant", "x")),
+               ("keep", "1−", ("gamma_u",)), ("old", "⊙", ("keep", "c_prev")),
+               ("new", "⊙", ("gamma_u", "c_tilde")), ("c", "+", ("old", "new")))
     recurrent_bias = True
 
     def step(self, xp_t, R, a_prev, c_prev, b_hh=None, p=None):
@@ -214,6 +234,11 @@ class LSTM(Variant):
     gates = ("u", "f", "o", "c")
     saved_blocks = 4   # Γ_u, Γ_f, Γ_o, c̃  (tanh(c<t>) is recomputed from c<t>)
     saved_names = ("gamma_u", "gamma_f", "gamma_o", "c_tilde")
+    diagram = (("c_tilde", "tanh", ("a_prev", "x")), ("gamma_u", "σ", ("a_prev", "x")),
+               ("gamma_f", "σ", ("a_prev", "x")), ("old", "⊙", ("gamma_f", "c_prev")),
+               ("new", "⊙", ("gamma_u", "c_tilde")), ("c", "+", ("old", "new")),
+               ("gamma_o", "σ", ("a_prev", "x")), ("squashed", "tanh", ("c",)),
+               ("a", "⊙", ("gamma_o", "squashed")))
     has_cell = True
 
     def step(self, xp_t, R, a_prev, c_prev, b_hh=None, p=None):
@@ -253,6 +278,10 @@ class LSTMPeephole(LSTM):
     equations = ("as lstm, plus Γ_u += p_u ⊙ c<t-1>, Γ_f += p_f ⊙ c<t-1>, Γ_o += p_o ⊙ c<t> "
                  "inside the σ (Gers & Schmidhuber 2000)")
     peepholes = ("u", "f", "o")
+    diagram = tuple(
+        (name, op, inputs + (("peephole:c_prev",) if name in ("gamma_u", "gamma_f") else
+                             ("peephole:c",) if name == "gamma_o" else ()))
+        for name, op, inputs in LSTM.diagram)
 
     def param_grads(self, d_xp, A_prev, C_prev, C, saved):
         H = A_prev.shape[-1]

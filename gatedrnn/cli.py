@@ -1,4 +1,4 @@
-"""The command line: `gatedrnn demo | train | sample | export | gates | plot` (also
+"""The command line: `gatedrnn demo | train | sample | export | gates | diagram | plot` (also
 `python -m gatedrnn`)."""
 
 from __future__ import annotations
@@ -158,6 +158,12 @@ def cmd_gates(args) -> None:
         print(path)
 
 
+def cmd_diagram(args) -> None:
+    from .viz.diagram import draw
+
+    print(draw(args.variant, args.out))
+
+
 def cmd_plot(args) -> None:
     from .viz import loss_curve
 
@@ -244,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="characters taken from --file, or sampled when neither is given")
     ga.add_argument("--out", required=True, metavar="DIR", help="where the PNGs go")
     ga.set_defaults(handler=cmd_gates)
+
+    di = commands.add_parser("diagram", help="draw a cell in the style of 'LSTM in pictures'",
+                             description="Draw a cell variant (gates, σ/tanh, ⊙ and +, "
+                             "peepholes) from its definition, as SVG or PNG.")
+    di.add_argument("--variant", required=True, choices=list(VARIANTS))
+    di.add_argument("--out", required=True, metavar="FILE", help="FILE.svg or FILE.png")
+    di.set_defaults(handler=cmd_diagram)
 
     pl = commands.add_parser("plot", help="draw a run's loss curves to a PNG",
                              description="Draw the loss curves of a run to a PNG.")
