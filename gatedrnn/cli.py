@@ -143,6 +143,7 @@ def cmd_export(args) -> None:
 def cmd_gates(args) -> None:
     from .streaming import sample_text
     from .viz.heatmaps import gate_heatmaps
+    from .viz.page import gate_page
 
     model, vocab = load_charlm(args.run_dir)
     if args.text is not None:
@@ -156,6 +157,7 @@ def cmd_gates(args) -> None:
                            generator=torch.Generator().manual_seed(0))
     for path in gate_heatmaps(model, vocab, text, args.out):
         print(path)
+    print(gate_page(model, vocab, text, Path(args.out) / "gates.html"))
 
 
 def cmd_diagram(args) -> None:
@@ -241,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     ga = commands.add_parser("gates", help="heatmaps of a char-LM's gates over a text",
                              description="Draw what every gate of a char-LM does over a text: "
                              "one PNG per layer and gate (time × units, the characters along "
-                             "the time axis).")
+                             "the time axis) and gates.html, a page to explore them unit by unit.")
     ga.add_argument("run_dir", metavar="RUN_DIR", help="a charlm run directory")
     source = ga.add_mutually_exclusive_group()
     source.add_argument("--text", default=None, help="the text (escapes like \\n work)")
