@@ -20,14 +20,6 @@ import gatedrnn
 T, B, I, H = 20, 4, 8, 16
 
 
-def module_for(variant, **kwargs):
-    if variant.startswith("lstm"):
-        return gatedrnn.LSTM(I, H, peephole=variant == "lstm_peephole", **kwargs)
-    if variant == "rnn":
-        return gatedrnn.RNN(I, H, **kwargs)
-    return gatedrnn.GRU(I, H, variant=variant, **kwargs)
-
-
 def main() -> None:
     print("| variant | onnxruntime max abs diff | onnx.reference max abs diff | configurations |")
     print("|---|---|---|---|")
@@ -38,7 +30,8 @@ def main() -> None:
                                                                         [False, True],
                                                                         [False, True]):
             torch.manual_seed(count)
-            module = module_for(variant, num_layers=layers, bidirectional=bidirectional).eval()
+            module = gatedrnn.for_variant(variant, I, H, num_layers=layers,
+                                          bidirectional=bidirectional).eval()
             with torch.no_grad():
                 for p in module.parameters():
                     p.normal_(0, 0.5)

@@ -35,11 +35,7 @@ TORCH_PEER = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "lstm_peephole": torch
 
 
 def make_module(variant: str, size: int, backend=None):
-    if variant.startswith("lstm"):
-        return gatedrnn.LSTM(size, size, peephole=variant == "lstm_peephole", backend=backend)
-    if variant == "rnn":
-        return gatedrnn.RNN(size, size, backend=backend)
-    return gatedrnn.GRU(size, size, variant=variant, backend=backend)
+    return gatedrnn.for_variant(variant, size, size, backend=backend)
 
 
 def train_step(module, x):

@@ -12,11 +12,12 @@ from .cells import VARIANTS, Variant, get_variant
 from .functional import recurrence
 from .interop.onnx_export import export_onnx
 from .interop.onnx_import import load_onnx
-from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, for_variant
 from .serialization import load, save
 from .streaming import Stream, sample_text
 
 __version__ = "0.1.0"
 
-__all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell", "VARIANTS", "Variant",
-           "get_variant", "recurrence", "reference", "export_onnx", "load_onnx", "save", "load", "Stream", "sample_text"]
+__all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell", "for_variant", "VARIANTS",
+           "Variant", "get_variant", "recurrence", "reference", "export_onnx", "load_onnx", "save",
+           "load", "Stream", "sample_text"]

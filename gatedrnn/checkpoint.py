@@ -25,6 +25,20 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used, with the reason and what to do."""
 
 
+def read_run(run_dir) -> dict:
+    """A run directory's config.json: {"config": {...}, "task_metadata": {...}}."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir}: no run here (expected {path}); pass the directory "
+                              "a gatedrnn train or demo wrote")
+    try:
+        run = json.loads(path.read_text())
+        run["config"], run["task_metadata"]   # noqa: B018 - both must be there
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{path}: damaged run configuration ({error})") from None
+    return run
+
+
 def _flatten_optimizer(state_dict: dict):
     tensors, scalars = {}, {}
     for index, entry in state_dict["state"].items():

@@ -6,14 +6,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 from .cells import VARIANTS
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, read_run
 from .tasks import TASKS
 from .tasks.charlm import DataError
 from .train import TrainConfig, TrainingError, train
@@ -66,7 +65,7 @@ def _config_for(args) -> tuple[TrainConfig, bool]:
     if args.resume is None:
         return TrainConfig(**given), False
     run_dir = Path(args.resume)
-    saved = _read_run_config(run_dir)
+    saved = read_run(run_dir)["config"]
     for name, value in given.items():
         if name == "out" or name in RESUMABLE or saved.get(name) == value:
             continue
@@ -78,17 +77,6 @@ def _config_for(args) -> tuple[TrainConfig, bool]:
     return TrainConfig(**saved), True
 
 
-def _read_run_config(run_dir: Path) -> dict:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir}: no run here (expected {path}); pass the directory "
-                              "a gatedrnn train or demo wrote")
-    try:
-        return json.loads(path.read_text())["config"]
-    except (json.JSONDecodeError, KeyError) as error:
-        raise CheckpointError(f"{path}: damaged run configuration ({error})") from None
-
-
 def load_charlm(run_dir) -> tuple:
     """(model, vocabulary) of a char-LM run directory, from its last checkpoint."""
     from safetensors import SafetensorError
@@ -97,11 +85,11 @@ def load_charlm(run_dir) -> tuple:
     from .tasks.charlm import CharLM, Vocabulary
 
     run_dir = Path(run_dir)
-    saved = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else None
-    config = _read_run_config(run_dir)
+    run = read_run(run_dir)
+    config = run["config"]
     if config["task"] != "charlm":
         raise CheckpointError(f"{run_dir}: a {config['task']!r} run; only charlm runs sample text")
-    vocab = Vocabulary(saved["task_metadata"]["vocabulary"])
+    vocab = Vocabulary(run["task_metadata"]["vocabulary"])
     model = CharLM(len(vocab), config["variant"], config["hidden_size"], config["num_layers"],
                    config["embedding_size"], config["dropout"])
     weights_path = run_dir / "checkpoint" / "model.safetensors"
@@ -142,7 +130,7 @@ def cmd_export(args) -> None:
 
 def cmd_gates(args) -> None:
     from .streaming import sample_text
-    from .viz.heatmaps import gate_heatmaps
+    from .viz.heatmaps import capture_text, gate_heatmaps
     from .viz.page import gate_page
 
     model, vocab = load_charlm(args.run_dir)
@@ -155,9 +143,10 @@ def cmd_gates(args) -> None:
     else:
         text = sample_text(model, vocab, "def ", args.length - 4, 0.7,
                            generator=torch.Generator().manual_seed(0))
-    for path in gate_heatmaps(model, vocab, text, args.out):
+    captured = capture_text(model, vocab, text)
+    for path in gate_heatmaps(captured, args.out):
         print(path)
-    print(gate_page(model, vocab, text, Path(args.out) / "gates.html"))
+    print(gate_page(captured, Path(args.out) / "gates.html"))
 
 
 def cmd_diagram(args) -> None:

@@ -24,14 +24,10 @@ class _Recurrence(torch.autograd.Function):
     def forward(ctx, xp, R, b_hh, p, a0, c0, mask, variant, backend, reverse, keep_saved):
         SA, SC, saved = backend.forward(variant, xp, R, b_hh, p, a0, c0, mask, reverse,
                                         keep_saved)
-        A = states.after(SA, reverse)
-        last = 0 if reverse else -1   # masked steps carry the state, so this is each sequence's last
-        out = A if mask is None else A * mask
         ctx.variant, ctx.backend, ctx.reverse = variant, backend, reverse
         ctx.save_for_backward(R, b_hh, p, SA, SC, saved, mask)
-        if variant.has_cell:
-            return out, A[last].clone(), states.after(SC, reverse)[last].clone()
-        return out, A[last].clone()
+        out, *finals = _outputs(variant, SA, SC, mask, reverse)
+        return (out, *(f.clone() for f in finals))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -57,6 +53,23 @@ def split_bias(variant: Variant, bias_ih: Tensor | None, bias_hh: Tensor | None,
     return bias_ih + torch.cat([bias_hh[: 2 * H], bias_hh.new_zeros(H)]), bias_hh[2 * H:]
 
 
+def _project(v: Variant, x, weight_ih, weight_hh, bias_ih, bias_hh):
+    """(xp, b_hh): the input projection of all steps at once, and the reset-after b_cc."""
+    bias_x, b_hh = split_bias(v, bias_ih, bias_hh, weight_hh.shape[1])
+    return F.linear(x, weight_ih, bias_x), b_hh
+
+
+def _outputs(v: Variant, SA, SC, mask, reverse: bool):
+    """(out, a_n) or (out, a_n, c_n) from the state sequences: out is zero past each
+    sequence's end; masked steps carry the state, so the last step holds each final state."""
+    last = 0 if reverse else -1
+    A = states.after(SA, reverse)
+    out = A if mask is None else A * mask
+    if v.has_cell:
+        return out, A[last], states.after(SC, reverse)[last]
+    return out, A[last]
+
+
 def recurrence(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None,
                bias_hh: Tensor | None, a0: Tensor, c0: Tensor | None = None, *,
                variant: str | Variant, peephole: Tensor | None = None,
@@ -71,9 +84,7 @@ def recurrence(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor 
     Inputs are not checked here (the modules do that).
     """
     v = get_variant(variant)
-    H = weight_hh.shape[1]
-    bias_x, b_hh = split_bias(v, bias_ih, bias_hh, H)
-    xp = F.linear(x, weight_ih, bias_x)
+    xp, b_hh = _project(v, x, weight_ih, weight_hh, bias_ih, bias_hh)
     impl = kernels.load(kernels.resolve(backend, x.device))
     p = peephole if v.peepholes else None
     c0 = c0 if v.has_cell else None
@@ -96,28 +107,23 @@ def capture(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | N
             mask: Tensor | None = None, reverse: bool = False, backend: str | None = None):
     """recurrence() without gradients, returning every step's gates as well.
 
-    Returns (out, a_n, c_n or None, gates) with gates a dict of (T, B, H) tensors in the
-    lecture's names: gamma_u, gamma_r / gamma_f, gamma_o, c_tilde (and recurrent_c for the
-    reset-after GRU), c for the LSTM's cell and a for the output. Past a sequence's end the
-    gates are zero and c, a hold the final state (as the backends carry it).
+    Returns (outputs, gates): outputs as recurrence() returns them; gates a dict of (T, B, H)
+    tensors in the lecture's names: gamma_u, gamma_r / gamma_f, gamma_o, c_tilde (and
+    recurrent_c for the reset-after GRU), c for the LSTM's cell and a for the output. Past a
+    sequence's end the gates are zero and c, a hold the final state (as the backends carry it).
     """
     v = get_variant(variant)
     H = weight_hh.shape[1]
-    bias_x, b_hh = split_bias(v, bias_ih, bias_hh, H)
-    xp = F.linear(x, weight_ih, bias_x)
+    xp, b_hh = _project(v, x, weight_ih, weight_hh, bias_ih, bias_hh)
     name = kernels.resolve(backend, x.device)
     # The reference backend saves its inputs, not the gates: the loop backend stands in.
     impl = kernels.load("loop" if name == "reference" else name)
     SA, SC, saved = impl.forward(v, xp, weight_hh, b_hh, peephole if v.peepholes else None,
                                  a0, c0 if v.has_cell else None, mask, reverse, True)
-    A = states.after(SA, reverse)
     gates = dict(zip(v.saved_names, saved.split(H, dim=-1)))
     if mask is not None:
         gates = {k: g * mask for k, g in gates.items()}
     if v.has_cell:
         gates["c"] = states.after(SC, reverse)
-    gates["a"] = A
-    last = 0 if reverse else -1
-    out = A if mask is None else A * mask
-    c_n = states.after(SC, reverse)[last] if v.has_cell else None
-    return out, A[last], c_n, gates
+    gates["a"] = states.after(SA, reverse)
+    return _outputs(v, SA, SC, mask, reverse), gates

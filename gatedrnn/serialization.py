@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 
 FORMAT_VERSION = 1
 _FIELDS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
@@ -48,7 +47,7 @@ def load(directory, device=None):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .modules.layers import GRU, LSTM, RNN
+    from .modules.layers import for_variant
 
     directory = Path(directory)
     config_path, weights_path = directory / "config.json", directory / "model.safetensors"
@@ -63,21 +62,13 @@ def load(directory, device=None):
         raise ValueError(f"{config_path}: expected a gatedrnn model of format_version "
                          f"{FORMAT_VERSION}, got format={config.get('format')!r} "
                          f"format_version={config.get('format_version')!r}")
-    classes = {"GRU": GRU, "LSTM": LSTM, "RNN": RNN}
-    if config.get("class") not in classes:
-        raise ValueError(f"{config_path}: class: expected one of {sorted(classes)}, "
-                         f"got {config.get('class')!r}")
-    kwargs = {k: config[k] for k in _FIELDS}
-    if config["class"] == "GRU":
-        kwargs["variant"] = config["variant"]
-    if config["class"] == "LSTM":
-        kwargs["peephole"] = config["variant"] == "lstm_peephole"
     try:
         tensors = load_file(str(weights_path), device="cpu")
     except SafetensorError as error:
         raise ValueError(f"{weights_path}: damaged or not a safetensors file ({error})") from None
     dtype = next(iter(tensors.values())).dtype if tensors else None
-    module = classes[config["class"]](**kwargs, dtype=dtype)
+    # "class" in config.json is for people; the variant says which class runs it.
+    module = for_variant(config["variant"], **{k: config[k] for k in _FIELDS}, dtype=dtype)
     expected = module.state_dict()
     if set(tensors) != set(expected):
         raise ValueError(f"{weights_path}: expected the tensors {sorted(expected)}, "

@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from . import checkpoint
 from .progress import Progress
+from .tasks import make as make_task
 
 
 @dataclass
@@ -64,12 +65,6 @@ class TrainingError(RuntimeError):
     """Training cannot go on; the message says why and what was kept."""
 
 
-def make_task(config: TrainConfig, metadata: dict | None = None):
-    from .tasks import make
-
-    return make(config, metadata)
-
-
 def _world():
     if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -81,18 +76,6 @@ def _world():
 def _optimizer(config: TrainConfig, parameters):
     kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
     return kinds[config.optimizer](parameters, lr=config.lr)
-
-
-def prepare_run_dir(config: TrainConfig, resume: bool) -> Path:
-    run_dir = Path(config.out)
-    if resume:
-        if not (run_dir / "config.json").is_file():
-            raise TrainingError(f"resume: {run_dir} holds no run (no config.json); start one "
-                                f"with gatedrnn train --out {run_dir}")
-    elif (run_dir / "config.json").exists():
-        raise TrainingError(f"out: {run_dir} already holds a run; continue it with --resume "
-                            f"{run_dir}, or choose another --out")
-    return run_dir
 
 
 def train(config: TrainConfig, resume: bool = False, stop_when=None) -> dict:
@@ -109,10 +92,12 @@ def run(config: TrainConfig, resume: bool = False, stop_when=None):
     if config.batch_size % world:
         raise ValueError(f"--batch-size: {config.batch_size} does not split over {world} "
                          "processes; use a multiple of the process count")
-    run_dir = prepare_run_dir(config, resume)
-    saved_meta = json.loads((run_dir / "config.json").read_text()).get("task_metadata") \
-        if resume else None
-    task = make_task(config, saved_meta)
+    run_dir = Path(config.out)
+    if not resume and (run_dir / "config.json").exists():
+        raise TrainingError(f"out: {run_dir} already holds a run; continue it with --resume "
+                            f"{run_dir}, or choose another --out")
+    # A resumed run keeps what it was built with (the vocabulary) whatever the data now holds.
+    task = make_task(config, checkpoint.read_run(run_dir)["task_metadata"] if resume else None)
     torch.manual_seed(config.seed)
     model = task.build(**dataclasses.asdict(config))
     optimizer = _optimizer(config, model.parameters())

@@ -34,12 +34,7 @@ def rel_err(actual, expected) -> float:
 
 def layer_module(variant: str, input_size: int, hidden_size: int, **kwargs):
     """The gatedrnn layer class that runs `variant`, built with `kwargs`."""
-    if variant in ("lstm", "lstm_peephole"):
-        return gatedrnn.LSTM(input_size, hidden_size, peephole=variant == "lstm_peephole",
-                             **kwargs)
-    if variant == "rnn":
-        return gatedrnn.RNN(input_size, hidden_size, **kwargs)
-    return gatedrnn.GRU(input_size, hidden_size, variant=variant, **kwargs)
+    return gatedrnn.for_variant(variant, input_size, hidden_size, **kwargs)
 
 
 def randomize(module: torch.nn.Module, generator: torch.Generator, scale: float = 0.5):

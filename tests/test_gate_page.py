@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gatedrnn.tasks.charlm import CharLM, Vocabulary
+from gatedrnn.viz.heatmaps import capture_text
 from gatedrnn.viz.page import gate_page, text_features
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -30,7 +31,7 @@ def page(tmp_path):
     torch.manual_seed(0)
     vocab = Vocabulary.of(TEXT)
     model = CharLM(len(vocab), "lstm", hidden_size=12, num_layers=2, embedding_size=6)
-    return gate_page(model, vocab, TEXT, tmp_path / "gates.html")
+    return gate_page(capture_text(model, vocab, TEXT), tmp_path / "gates.html")
 
 
 @pytest.mark.skipif(CHROMIUM is None or DRIVER is None, reason="Chromium is not installed")

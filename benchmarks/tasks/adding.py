@@ -15,7 +15,6 @@ import argparse
 import tempfile
 import time
 
-import torch
 
 from gatedrnn.train import TrainConfig, train
 

@@ -103,7 +103,7 @@ def load_onnx(model_or_path) -> list:
     """
     import onnx
 
-    from ..modules.layers import GRU, LSTM, RNN
+    from ..modules.layers import for_variant
 
     model = model_or_path
     if not isinstance(model, onnx.ModelProto):
@@ -123,13 +123,7 @@ def load_onnx(model_or_path) -> list:
         variant = _variant(node, attributes, W, R, B, P)
         D, _, I = W.shape
         H = R.shape[-1]
-        kwargs = dict(num_layers=1, bias=B is not None, bidirectional=D == 2)
-        if variant.startswith("lstm"):
-            module = LSTM(I, H, peephole=variant == "lstm_peephole", **kwargs)
-        elif variant == "rnn":
-            module = RNN(I, H, **kwargs)
-        else:
-            module = GRU(I, H, variant=variant, **kwargs)
+        module = for_variant(variant, I, H, bias=B is not None, bidirectional=D == 2)
         with torch.no_grad():
             for d in range(D):
                 onnx_variant = "gru" if variant == "gru_simple" else variant

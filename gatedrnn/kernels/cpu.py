@@ -92,16 +92,19 @@ def _c(t):
     return None if t is None else t.contiguous()
 
 
+def _mask2d(mask):
+    """(T, B, 1) → the (T, B) bool rows the kernel reads."""
+    return None if mask is None else mask.reshape(mask.shape[0], mask.shape[1]).contiguous()
+
+
 def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=True):
-    mask2d = None if mask is None else mask.reshape(mask.shape[0], mask.shape[1]).contiguous()
     SA, SC, saved = extension().forward(_IDS[variant.name], _c(xp), _c(R), _c(b_hh), _c(p),
-                                        _c(a0), _c(c0), mask2d, reverse, keep_saved)
+                                        _c(a0), _c(c0), _mask2d(mask), reverse, keep_saved)
     return SA, (SC if variant.has_cell else None), (saved if keep_saved else None)
 
 
 def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mask, reverse):
-    mask2d = None if mask is None else mask.reshape(mask.shape[0], mask.shape[1]).contiguous()
     d_xp, d_a0, d_c0 = extension().backward(_IDS[variant.name], _c(d_A), _c(d_a_n), _c(d_c_n),
-                                            _c(R), _c(p), SA, SC, saved, mask2d, reverse)
+                                            _c(R), _c(p), SA, SC, saved, _mask2d(mask), reverse)
     d_R, d_b_hh, d_p = weight_grads(variant, d_xp, SA, SC, saved, reverse)
     return d_xp, d_R, d_b_hh, d_p, d_a0, (d_c0 if variant.has_cell else None)

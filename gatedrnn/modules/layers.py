@@ -137,9 +137,9 @@ class RecurrentLayers(nn.Module):
         recorded = []
 
         def run_and_record(*args, **kwargs):
-            out, a_n, c_n, gates = capture(*args, **kwargs)
+            outputs, gates = capture(*args, **kwargs)
             recorded.append(gates)
-            return (out, a_n, c_n) if c_n is not None else (out, a_n)
+            return outputs
 
         with torch.no_grad():
             out, state = self._run(input, hx, lengths, run_and_record)
@@ -312,6 +312,20 @@ class RNN(RecurrentLayers):
                  backend: str | None = None, device=None, dtype=None):
         super().__init__("rnn", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, backend, device, dtype)
+
+
+def for_variant(variant: str, input_size: int, hidden_size: int, **kwargs) -> RecurrentLayers:
+    """The layers that run `variant`: gatedrnn.GRU, LSTM or RNN, built with `kwargs`.
+
+        >>> for_variant("lstm_peephole", 3, 4, num_layers=2)
+        LSTM(3, 4, variant='lstm_peephole', num_layers=2)
+    """
+    name = get_variant(variant).name
+    if get_variant(name).has_cell:
+        return LSTM(input_size, hidden_size, peephole=name == "lstm_peephole", **kwargs)
+    if name == "rnn":
+        return RNN(input_size, hidden_size, **kwargs)
+    return GRU(input_size, hidden_size, variant=name, **kwargs)
 
 
 def _check_gru_variant(variant, peephole) -> None:

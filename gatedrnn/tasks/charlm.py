@@ -148,6 +148,9 @@ class CharLMTask:
                             "shorter --seq-len")
         self.train_ids, self.valid_ids = ids[:-n_valid], ids[-n_valid:]
         self.seq_len = seq_len
+        # The unigram baseline predicts every character by its (add-one) training frequency.
+        counts = torch.bincount(self.train_ids, minlength=len(self.vocab)).double() + 1
+        self.unigram_log_p = (counts / counts.sum()).log()
 
     def build(self, variant, hidden_size, num_layers, dropout, embedding_size=64,
               forget_bias=1.0, **_):
@@ -189,9 +192,7 @@ class CharLMTask:
             logits, _ = model(inputs[:, i: i + 64])
             total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                      targets[:, i: i + 64].reshape(-1), reduction="sum").item()
-        counts = torch.bincount(self.train_ids, minlength=len(self.vocab)).double() + 1
-        log_p = (counts / counts.sum()).log()
-        unigram = -log_p[targets.reshape(-1)].mean().item()
+        unigram = -self.unigram_log_p[targets.reshape(-1)].mean().item()
         return {"valid_loss": total / targets.numel(), "unigram_loss": unigram,
                 "valid_bits_per_char": total / targets.numel() / math.log(2)}
 

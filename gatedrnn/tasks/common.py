@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..modules.layers import GRU, LSTM, RNN
+from ..cells import get_variant
+from ..modules.layers import for_variant
 
 
 def recurrent_layers(variant: str, input_size: int, hidden_size: int, num_layers: int,
                      dropout: float = 0.0, bidirectional: bool = False,
                      forget_bias: float = 1.0, **kwargs):
-    """The gatedrnn layer stack for any variant name (forget_bias: LSTM variants only)."""
-    kwargs.update(num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0,
-                  bidirectional=bidirectional)
-    if variant.startswith("lstm"):
-        return LSTM(input_size, hidden_size, peephole=variant == "lstm_peephole",
-                    forget_bias=forget_bias, **kwargs)
-    if variant == "rnn":
-        return RNN(input_size, hidden_size, **kwargs)
-    return GRU(input_size, hidden_size, variant=variant, **kwargs)
+    """A task's layer stack: dropout only between layers, forget_bias for the LSTM variants."""
+    if get_variant(variant).has_cell:
+        kwargs["forget_bias"] = forget_bias
+    return for_variant(variant, input_size, hidden_size, num_layers=num_layers,
+                       dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional,
+                       **kwargs)
 
 
 class Readout(nn.Module):

@@ -6,6 +6,7 @@ switch on inside quotes or brackets, or count along a line (Karpathy, Johnson & 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,20 +23,36 @@ def _shown(ch: str) -> str:
     return {"\n": "↵", "\t": "⇥", " ": "·"}.get(ch, ch)
 
 
-def gate_heatmaps(model, vocab, text: str, out_dir, max_units: int = 64) -> list[Path]:
-    """Write one heatmap PNG per layer and gate of `model` (a CharLM) run over `text`."""
+@dataclass
+class CapturedText:
+    """A char-LM run once over a text: every gate, and the probability of each next character."""
+
+    text: str
+    gates: list                        # gates[layer][direction][name]: (T, 1, H)
+    next_char_probability: torch.Tensor    # (T-1,): what the model gave character t+1 at step t
+
+
+def capture_text(model, vocab, text: str) -> CapturedText:
+    """Run `model` (a CharLM) over `text`, recording its gates; the pictures read the result."""
+    if not text:
+        raise ValueError("text: expected at least one character, got ''")
+    ids = vocab.encode(text).unsqueeze(1)                    # (T, 1)
+    with torch.no_grad():
+        out, _, gates = model.rnn.capture(model.embedding(ids))
+        probabilities = model.head(out[:-1, 0]).softmax(-1).gather(1, ids[1:]).squeeze(1)
+    return CapturedText(text, gates, probabilities)
+
+
+def gate_heatmaps(captured: CapturedText, out_dir, max_units: int = 64) -> list[Path]:
+    """Write one heatmap PNG per layer and gate of a captured run over a text."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not text:
-        raise ValueError("text: expected at least one character, got ''")
+    text, gates = captured.text, captured.gates
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ids = vocab.encode(text).unsqueeze(1)                    # (T, 1)
-    with torch.no_grad():
-        _, _, gates = model.rnn.capture(model.embedding(ids))
     written = []
     for layer, directions in enumerate(gates):
         for name, values in directions[0].items():

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from .heatmaps import CapturedText
+
 FEATURES = ("inside quotes", "inside brackets", "position in line", "after a newline")
 
 
@@ -43,12 +45,8 @@ def _correlations(values: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
     return (v * f[:, None]).sum(0) / denominator
 
 
-def page_data(model, vocab, text: str, top: int = 8, max_units: int | None = None) -> dict:
-    ids = vocab.encode(text).unsqueeze(1)
-    with torch.no_grad():
-        logits, _ = model(ids)
-        _, _, gates = model.rnn.capture(model.embedding(ids))
-    probabilities = logits[:-1, 0].softmax(-1).gather(1, ids[1:]).squeeze(1)
+def page_data(captured: CapturedText, top: int = 8, max_units: int | None = None) -> dict:
+    text, gates = captured.text, captured.gates
     features = {k: torch.tensor(v) for k, v in text_features(text).items()}
     layers, ranking = [], []
     for layer, directions in enumerate(gates):
@@ -66,7 +64,8 @@ def page_data(model, vocab, text: str, top: int = 8, max_units: int | None = Non
         layers.append(entry)
     ranking.sort(key=lambda row: -abs(row["r"]))
     return {"text": text, "layers": layers, "ranking": ranking[: 4 * top],
-            "next_char_probability": [round(float(p), 4) for p in probabilities] + [None]}
+            "next_char_probability": [round(float(p), 4)
+                                      for p in captured.next_char_probability] + [None]}
 
 
 _TEMPLATE = """<!doctype html>
@@ -152,11 +151,11 @@ build();
 """
 
 
-def gate_page(model, vocab, text: str, path, max_units: int | None = None) -> Path:
-    """Write the page for `text` to `path` (the first max_units units of each layer, or all);
-    returns the path."""
+def gate_page(captured: CapturedText, path, max_units: int | None = None) -> Path:
+    """Write the page of a captured run over a text to `path` (the first max_units units of
+    each layer, or all); returns the path."""
     path = Path(path)
-    data = json.dumps(page_data(model, vocab, text, max_units=max_units), ensure_ascii=False,
+    data = json.dumps(page_data(captured, max_units=max_units), ensure_ascii=False,
                       separators=(",", ":"))
     path.write_text(_TEMPLATE.replace("__DATA__", data.replace("</", "<\\/")), encoding="utf-8")
     return path

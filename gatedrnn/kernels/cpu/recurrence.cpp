@@ -149,7 +149,7 @@ inline Vectorized<T> tanh(const Vectorized<T>& z) {
 // Runs body(row) for every row of a step (the threads already split the batch, see
 // for_row_blocks).
 template <typename F>
-inline void for_rows(int64_t B, int64_t /*H*/, const F& body) {
+inline void for_rows(int64_t B, const F& body) {
   for (int64_t b = 0; b < B; ++b) body(b);
 }
 
@@ -209,7 +209,7 @@ template <typename T>
 void rnn_forward(const Step<T>& s) {
   const int64_t H = s.H;
   s.W[0].apply(s.B, s.a_prev, H, 0, s.hp, H);
-  for_rows(s.B, H, [&](int64_t b) {
+  for_rows(s.B, [&](int64_t b) {
     if (!s.ok(b)) return copy_row(s.a + b * H, s.a_prev + b * H, H);
     for_units<T>(H, [&](int64_t j, int64_t n) {
       tanh(load(s.xp + b * H + j, n) + load(s.hp + b * H + j, n)).store(s.a + b * H + j, n);
@@ -221,7 +221,7 @@ template <typename T>
 void gru_simple_forward(const Step<T>& s) {
   const int64_t H = s.H, GH = 2 * H;
   s.W[0].apply(s.B, s.a_prev, H, 0, s.hp, GH);
-  for_rows(s.B, H, [&](int64_t b) {
+  for_rows(s.B, [&](int64_t b) {
     const T *xp = s.xp + b * GH, *hp = s.hp + b * GH, *c_prev = s.a_prev + b * H;
     T *saved = s.saved + b * GH, *c = s.a + b * H;
     if (!s.ok(b)) return carry(saved, GH, c, c_prev, H);
@@ -241,7 +241,7 @@ void gru_forward(const Step<T>& s) {
   const int64_t H = s.H, GH = 3 * H;
   // Γ_u, Γ_r first; Γ_r ⊙ c<t-1> then feeds the candidate's own recurrent product.
   s.W[0].apply(s.B, s.a_prev, H, 0, s.hp, GH);
-  for_rows(s.B, H, [&](int64_t b) {
+  for_rows(s.B, [&](int64_t b) {
     const T *xp = s.xp + b * GH, *hp = s.hp + b * GH, *c_prev = s.a_prev + b * H;
     T* saved = s.saved + b * GH;
     for_units<T>(H, [&](int64_t j, int64_t n) {
@@ -253,7 +253,7 @@ void gru_forward(const Step<T>& s) {
     });
   });
   s.W[1].apply(s.B, s.rc, H, 0, s.hp + 2 * H, GH);
-  for_rows(s.B, H, [&](int64_t b) {
+  for_rows(s.B, [&](int64_t b) {
     const T *xp = s.xp + b * GH, *hp = s.hp + b * GH, *c_prev = s.a_prev + b * H;
     T *saved = s.saved + b * GH, *c = s.a + b * H;
     if (!s.ok(b)) return carry(saved, GH, c, c_prev, H);
@@ -271,7 +271,7 @@ template <typename T>
 void gru_reset_after_forward(const Step<T>& s) {
   const int64_t H = s.H, GH = 3 * H, SH = 4 * H;
   s.W[0].apply(s.B, s.a_prev, H, 0, s.hp, GH);
-  for_rows(s.B, H, [&](int64_t b) {
+  for_rows(s.B, [&](int64_t b) {
     const T *xp = s.xp + b * GH, *hp = s.hp + b * GH, *c_prev = s.a_prev + b * H;
     T *saved = s.saved + b * SH, *c = s.a + b * H;
     if (!s.ok(b)) return carry(saved, SH, c, c_prev, H);
@@ -295,7 +295,7 @@ template <typename T>
 void lstm_forward(const Step<T>& s) {
   const int64_t H = s.H, GH = 4 * H;
   s.W[0].apply(s.B, s.a_prev, H, 0, s.hp, GH);
-  for_rows(s.B, H, [&](int64_t b) {
+  for_rows(s.B, [&](int64_t b) {
     const T *xp = s.xp + b * GH, *hp = s.hp + b * GH, *c_prev = s.c_prev + b * H;
     T *saved = s.saved + b * GH, *a = s.a + b * H, *c = s.c + b * H;
     if (!s.ok(b)) {
@@ -361,7 +361,7 @@ inline Vectorized<T> dtanh(const Vectorized<T>& t) { return Vectorized<T>(1) - t
 template <typename T>
 void rnn_backward(const BackStep<T>& s) {
   const int64_t H = s.H;
-  for_rows(s.B, H, [&](int64_t b) {
+  for_rows(s.B, [&](int64_t b) {
     T *d_xp = s.d_xp + b * H, *d_prev = s.d_a_prev + b * H;
     if (!s.ok(b)) {
       zero_row(d_xp, H);
@@ -378,7 +378,7 @@ void rnn_backward(const BackStep<T>& s) {
 template <typename T>
 void gru_simple_backward(const BackStep<T>& s) {
   const int64_t H = s.H, GH = 2 * H;
-  for_rows(s.B, H, [&](int64_t b) {
+  for_rows(s.B, [&](int64_t b) {
     T *d_xp = s.d_xp + b * GH, *d_prev = s.d_a_prev + b * H;
     const T* d_c = s.d_a + b * H;
     if (!s.ok(b)) {
@@ -401,7 +401,7 @@ template <typename T>
 void gru_backward(const BackStep<T>& s) {
   const int64_t H = s.H, GH = 3 * H;
   T* d_reset_c = s.scratch;  // (B, H): gradient of Γ_r ⊙ c<t-1>
-  for_rows(s.B, H, [&](int64_t b) {
+  for_rows(s.B, [&](int64_t b) {
     T* d_xp = s.d_xp + b * GH;
     if (!s.ok(b)) return zero_row(d_xp, GH);
     const T *saved = s.saved + b * GH, *c_prev = s.a_prev + b * H, *d_c = s.d_a + b * H;
@@ -413,7 +413,7 @@ void gru_backward(const BackStep<T>& s) {
     });
   });
   s.W[1].apply(s.B, s.d_xp + 2 * H, GH, 0, d_reset_c, H);
-  for_rows(s.B, H, [&](int64_t b) {
+  for_rows(s.B, [&](int64_t b) {
     T *d_xp = s.d_xp + b * GH, *d_prev = s.d_a_prev + b * H;
     const T* d_c = s.d_a + b * H;
     if (!s.ok(b)) return copy_row(d_prev, d_c, H);
@@ -432,7 +432,7 @@ template <typename T>
 void gru_reset_after_backward(const BackStep<T>& s) {
   const int64_t H = s.H, GH = 3 * H, SH = 4 * H;
   T* d_hp = s.scratch;  // (B, 3H): gradient of the recurrent products
-  for_rows(s.B, H, [&](int64_t b) {
+  for_rows(s.B, [&](int64_t b) {
     T *d_xp = s.d_xp + b * GH, *d_prev = s.d_a_prev + b * H, *dh = d_hp + b * GH;
     const T* d_c = s.d_a + b * H;
     if (!s.ok(b)) {
@@ -463,7 +463,7 @@ void gru_reset_after_backward(const BackStep<T>& s) {
 template <typename T>
 void lstm_backward(const BackStep<T>& s) {
   const int64_t H = s.H, GH = 4 * H;
-  for_rows(s.B, H, [&](int64_t b) {
+  for_rows(s.B, [&](int64_t b) {
     T *d_xp = s.d_xp + b * GH, *d_a_prev = s.d_a_prev + b * H, *d_c_prev = s.d_c_prev + b * H;
     if (!s.ok(b)) {
       zero_row(d_xp, GH);
