@@ -27,7 +27,8 @@ class _Recurrence(torch.autograd.Function):
         ctx.variant, ctx.backend, ctx.reverse = variant, backend, reverse
         ctx.save_for_backward(R, b_hh, p, SA, SC, saved, mask)
         out, *finals = _outputs(variant, SA, SC, mask, reverse)
-        return (out, *(f.clone() for f in finals))
+        # A backend may keep a wider state than xp's dtype (float32 for bfloat16 inputs).
+        return (out.to(xp.dtype), *(f.to(xp.dtype, copy=True) for f in finals))
 
     @staticmethod
     @torch.autograd.function.once_differentiable

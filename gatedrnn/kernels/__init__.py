@@ -12,10 +12,13 @@ gatedrnn/functional.py is the only caller):
         through masked steps), laid out as gatedrnn/kernels/states.py says; SC likewise for the
         LSTM's cell (None otherwise); saved: what the backward needs (for the loop and cpu
         backends (T, B, S*H), exactly what `Variant.step` saves; None if keep_saved is False).
+        SA, SC and saved may be wider than xp (the triton backend keeps a float32 state for
+        bfloat16 inputs); the caller returns the outputs in xp's dtype.
     backward(variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mask, reverse)
         -> (d_xp, d_R, d_b_hh, d_p, d_a0, d_c0)
         d_A (T, B, H) gradient w.r.t. the states after each step, from the outputs; d_a_n, d_c_n
-        (B, H) w.r.t. the final states (d_c_n None unless the variant has a cell).
+        (B, H) w.r.t. the final states (d_c_n None unless the variant has a cell). Each
+        gradient is returned in the dtype of what it is the gradient of.
 
 The weight gradients of the input projection (and the inputs') are not the backend's business:
 they follow from d_xp through the ordinary autograd of one large matrix product.
@@ -27,7 +30,11 @@ import importlib
 
 import torch
 
-BACKENDS = ("reference", "loop", "cpu")
+BACKENDS = ("reference", "loop", "cpu", "triton")
+
+# How the compiled kernels (C++ and Triton) number the variants.
+KERNEL_IDS = {"rnn": 0, "gru_simple": 1, "gru": 2, "gru_reset_after": 3, "lstm": 4,
+              "lstm_peephole": 5}
 
 
 def check(backend: str | None) -> str | None:
@@ -39,16 +46,28 @@ def check(backend: str | None) -> str | None:
 
 
 def resolve(backend: str | None, device: torch.device) -> str:
-    """The backend to run: `backend` if given, else the fastest available for `device`.
+    """The backend to run: `backend` if given, else the fastest available for `device`
+    ("cpu" for CPU tensors, "triton" for CUDA tensors).
 
-    "cpu" falls back to "loop" (with a one-time warning) where the kernel cannot be built.
+    "cpu" falls back to "loop" (with a one-time warning) where the kernel cannot be built, and
+    "triton" (when not asked for by name) to "loop" where Triton is not installed.
     """
     if check(backend) is None or backend == "auto":
-        backend = "cpu" if device.type == "cpu" else "loop"
+        if device.type == "cpu":
+            backend = "cpu"
+        else:
+            backend = "triton" if device.type == "cuda" and load("triton").available() else "loop"
     if backend == "cpu" and (device.type != "cpu" or not load("cpu").available()):
         if device.type != "cpu":
             raise ValueError(f"backend: 'cpu' runs CPU tensors, got tensors on {device}")
         return "loop"
+    if backend == "triton":
+        triton = load("triton")
+        if not triton.available():
+            raise ValueError("backend: 'triton' needs the triton package (pip install triton)")
+        if device.type != "cuda" and not (device.type == "cpu" and triton.interpreting()):
+            raise ValueError("backend: 'triton' runs CUDA tensors (or CPU tensors under "
+                             f"TRITON_INTERPRET=1), got tensors on {device}")
     return backend
 
 

@@ -1,0 +1,169 @@
+"""The backward time step of every variant on one (rows × cols) tile: backpropagation through
+time with the gradients derived by hand (gatedrnn/cells.py, Variant.step_backward, in the same
+notation), reading the gates the forward saved.
+
+Arguments beyond forward.py's:
+    D_A (T, B, H) gradient on the state after each step, from the outputs
+    DXP (T, B, G*H) the gradient on the pre-activations (= on the input projections), written
+    CA, CC (B, H) what reaches a<t-1>, c<t-1> from the steps already done, element by element;
+        the part through R, (d_xp of step t_next) R, is added at step t from DXP
+    t_next the step done just before (t + 1 forwards, t - 1 backwards); HAS_NEXT 0 at the first
+    FINAL: no step, only d_a<0> = CA + (d_xp of t_next) R, written to CA
+
+The lecture's GRU (2) runs in two phases: PHASE 0 the gradients of Γ_u and c̃; PHASE 1 that of
+Γ_r, which needs (d c̃ pre-activation) R_c summed over every unit.
+"""
+
+import triton
+import triton.language as tl
+
+from .common import tanh, times_r
+from .forward import wide
+
+
+@triton.jit
+def backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next, has_next,
+                  B, H, rows, cols, VARIANT: tl.constexpr, PHASE: tl.constexpr,
+                  G: tl.constexpr, S: tl.constexpr, HAS_MASK: tl.constexpr,
+                  FINAL: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+                  BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    GH = G * H
+    row_ok = rows < B
+    col_ok = cols < H
+    ok = row_ok[:, None] & col_ok[None, :]
+    tile = rows[:, None] * H + cols[None, :]
+    dxp = DXP + wide(t) * B * GH + rows[:, None] * GH + cols[None, :]   # gate g at + g * H
+    sv = SAVED + wide(t) * B * S * H + rows[:, None] * S * H + cols[None, :]
+    keep = tl.full((BLOCK_B, 1), 1, tl.int1)   # inside the sequence: the step takes gradient
+    if HAS_MASK:
+        keep = (tl.load(MASK + wide(t) * B + rows, mask=row_ok, other=0) != 0)[:, None]
+
+    if VARIANT == 2 and PHASE == 1:   # gru: Γ_r, through (d c̃ pre-activation) R_c
+        d_pre_c = DXP + wide(t) * B * GH + 2 * H
+        d_reset = times_r(tl.zeros((BLOCK_B, BLOCK_H), CA.dtype.element_ty), d_pre_c, GH,
+                          d_pre_c, 0, rows, row_ok, R, 2 * H, cols, col_ok, H, H, False, BLOCK_K,
+                          PRECISION, UPCAST)
+        gamma_r = tl.load(sv + H, mask=ok, other=0.0)
+        a_prev = tl.load(SA + wide(prev) * B * H + tile, mask=ok, other=0.0)
+        tl.store(dxp + H, d_reset * a_prev * gamma_r * (1.0 - gamma_r), mask=ok)
+        tl.store(CA + tile, tl.load(CA + tile, mask=ok, other=0.0) + d_reset * gamma_r, mask=ok)
+    else:
+        d_a = tl.load(CA + tile, mask=ok, other=0.0)
+        if not FINAL:
+            d_a += tl.load(D_A + wide(t) * B * H + tile, mask=ok, other=0.0)
+        if has_next:   # what step t_next sends back through R
+            d_next = DXP + wide(t_next) * B * GH
+            if VARIANT == 2:
+                d_a = times_r(d_a, d_next, GH, d_next, 0, rows, row_ok, R, 0, cols, col_ok,
+                              2 * H, H, False, BLOCK_K, PRECISION, UPCAST)
+            elif VARIANT == 3:   # the candidate's recurrent part sits inside Γ_r ⊙ (...)
+                d_a = times_r(d_a, d_next, GH, d_next, 0, rows, row_ok, R, 0, cols, col_ok,
+                              2 * H, H, False, BLOCK_K, PRECISION, UPCAST)
+                d_a = times_r(d_a, d_next + 2 * H, GH,
+                              SAVED + wide(t_next) * B * S * H + H, S * H, rows, row_ok, R,
+                              2 * H, cols, col_ok, H, H, True, BLOCK_K, PRECISION, UPCAST)
+            else:
+                d_a = times_r(d_a, d_next, GH, d_next, 0, rows, row_ok, R, 0, cols, col_ok, GH,
+                              H, False, BLOCK_K, PRECISION, UPCAST)
+        if FINAL:
+            tl.store(CA + tile, d_a, mask=ok)
+        else:
+            carry_a = tl.where(keep, 0.0, d_a)   # masked steps pass the gradient through
+            if VARIANT == 0:    # rnn
+                a = tl.load(SA + wide(nxt) * B * H + tile, mask=ok, other=0.0)
+                tl.store(dxp, tl.where(keep, d_a * (1.0 - a * a), 0.0), mask=ok)
+            elif VARIANT <= 3:  # the GRUs: c<t> = Γ_u ⊙ c̃ + (1 − Γ_u) ⊙ c<t-1>
+                c_prev = tl.load(SA + wide(prev) * B * H + tile, mask=ok, other=0.0)
+                gamma_u = tl.load(sv, mask=ok, other=0.0)
+                c_tilde = tl.load(sv + (G - 1) * H, mask=ok, other=0.0)   # the last gate
+                d_pre_u = d_a * (c_tilde - c_prev) * gamma_u * (1.0 - gamma_u)
+                d_pre_c = d_a * gamma_u * (1.0 - c_tilde * c_tilde)
+                tl.store(dxp, tl.where(keep, d_pre_u, 0.0), mask=ok)
+                tl.store(dxp + (G - 1) * H, tl.where(keep, d_pre_c, 0.0), mask=ok)
+                if VARIANT == 3:
+                    gamma_r = tl.load(sv + H, mask=ok, other=0.0)
+                    recurrent_c = tl.load(sv + 3 * H, mask=ok, other=0.0)
+                    d_pre_r = d_pre_c * recurrent_c * gamma_r * (1.0 - gamma_r)
+                    tl.store(dxp + H, tl.where(keep, d_pre_r, 0.0), mask=ok)
+                carry_a = tl.where(keep, d_a * (1.0 - gamma_u), d_a)
+            else:               # lstm, lstm_peephole
+                d_c = tl.load(CC + tile, mask=ok, other=0.0)
+                c = tl.load(SC + wide(nxt) * B * H + tile, mask=ok, other=0.0)
+                c_prev = tl.load(SC + wide(prev) * B * H + tile, mask=ok, other=0.0)
+                gamma_u = tl.load(sv, mask=ok, other=0.0)
+                gamma_f = tl.load(sv + H, mask=ok, other=0.0)
+                gamma_o = tl.load(sv + 2 * H, mask=ok, other=0.0)
+                c_tilde = tl.load(sv + 3 * H, mask=ok, other=0.0)
+                tanh_c = tanh(c)
+                d_pre_o = d_a * tanh_c * gamma_o * (1.0 - gamma_o)
+                d_c_step = d_c + d_a * gamma_o * (1.0 - tanh_c * tanh_c)
+                if VARIANT == 5:
+                    p_o = tl.load(P + 2 * H + cols, mask=col_ok, other=0.0).to(d_c.dtype)
+                    d_c_step += d_pre_o * p_o[None, :]
+                d_pre_u = d_c_step * c_tilde * gamma_u * (1.0 - gamma_u)
+                d_pre_f = d_c_step * c_prev * gamma_f * (1.0 - gamma_f)
+                d_pre_c = d_c_step * gamma_u * (1.0 - c_tilde * c_tilde)
+                d_c_prev = d_c_step * gamma_f
+                if VARIANT == 5:
+                    p_u = tl.load(P + cols, mask=col_ok, other=0.0).to(d_c.dtype)
+                    p_f = tl.load(P + H + cols, mask=col_ok, other=0.0).to(d_c.dtype)
+                    d_c_prev += d_pre_u * p_u[None, :] + d_pre_f * p_f[None, :]
+                tl.store(dxp, tl.where(keep, d_pre_u, 0.0), mask=ok)
+                tl.store(dxp + H, tl.where(keep, d_pre_f, 0.0), mask=ok)
+                tl.store(dxp + 2 * H, tl.where(keep, d_pre_o, 0.0), mask=ok)
+                tl.store(dxp + 3 * H, tl.where(keep, d_pre_c, 0.0), mask=ok)
+                tl.store(CC + tile, tl.where(keep, d_c_prev, d_c), mask=ok)
+            tl.store(CA + tile, carry_a, mask=ok)
+
+
+@triton.jit
+def backward_step(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next, has_next,
+                  B, H, VARIANT: tl.constexpr, PHASE: tl.constexpr, G: tl.constexpr,
+                  S: tl.constexpr, HAS_MASK: tl.constexpr, FINAL: tl.constexpr,
+                  BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+                  PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """One step (one phase): a program per tile, grid (⌈B/BLOCK_B⌉, ⌈H/BLOCK_H⌉)."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next, has_next,
+                  B, H, rows, cols, VARIANT, PHASE, G, S, HAS_MASK, FINAL, BLOCK_B, BLOCK_H,
+                  BLOCK_K, PRECISION, UPCAST)
+
+
+@triton.jit
+def backward_sequence(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, T, B, H,
+                      VARIANT: tl.constexpr, G: tl.constexpr, S: tl.constexpr,
+                      HAS_MASK: tl.constexpr, REVERSE: tl.constexpr, BLOCK_B: tl.constexpr,
+                      BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+                      UPCAST: tl.constexpr):
+    """All T steps, then d_a<0>, in one launch: a program per block of rows (see
+    forward.forward_sequence)."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    for i in range(0, T):
+        t = T - 1 - i
+        prev = t
+        nxt = t + 1
+        t_next = t + 1
+        if REVERSE:
+            t = i
+            prev = i + 1
+            nxt = i
+            t_next = i - 1
+        for h0 in range(0, H, BLOCK_H):
+            backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next,
+                          i > 0, B, H, rows, h0 + tl.arange(0, BLOCK_H), VARIANT, 0, G, S,
+                          HAS_MASK, False, BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
+        tl.debug_barrier()   # this step's d_xp is read by every unit next
+        if VARIANT == 2:
+            for h0 in range(0, H, BLOCK_H):
+                backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next,
+                              i > 0, B, H, rows, h0 + tl.arange(0, BLOCK_H), VARIANT, 1, G, S,
+                              HAS_MASK, False, BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
+            tl.debug_barrier()
+    last = 0
+    if REVERSE:
+        last = T - 1
+    for h0 in range(0, H, BLOCK_H):
+        backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, last, last, last, last, True,
+                      B, H, rows, h0 + tl.arange(0, BLOCK_H), VARIANT, 0, G, S, HAS_MASK, True,
+                      BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)

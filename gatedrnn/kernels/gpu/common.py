@@ -1,0 +1,71 @@
+"""Activations and the tile products shared by the forward and backward kernels.
+
+A program owns a tile of the (B, H) state: rows `rows` of the batch, hidden units `cols`.
+Its share of the recurrent product is a sum over all H (forward) or all G*H (backward)
+units of the previous state or gradient, so it reads whole rows of those and a column
+strip of the weights, BLOCK_K at a time, through tl.dot with float32 (float64) accumulation.
+
+UPCAST: the Triton interpreter (TRITON_INTERPRET=1, how CI tests these kernels on the CPU)
+multiplies bfloat16 operands wrongly and rounds float32 to bfloat16 differently from the GPU,
+so there the operands of tl.dot are taken to the state's dtype instead. On the GPU the state is
+rounded to the weights' dtype, so bfloat16 weights run on the tensor cores.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def sigmoid(z):
+    return 1.0 / (1.0 + tl.exp(-z))
+
+
+@triton.jit
+def tanh(z):
+    # exp of a non-positive number only: no overflow for large |z|.
+    e = tl.exp(-2.0 * tl.abs(z))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(z < 0, -t, t)
+
+
+@triton.jit
+def _dot(v, w, acc, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    if UPCAST:
+        return tl.dot(v, w.to(v.dtype), acc, input_precision="ieee", out_dtype=acc.dtype)
+    return tl.dot(v.to(w.dtype), w, acc, input_precision=PRECISION, out_dtype=acc.dtype)
+
+
+@triton.jit
+def times_rt(acc, V, v_stride, rows, row_ok, RT, rt_stride, col0, cols, col_ok, K,
+             BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """acc + V[rows, :K] @ RT[:K, col0 + cols]: the forward's v R_g^T, with RT = R^T (H, G*H)
+    so that both loads run along contiguous memory."""
+    for k0 in range(0, K, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < K
+        v = tl.load(V + rows[:, None] * v_stride + ks[None, :],
+                    mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(acc.dtype)
+        w = tl.load(RT + ks[:, None] * rt_stride + col0 + cols[None, :],
+                    mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+        acc = _dot(v, w, acc, PRECISION, UPCAST)
+    return acc
+
+
+@triton.jit
+def times_r(acc, V, v_stride, SCALE, scale_stride, rows, row_ok, R, r_row0, cols, col_ok, K, H,
+            SCALED: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+            UPCAST: tl.constexpr):
+    """acc + (V[rows, :K] (⊙ SCALE[rows, :K] if SCALED)) @ R[r_row0 : r_row0 + K, cols]:
+    the backward's gradient through the recurrent product, R (G*H, H) as stored."""
+    for k0 in range(0, K, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < K
+        vmask = row_ok[:, None] & k_ok[None, :]
+        v = tl.load(V + rows[:, None] * v_stride + ks[None, :], mask=vmask, other=0.0)
+        if SCALED:
+            v = v * tl.load(SCALE + rows[:, None] * scale_stride + ks[None, :], mask=vmask,
+                            other=0.0)
+        w = tl.load(R + (r_row0 + ks[:, None]) * H + cols[None, :],
+                    mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+        acc = _dot(v.to(acc.dtype), w, acc, PRECISION, UPCAST)
+    return acc

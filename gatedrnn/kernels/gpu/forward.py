@@ -1,0 +1,176 @@
+"""The forward time step of every variant on one (rows × cols) tile of the state.
+
+Arguments shared by the kernels (pointers to contiguous tensors, the state dtype is float32,
+or float64 for float64 inputs):
+    XP (T, B, G*H) input projections;  RT (H, G*H) = R^T;  BHH (H,) b_cc;  P (3, H) peepholes
+    SA, SC (T+1, B, H) states as gatedrnn/kernels/states.py lays them out
+    SAVED (T or 1, B, S*H) what the backward needs (row 0 only, reused, when nothing is kept)
+    RA (B, H) the lecture GRU's Γ_r ⊙ c<t-1>, which its second phase multiplies by R_c
+    MASK (T, B) int8, 1 inside each sequence (read only if HAS_MASK)
+    t the time step; prev, nxt its state rows in SA/SC; save_row its row of SAVED
+
+VARIANT numbers as in gatedrnn/kernels/triton.py: 0 rnn, 1 gru_simple, 2 gru, 3 gru_reset_after,
+4 lstm, 5 lstm_peephole. The lecture's GRU (2) runs in two phases, each a whole pass over the
+tiles: PHASE 0 the update and relevance gates (and Γ_r ⊙ c<t-1>), PHASE 1 the candidate, whose
+product with R_c needs Γ_r ⊙ c<t-1> of every unit. Every other variant is one phase.
+"""
+
+import triton
+import triton.language as tl
+
+from .common import sigmoid, tanh, times_rt
+
+
+@triton.jit
+def wide(i):
+    """i as int64: offsets of whole sequences pass 2^31 elements at large T·B·H."""
+    return tl.full((), 0, tl.int64) + i
+
+
+@triton.jit
+def forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
+                 rows, cols, VARIANT: tl.constexpr, PHASE: tl.constexpr, G: tl.constexpr,
+                 S: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK_B: tl.constexpr,
+                 BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+                 UPCAST: tl.constexpr):
+    GH = G * H
+    row_ok = rows < B
+    col_ok = cols < H
+    ok = row_ok[:, None] & col_ok[None, :]
+    tile = rows[:, None] * H + cols[None, :]
+    A_prev = SA + wide(prev) * B * H
+    a_prev = tl.load(A_prev + tile, mask=ok, other=0.0)
+    zero = tl.zeros((BLOCK_B, BLOCK_H), a_prev.dtype)
+    xp = XP + wide(t) * B * GH + rows[:, None] * GH + cols[None, :]   # gate g at + g * H
+    sv = SAVED + wide(save_row) * B * S * H + rows[:, None] * S * H + cols[None, :]
+
+    if VARIANT == 0:    # rnn
+        pre = tl.load(xp, mask=ok, other=0.0).to(zero.dtype)
+        a = tanh(times_rt(pre, A_prev, H, rows, row_ok, RT, GH, 0, cols, col_ok, H,
+                          BLOCK_K, PRECISION, UPCAST))
+    elif VARIANT == 1:  # gru_simple
+        pre_u = tl.load(xp, mask=ok, other=0.0).to(zero.dtype)
+        pre_c = tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype)
+        gamma_u = sigmoid(times_rt(pre_u, A_prev, H, rows, row_ok, RT, GH, 0, cols, col_ok, H,
+                                   BLOCK_K, PRECISION, UPCAST))
+        c_tilde = tanh(times_rt(pre_c, A_prev, H, rows, row_ok, RT, GH, H, cols, col_ok, H,
+                                BLOCK_K, PRECISION, UPCAST))
+        a = gamma_u * c_tilde + (1.0 - gamma_u) * a_prev
+        tl.store(sv, gamma_u, mask=ok)
+        tl.store(sv + H, c_tilde, mask=ok)
+    elif VARIANT == 2:  # gru: Γ_r acts before the recurrent product
+        if PHASE == 0:
+            pre_u = tl.load(xp, mask=ok, other=0.0).to(zero.dtype)
+            pre_r = tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype)
+            gamma_u = sigmoid(times_rt(pre_u, A_prev, H, rows, row_ok, RT, GH, 0, cols, col_ok,
+                                       H, BLOCK_K, PRECISION, UPCAST))
+            gamma_r = sigmoid(times_rt(pre_r, A_prev, H, rows, row_ok, RT, GH, H, cols, col_ok,
+                                       H, BLOCK_K, PRECISION, UPCAST))
+            tl.store(sv, gamma_u, mask=ok)
+            tl.store(sv + H, gamma_r, mask=ok)
+            tl.store(RA + tile, gamma_r * a_prev, mask=ok)
+        else:
+            pre_c = tl.load(xp + 2 * H, mask=ok, other=0.0).to(zero.dtype)
+            c_tilde = tanh(times_rt(pre_c, RA, H, rows, row_ok, RT, GH, 2 * H, cols, col_ok, H,
+                                    BLOCK_K, PRECISION, UPCAST))
+            gamma_u = tl.load(sv, mask=ok, other=0.0)
+            a = gamma_u * c_tilde + (1.0 - gamma_u) * a_prev
+            tl.store(sv + 2 * H, c_tilde, mask=ok)
+    elif VARIANT == 3:  # gru_reset_after: Γ_r ⊙ (W_cc c<t-1> + b_cc)
+        recurrent_c = times_rt(zero, A_prev, H, rows, row_ok, RT, GH, 2 * H, cols, col_ok, H,
+                               BLOCK_K, PRECISION, UPCAST)
+        recurrent_c += tl.load(BHH + cols, mask=col_ok, other=0.0).to(zero.dtype)[None, :]
+        pre_u = tl.load(xp, mask=ok, other=0.0).to(zero.dtype)
+        pre_r = tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype)
+        gamma_u = sigmoid(times_rt(pre_u, A_prev, H, rows, row_ok, RT, GH, 0, cols, col_ok, H,
+                                   BLOCK_K, PRECISION, UPCAST))
+        gamma_r = sigmoid(times_rt(pre_r, A_prev, H, rows, row_ok, RT, GH, H, cols, col_ok, H,
+                                   BLOCK_K, PRECISION, UPCAST))
+        c_tilde = tanh(tl.load(xp + 2 * H, mask=ok, other=0.0).to(zero.dtype)
+                       + gamma_r * recurrent_c)
+        a = gamma_u * c_tilde + (1.0 - gamma_u) * a_prev
+        tl.store(sv, gamma_u, mask=ok)
+        tl.store(sv + H, gamma_r, mask=ok)
+        tl.store(sv + 2 * H, c_tilde, mask=ok)
+        tl.store(sv + 3 * H, recurrent_c, mask=ok)
+    else:               # lstm, lstm_peephole
+        c_prev = tl.load(SC + wide(prev) * B * H + tile, mask=ok, other=0.0)
+        pre_u = times_rt(tl.load(xp, mask=ok, other=0.0).to(zero.dtype), A_prev, H, rows,
+                         row_ok, RT, GH, 0, cols, col_ok, H, BLOCK_K, PRECISION, UPCAST)
+        pre_f = times_rt(tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype), A_prev, H, rows,
+                         row_ok, RT, GH, H, cols, col_ok, H, BLOCK_K, PRECISION, UPCAST)
+        pre_o = times_rt(tl.load(xp + 2 * H, mask=ok, other=0.0).to(zero.dtype), A_prev, H,
+                         rows, row_ok, RT, GH, 2 * H, cols, col_ok, H, BLOCK_K, PRECISION, UPCAST)
+        pre_c = times_rt(tl.load(xp + 3 * H, mask=ok, other=0.0).to(zero.dtype), A_prev, H,
+                         rows, row_ok, RT, GH, 3 * H, cols, col_ok, H, BLOCK_K, PRECISION, UPCAST)
+        if VARIANT == 5:   # peepholes: unit k of c reaches only unit k of a gate
+            pre_u += tl.load(P + cols, mask=col_ok, other=0.0).to(zero.dtype)[None, :] * c_prev
+            pre_f += tl.load(P + H + cols, mask=col_ok, other=0.0).to(zero.dtype)[None, :] * c_prev
+        gamma_u = sigmoid(pre_u)
+        gamma_f = sigmoid(pre_f)
+        c_tilde = tanh(pre_c)
+        c = gamma_u * c_tilde + gamma_f * c_prev
+        if VARIANT == 5:   # the output gate looks at the new cell c<t>
+            pre_o += tl.load(P + 2 * H + cols, mask=col_ok, other=0.0).to(zero.dtype)[None, :] * c
+        gamma_o = sigmoid(pre_o)
+        a = gamma_o * tanh(c)
+        tl.store(sv, gamma_u, mask=ok)
+        tl.store(sv + H, gamma_f, mask=ok)
+        tl.store(sv + 2 * H, gamma_o, mask=ok)
+        tl.store(sv + 3 * H, c_tilde, mask=ok)
+        if HAS_MASK:
+            m = tl.load(MASK + wide(t) * B + rows, mask=row_ok, other=0) != 0
+            c = tl.where(m[:, None], c, c_prev)
+        tl.store(SC + wide(nxt) * B * H + tile, c, mask=ok)
+
+    if VARIANT != 2 or PHASE == 1:
+        if HAS_MASK:   # past a sequence's end its state is carried unchanged
+            m = tl.load(MASK + wide(t) * B + rows, mask=row_ok, other=0) != 0
+            a = tl.where(m[:, None], a, a_prev)
+        tl.store(SA + wide(nxt) * B * H + tile, a, mask=ok)
+
+
+@triton.jit
+def forward_step(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
+                 VARIANT: tl.constexpr, PHASE: tl.constexpr, G: tl.constexpr, S: tl.constexpr,
+                 HAS_MASK: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+                 BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """One step (one phase): a program per tile, grid (⌈B/BLOCK_B⌉, ⌈H/BLOCK_H⌉)."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H, rows,
+                 cols, VARIANT, PHASE, G, S, HAS_MASK, BLOCK_B, BLOCK_H, BLOCK_K, PRECISION,
+                 UPCAST)
+
+
+@triton.jit
+def forward_sequence(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, T, B, H,
+                     VARIANT: tl.constexpr, G: tl.constexpr, S: tl.constexpr,
+                     HAS_MASK: tl.constexpr, REVERSE: tl.constexpr, KEEP_SAVED: tl.constexpr,
+                     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+                     PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """All T steps in one launch: a program per block of rows walks every unit of its rows
+    through time. Rows never read each other's state, so the only synchronisation is the
+    block's own barrier between the phases of a step (one launch instead of T, for small
+    problems where the launches cost more than the work)."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    for i in range(0, T):
+        t = i
+        prev = i
+        nxt = i + 1
+        if REVERSE:
+            t = T - 1 - i
+            prev = t + 1
+            nxt = t
+        save_row = t * KEEP_SAVED   # row 0, reused, when nothing is kept
+        for h0 in range(0, H, BLOCK_H):
+            forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
+                         rows, h0 + tl.arange(0, BLOCK_H), VARIANT, 0, G, S, HAS_MASK, BLOCK_B,
+                         BLOCK_H, BLOCK_K, PRECISION, UPCAST)
+        tl.debug_barrier()   # this step's state (or Γ_r ⊙ c<t-1>) is read by every unit next
+        if VARIANT == 2:
+            for h0 in range(0, H, BLOCK_H):
+                forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B,
+                             H, rows, h0 + tl.arange(0, BLOCK_H), VARIANT, 1, G, S, HAS_MASK,
+                             BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
+            tl.debug_barrier()

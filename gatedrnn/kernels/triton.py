@@ -1,0 +1,183 @@
+"""The "triton" backend: the time loop on the GPU, in Triton kernels (gatedrnn/kernels/gpu/).
+
+Every step is one kernel launch (two for the lecture's GRU, whose relevance gate must be known
+for every unit before the candidate's recurrent product): each program owns a tile of the
+(B, H) state, multiplies its rows of the previous state by its column strip of R on the tensor
+cores, and applies the gates in the same pass, so the gate pre-activations never leave the chip.
+For small problems, where a launch costs more than a step's work, one launch runs the whole
+sequence instead ("sequence" mode): a program per block of rows walks through time, and since
+rows never read each other's state no program waits for another.
+
+The state is float32 (float64 for float64 inputs) whatever the inputs' dtype: bfloat16 weights
+and projections are multiplied on the tensor cores with float32 accumulation, and the state
+and gates stay float32 in between. float32 products use IEEE float32 unless the user allows
+TF32 (torch.backends.cuda.matmul.allow_tf32), as torch.matmul does.
+
+The input projection before the loop and the weight gradients after it are large GEMMs in
+PyTorch (cuBLAS), as for every backend. Under TRITON_INTERPRET=1 the kernels run on CPU
+tensors, exactly but slowly: that is how CI tests them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+import torch
+
+from ..cells import Variant
+from . import KERNEL_IDS
+from .states import new_states, weight_grads
+
+
+@dataclasses.dataclass
+class Settings:
+    """Launch choices; None means the heuristic in `plan`. For benchmarks and tests."""
+
+    mode: str = "auto"            # "step": a launch per step; "sequence": one launch; "auto"
+    block_b: int | None = None    # batch rows per program (a power of two ≥ 16)
+    block_h: int | None = None    # hidden units per program (a power of two ≥ 16)
+    block_k: int | None = None    # reduction chunk of the recurrent product (power of two ≥ 16)
+    num_warps: int | None = None
+
+
+settings = Settings()
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@functools.cache
+def _kernels():
+    from .gpu import backward, forward
+    return forward, backward
+
+
+def _pow2(n: int, low: int, high: int) -> int:
+    return max(low, min(high, 1 << max(0, n - 1).bit_length()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    mode: str
+    block_b: int
+    block_h: int
+    block_k: int
+    num_warps: int
+
+
+def plan(B: int, H: int) -> Plan:
+    """How to launch a (B, H) problem. First guesses, to be tuned on the GPU: tiles of at
+    most 64 rows and 32 units keep a step's grid wide enough to spread over the chip; the whole
+    sequence runs in one launch when the batch and the state are small (B ≤ 16, H ≤ 256),
+    where per-step launches, not arithmetic, would set the pace."""
+    s = settings
+    if s.mode not in ("auto", "step", "sequence"):
+        raise ValueError(f"settings.mode: expected 'auto', 'step' or 'sequence', got {s.mode!r}")
+    mode = s.mode if s.mode != "auto" else ("sequence" if B <= 16 and H <= 256 else "step")
+    block_b = s.block_b or _pow2(B, 16, 64)
+    block_h = s.block_h or (64 if mode == "sequence" else 32)
+    block_k = s.block_k or 32
+    return Plan(mode, block_b, block_h, block_k, s.num_warps or 4)
+
+
+def _state_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _precision(dtype: torch.dtype) -> str:
+    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "ieee"
+
+
+def _mask(mask, xp):
+    """(T, B, 1) bool → (T, B) int8 rows the kernels read; xp stands in when there is none."""
+    if mask is None:
+        return xp, False
+    return mask.reshape(mask.shape[0], mask.shape[1]).to(torch.int8), True
+
+
+def _common(variant: Variant, B: int, H: int, dtype: torch.dtype, has_mask: bool, p: Plan):
+    return dict(VARIANT=KERNEL_IDS[variant.name], G=variant.num_gates, S=variant.saved_blocks,
+                HAS_MASK=has_mask, BLOCK_B=p.block_b, BLOCK_H=p.block_h, BLOCK_K=p.block_k,
+                PRECISION=_precision(dtype), UPCAST=interpreting(), num_warps=p.num_warps)
+
+
+def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=True):
+    kernels, _ = _kernels()
+    T, B, _ = xp.shape
+    H = R.shape[1]
+    state = _state_dtype(xp.dtype)
+    xp = xp.contiguous()
+    SA = new_states(a0.to(state), T, reverse)
+    SC = new_states(c0.to(state), T, reverse) if variant.has_cell else None
+    saved = xp.new_empty(T if keep_saved else 1, B, variant.saved_blocks * H, dtype=state)
+    RA = xp.new_empty(B, H, dtype=state) if variant.name == "gru" else SA
+    RT = R.t().contiguous()
+    m, has_mask = _mask(mask, xp)
+    pl = plan(B, H)
+    args = (xp, RT, b_hh if b_hh is not None else xp, p if p is not None else xp, SA,
+            SC if SC is not None else SA, saved if saved.numel() else SA, RA, m)
+    common = _common(variant, B, H, R.dtype, has_mask, pl)
+    nb, nh = -(-B // pl.block_b), -(-H // pl.block_h)
+    if pl.mode == "sequence":
+        kernels.forward_sequence[(nb,)](*args, T, B, H, REVERSE=reverse,
+                                        KEEP_SAVED=int(keep_saved), **common)
+    else:
+        phases = (0, 1) if variant.name == "gru" else (0,)
+        for t in (range(T - 1, -1, -1) if reverse else range(T)):
+            prev, nxt = (t + 1, t) if reverse else (t, t + 1)
+            for phase in phases:
+                kernels.forward_step[(nb, nh)](*args, t, prev, nxt, t if keep_saved else 0, B, H,
+                                               PHASE=phase, **common)
+    return SA, SC, (saved if keep_saved else None)
+
+
+def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mask, reverse):
+    _, kernels = _kernels()
+    T, B, H = d_A.shape
+    state = SA.dtype
+    d_A = d_A.to(state).contiguous()
+    R = R.contiguous()
+    d_xp = d_A.new_empty(T, B, variant.num_gates * H)
+    CA = d_a_n.to(state, copy=True).contiguous()
+    CC = d_c_n.to(state, copy=True).contiguous() if variant.has_cell else CA
+    m, has_mask = _mask(mask, d_A)
+    pl = plan(B, H)
+    args = (d_A, R, p if p is not None else d_A, SA, SC if SC is not None else SA,
+            saved if saved.numel() else SA, d_xp, CA, CC, m)
+    common = _common(variant, B, H, R.dtype, has_mask, pl)
+    nb, nh = -(-B // pl.block_b), -(-H // pl.block_h)
+    if pl.mode == "sequence":
+        kernels.backward_sequence[(nb,)](*args, T, B, H, REVERSE=reverse, **common)
+    else:
+        phases = (0, 1) if variant.name == "gru" else (0,)
+        order = list(range(T)) if reverse else list(range(T - 1, -1, -1))
+        for i, t in enumerate(order):
+            prev, nxt = (t + 1, t) if reverse else (t, t + 1)
+            t_next = order[i - 1] if i else t
+            for phase in phases:
+                kernels.backward_step[(nb, nh)](*args, t, prev, nxt, t_next, int(i > 0), B, H,
+                                                PHASE=phase, FINAL=False, **common)
+        last = order[-1]
+        kernels.backward_step[(nb, nh)](*args, last, last, last, last, 1, B, H, PHASE=0,
+                                        FINAL=True, **common)
+    # The weight gradients: large GEMMs in the weights' dtype (bfloat16 on the tensor cores).
+    low = R.dtype
+    d_R, d_b_hh, d_p = weight_grads(variant, d_xp.to(low), SA.to(low),
+                                    SC.to(low) if SC is not None else None, saved.to(low),
+                                    reverse)
+    d_xp = d_xp.to(low)
+    return (d_xp, d_R, d_b_hh, d_p, CA.to(d_a_n.dtype),
+            CC.to(d_c_n.dtype) if variant.has_cell else None)
