@@ -4,6 +4,8 @@ One layer, one direction, through gatedrnn.recurrence, over every variant, both 
 directions, with and without lengths, float64 (≤ 1e-10 relative) and float32 (≤ 1e-5).
 """
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,9 @@ from conftest import TOLERANCE, VARIANTS, rel_err
 
 T, B, I, H = 6, 3, 4, 5
 LENGTHS = [6, 2, 4]
-BACKENDS = ["loop", "reference", "cpu"]
+BACKENDS = ["loop", "reference", "cpu",
+            pytest.param("triton", marks=pytest.mark.skipif(
+                importlib.util.find_spec("triton") is None, reason="needs the triton package"))]
 
 
 def _expected(variant, params, x, a0, c0, lengths, reverse, w_out, w_a_n, w_c_n):

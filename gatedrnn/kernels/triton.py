@@ -28,7 +28,7 @@ import torch
 
 from ..cells import Variant
 from . import KERNEL_IDS
-from .states import new_states, weight_grads
+from .states import initial_index, new_states, weight_grads
 
 
 @dataclasses.dataclass
@@ -40,9 +40,22 @@ class Settings:
     block_h: int | None = None    # hidden units per program (a power of two ≥ 16)
     block_k: int | None = None    # reduction chunk of the recurrent product (power of two ≥ 16)
     num_warps: int | None = None
+    poison: bool = False          # fill working buffers with NaN first: unwritten elements show
 
 
 settings = Settings()
+
+
+def _buffer(t: torch.Tensor) -> torch.Tensor:
+    return t.fill_(float("nan")) if settings.poison else t
+
+
+def _states(s0: torch.Tensor, T: int, reverse: bool) -> torch.Tensor:
+    S = new_states(s0, T, reverse)
+    if settings.poison:
+        S.fill_(float("nan"))
+        S[initial_index(T, reverse)] = s0
+    return S
 
 
 def interpreting() -> bool:
@@ -120,10 +133,11 @@ def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=
     H = R.shape[1]
     state = _state_dtype(xp.dtype)
     xp = xp.contiguous()
-    SA = new_states(a0.to(state), T, reverse)
-    SC = new_states(c0.to(state), T, reverse) if variant.has_cell else None
-    saved = xp.new_empty(T if keep_saved else 1, B, variant.saved_blocks * H, dtype=state)
-    RA = xp.new_empty(B, H, dtype=state) if variant.name == "gru" else SA
+    SA = _states(a0.to(state), T, reverse)
+    SC = _states(c0.to(state), T, reverse) if variant.has_cell else None
+    saved = _buffer(xp.new_empty(T if keep_saved else 1, B, variant.saved_blocks * H,
+                                 dtype=state))
+    RA = _buffer(xp.new_empty(B, H, dtype=state)) if variant.name == "gru" else SA
     RT = R.t().contiguous()
     m, has_mask = _mask(mask, xp)
     pl = plan(B, H)
@@ -150,7 +164,7 @@ def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mas
     state = SA.dtype
     d_A = d_A.to(state).contiguous()
     R = R.contiguous()
-    d_xp = d_A.new_empty(T, B, variant.num_gates * H)
+    d_xp = _buffer(d_A.new_empty(T, B, variant.num_gates * H))
     CA = d_a_n.to(state, copy=True).contiguous()
     CC = d_c_n.to(state, copy=True).contiguous() if variant.has_cell else CA
     m, has_mask = _mask(mask, d_A)

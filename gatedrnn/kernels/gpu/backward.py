@@ -116,7 +116,9 @@ def backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_n
             tl.store(CA + tile, carry_a, mask=ok)
 
 
-@triton.jit
+# The step's time indices change every launch: specialising on their values (1, multiples
+# of 16) would compile the kernel again for each kind of value.
+@triton.jit(do_not_specialize=["t", "prev", "nxt", "t_next", "has_next"])
 def backward_step(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next, has_next,
                   B, H, VARIANT: tl.constexpr, PHASE: tl.constexpr, G: tl.constexpr,
                   S: tl.constexpr, HAS_MASK: tl.constexpr, FINAL: tl.constexpr,

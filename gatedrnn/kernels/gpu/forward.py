@@ -130,7 +130,9 @@ def forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row
         tl.store(SA + wide(nxt) * B * H + tile, a, mask=ok)
 
 
-@triton.jit
+# The step's time indices change every launch: specialising on their values (1, multiples
+# of 16) would compile the kernel again for each kind of value.
+@triton.jit(do_not_specialize=["t", "prev", "nxt", "save_row"])
 def forward_step(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
                  VARIANT: tl.constexpr, PHASE: tl.constexpr, G: tl.constexpr, S: tl.constexpr,
                  HAS_MASK: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,

@@ -1,0 +1,155 @@
+"""The "triton" backend: the GPU kernels, run by Triton's interpreter on CPU tensors where no
+GPU is present (conftest sets TRITON_INTERPRET=1), compared with the loop backend (itself
+compared with the NumPy reference in test_backends.py, which covers triton too).
+
+Shapes here span several tiles in every direction (rows, units, and reduction chunks), in
+both launch modes: a launch per step, and the whole sequence in one launch.
+"""
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+import gatedrnn  # noqa: E402
+from gatedrnn import get_variant, kernels  # noqa: E402
+from gatedrnn.functional import capture, lengths_to_mask, recurrence  # noqa: E402
+from gatedrnn.kernels import triton as triton_backend  # noqa: E402
+
+from conftest import VARIANTS, rel_err  # noqa: E402
+
+T, B, I, H = 4, 19, 6, 40          # 2 row blocks of 16, 3 unit blocks of 16, 3 chunks of 16
+LENGTHS = [4, 1, 3, 2] * 4 + [4, 4, 2]
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """16-wide tiles, so that the small shapes above cross tile boundaries; working buffers
+    start as NaN, so that an element a kernel fails to write shows in the results."""
+    for name in ("block_b", "block_h", "block_k"):
+        monkeypatch.setattr(triton_backend.settings, name, 16)
+    monkeypatch.setattr(triton_backend.settings, "poison", True)
+
+
+def _leaves(variant, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    G = get_variant(variant).num_gates
+    shapes = {"x": (T, B, I), "weight_ih": (G * H, I), "weight_hh": (G * H, H),
+              "bias_ih": (G * H,), "bias_hh": (G * H,), "a0": (B, H), "c0": (B, H),
+              "peephole": (3, H)}
+    scale = {"weight_ih": 0.4, "weight_hh": 0.3}
+    return {k: (scale.get(k, 1.0) * torch.randn(s, generator=g, dtype=torch.float64))
+            .to(DEVICE, dtype).requires_grad_() for k, s in shapes.items()}
+
+
+def _run(variant, leaves, backend, mask, reverse):
+    args = [leaves[k] for k in ("x", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "a0", "c0")]
+    outs = recurrence(*args, variant=variant, peephole=leaves["peephole"], mask=mask,
+                      reverse=reverse, backend=backend)
+    g = torch.Generator().manual_seed(1)
+    weights = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o) for o in outs]
+    loss = sum((o.double() * w.double()).sum() for o, w in zip(outs, weights))
+    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+    return outs, dict(zip(leaves, grads))
+
+
+def _compare(variant, dtype, mask, reverse, tol):
+    leaves = _leaves(variant, dtype)
+    exact = {k: v.detach().double().requires_grad_() for k, v in leaves.items()}
+    outs, grads = _run(variant, leaves, "triton", mask, reverse)
+    want_outs, want_grads = _run(variant, exact, "loop", mask, reverse)
+    for o, w in zip(outs, want_outs):
+        assert o.dtype == dtype
+        assert rel_err(o, w) <= tol, f"output: {rel_err(o, w):.2e}"
+    for name, w in want_grads.items():
+        if w is None:
+            assert grads[name] is None, name
+            continue
+        assert grads[name].dtype == dtype, name
+        assert rel_err(grads[name], w) <= tol, f"d{name}: {rel_err(grads[name], w):.2e}"
+
+
+@pytest.mark.parametrize("mode", ["step", "sequence"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_tile_matches_the_loop(variant, mode, small_tiles, monkeypatch):
+    monkeypatch.setattr(triton_backend.settings, "mode", mode)
+    mask = lengths_to_mask(torch.tensor(LENGTHS), T).to(DEVICE)
+    _compare(variant, torch.float64, mask, reverse=False, tol=1e-10)
+    _compare(variant, torch.float64, None, reverse=True, tol=1e-10)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bfloat16_inputs_keep_a_float32_state(variant, small_tiles):
+    """bfloat16 weights and inputs against the float64 loop on the same (rounded) values:
+    the error is the rounding of the outputs and gradients, not of the state through time."""
+    mask = lengths_to_mask(torch.tensor(LENGTHS), T).to(DEVICE)
+    _compare(variant, torch.bfloat16, mask, reverse=True, tol=2e-2)
+
+
+@pytest.mark.parametrize("mode", ["step", "sequence"])
+@pytest.mark.parametrize("variant", ["gru", "lstm_peephole"])
+def test_inference_keeps_no_gates_and_agrees(variant, mode, small_tiles, monkeypatch):
+    monkeypatch.setattr(triton_backend.settings, "mode", mode)
+    leaves = _leaves(variant, torch.float32)
+    args = [leaves[k] for k in ("x", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "a0", "c0")]
+    with torch.no_grad():
+        got = recurrence(*args, variant=variant, peephole=leaves["peephole"], backend="triton")
+        want = recurrence(*args, variant=variant, peephole=leaves["peephole"], backend="loop")
+    for g, w in zip(got, want):
+        assert rel_err(g, w) <= 1e-5
+
+
+@pytest.mark.parametrize("variant", ["gru", "gru_reset_after", "lstm_peephole"])
+def test_capture_reads_the_same_gates(variant, small_tiles):
+    leaves = {k: v.detach() for k, v in _leaves(variant, torch.float64).items()}
+    mask = lengths_to_mask(torch.tensor(LENGTHS), T).to(DEVICE)
+    args = [leaves[k] for k in ("x", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "a0", "c0")]
+    _, got = capture(*args, variant=variant, peephole=leaves["peephole"], mask=mask,
+                     backend="triton")
+    _, want = capture(*args, variant=variant, peephole=leaves["peephole"], mask=mask,
+                      backend="loop")
+    assert got.keys() == want.keys()
+    for name in want:
+        assert rel_err(got[name], want[name]) <= 1e-12, name
+
+
+@pytest.mark.parametrize("cls", [gatedrnn.GRU, gatedrnn.LSTM])
+def test_modules_two_layers_bidirectional_with_lengths(cls, small_tiles):
+    torch.manual_seed(0)
+    m = cls(I, 24, num_layers=2, bidirectional=True, batch_first=True,
+            dtype=torch.float64).to(DEVICE)
+    x = torch.randn(B, T, I, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    w = torch.randn(B, T, 48, dtype=torch.float64, device=DEVICE)
+    results = {}
+    for backend in ("loop", "triton"):
+        m.backend = backend
+        out, _ = m(x, lengths=torch.tensor(LENGTHS))
+        results[backend] = [out.detach(), *torch.autograd.grad((out * w).sum(),
+                                                               [x, *m.parameters()])]
+    for got, want in zip(results["triton"], results["loop"]):
+        assert rel_err(got, want) <= 1e-10
+
+
+def test_triton_on_cpu_tensors_needs_the_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="backend: 'triton' runs CUDA tensors"):
+        kernels.resolve("triton", torch.device("cpu"))
+
+
+def test_a_bad_mode_is_named(monkeypatch):
+    monkeypatch.setattr(triton_backend.settings, "mode", "fast")
+    with pytest.raises(ValueError, match="settings.mode: expected 'auto', 'step' or 'sequence', "
+                                         "got 'fast'"):
+        triton_backend.plan(4, 8)
+
+
+def test_plan_runs_small_problems_as_one_launch():
+    assert triton_backend.plan(1, 256).mode == "sequence"
+    assert triton_backend.plan(16, 768).mode == "step"
+    assert triton_backend.plan(256, 1024).block_b == 64
+
+
+@pytest.mark.gpu
+def test_cuda_tensors_default_to_triton():
+    assert kernels.resolve(None, torch.device("cuda")) == "triton"
