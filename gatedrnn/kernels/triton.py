@@ -109,21 +109,23 @@ def _state_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _precision(dtype: torch.dtype) -> str:
-    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
+    """tl.dot's input_precision: IEEE float32 unless TF32 is allowed; 16-bit operands ignore it
+    (Triton's default, "tf32", is passed for them)."""
+    if dtype == torch.float32:
+        return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    return "ieee" if dtype == torch.float64 else "tf32"
 
 
 def _mask(mask, xp):
     """(T, B, 1) bool → (T, B) int8 rows the kernels read; xp stands in when there is none."""
     if mask is None:
-        return xp, False
-    return mask.reshape(mask.shape[0], mask.shape[1]).to(torch.int8), True
+        return xp, 0
+    return mask.reshape(mask.shape[0], mask.shape[1]).to(torch.int8), 1
 
 
-def _common(variant: Variant, B: int, H: int, dtype: torch.dtype, has_mask: bool, p: Plan):
+def _common(variant: Variant, dtype: torch.dtype, p: Plan):
     return dict(VARIANT=KERNEL_IDS[variant.name], G=variant.num_gates, S=variant.saved_blocks,
-                HAS_MASK=has_mask, BLOCK_B=p.block_b, BLOCK_H=p.block_h, BLOCK_K=p.block_k,
+                BLOCK_B=p.block_b, BLOCK_H=p.block_h, BLOCK_K=p.block_k,
                 PRECISION=_precision(dtype), UPCAST=interpreting(), num_warps=p.num_warps)
 
 
@@ -143,18 +145,18 @@ def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=
     pl = plan(B, H)
     args = (xp, RT, b_hh if b_hh is not None else xp, p if p is not None else xp, SA,
             SC if SC is not None else SA, saved if saved.numel() else SA, RA, m)
-    common = _common(variant, B, H, R.dtype, has_mask, pl)
+    common = _common(variant, R.dtype, pl)
     nb, nh = -(-B // pl.block_b), -(-H // pl.block_h)
     if pl.mode == "sequence":
-        kernels.forward_sequence[(nb,)](*args, T, B, H, REVERSE=reverse,
-                                        KEEP_SAVED=int(keep_saved), **common)
+        kernels.forward_sequence[(nb,)](*args, T, B, H, has_mask, int(reverse),
+                                        int(keep_saved), **common)
     else:
         phases = (0, 1) if variant.name == "gru" else (0,)
         for t in (range(T - 1, -1, -1) if reverse else range(T)):
             prev, nxt = (t + 1, t) if reverse else (t, t + 1)
             for phase in phases:
                 kernels.forward_step[(nb, nh)](*args, t, prev, nxt, t if keep_saved else 0, B, H,
-                                               PHASE=phase, **common)
+                                               has_mask, PHASE=phase, **common)
     return SA, SC, (saved if keep_saved else None)
 
 
@@ -171,10 +173,10 @@ def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mas
     pl = plan(B, H)
     args = (d_A, R, p if p is not None else d_A, SA, SC if SC is not None else SA,
             saved if saved.numel() else SA, d_xp, CA, CC, m)
-    common = _common(variant, B, H, R.dtype, has_mask, pl)
+    common = _common(variant, R.dtype, pl)
     nb, nh = -(-B // pl.block_b), -(-H // pl.block_h)
     if pl.mode == "sequence":
-        kernels.backward_sequence[(nb,)](*args, T, B, H, REVERSE=reverse, **common)
+        kernels.backward_sequence[(nb,)](*args, T, B, H, has_mask, int(reverse), **common)
     else:
         phases = (0, 1) if variant.name == "gru" else (0,)
         order = list(range(T)) if reverse else list(range(T - 1, -1, -1))
@@ -183,10 +185,10 @@ def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mas
             t_next = order[i - 1] if i else t
             for phase in phases:
                 kernels.backward_step[(nb, nh)](*args, t, prev, nxt, t_next, int(i > 0), B, H,
-                                                PHASE=phase, FINAL=False, **common)
+                                                has_mask, 0, PHASE=phase, **common)
         last = order[-1]
-        kernels.backward_step[(nb, nh)](*args, last, last, last, last, 1, B, H, PHASE=0,
-                                        FINAL=True, **common)
+        kernels.backward_step[(nb, nh)](*args, last, last, last, last, 1, B, H, has_mask, 1,
+                                        PHASE=0, **common)
     # The weight gradients: large GEMMs in the weights' dtype (bfloat16 on the tensor cores).
     low = R.dtype
     d_R, d_b_hh, d_p = weight_grads(variant, d_xp.to(low), SA.to(low),

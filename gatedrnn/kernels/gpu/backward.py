@@ -7,8 +7,8 @@ Arguments beyond forward.py's:
     DXP (T, B, G*H) the gradient on the pre-activations (= on the input projections), written
     CA, CC (B, H) what reaches a<t-1>, c<t-1> from the steps already done, element by element;
         the part through R, (d_xp of step t_next) R, is added at step t from DXP
-    t_next the step done just before (t + 1 forwards, t - 1 backwards); HAS_NEXT 0 at the first
-    FINAL: no step, only d_a<0> = CA + (d_xp of t_next) R, written to CA
+    t_next the step done just before (t + 1 forwards, t - 1 backwards); has_next 0 at the first
+    final: no step, only d_a<0> = CA + (d_xp of t_next) R, written to CA
 
 The lecture's GRU (2) runs in two phases: PHASE 0 the gradients of Γ_u and c̃; PHASE 1 that of
 Γ_r, which needs (d c̃ pre-activation) R_c summed over every unit.
@@ -23,9 +23,8 @@ from .forward import wide
 
 @triton.jit
 def backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next, has_next,
-                  B, H, rows, cols, VARIANT: tl.constexpr, PHASE: tl.constexpr,
-                  G: tl.constexpr, S: tl.constexpr, HAS_MASK: tl.constexpr,
-                  FINAL: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+                  B, H, has_mask, final, rows, cols, VARIANT: tl.constexpr, PHASE: tl.constexpr,
+                  G: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
                   BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     GH = G * H
     row_ok = rows < B
@@ -35,7 +34,7 @@ def backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_n
     dxp = DXP + wide(t) * B * GH + rows[:, None] * GH + cols[None, :]   # gate g at + g * H
     sv = SAVED + wide(t) * B * S * H + rows[:, None] * S * H + cols[None, :]
     keep = tl.full((BLOCK_B, 1), 1, tl.int1)   # inside the sequence: the step takes gradient
-    if HAS_MASK:
+    if has_mask:
         keep = (tl.load(MASK + wide(t) * B + rows, mask=row_ok, other=0) != 0)[:, None]
 
     if VARIANT == 2 and PHASE == 1:   # gru: Γ_r, through (d c̃ pre-activation) R_c
@@ -49,7 +48,7 @@ def backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_n
         tl.store(CA + tile, tl.load(CA + tile, mask=ok, other=0.0) + d_reset * gamma_r, mask=ok)
     else:
         d_a = tl.load(CA + tile, mask=ok, other=0.0)
-        if not FINAL:
+        if final == 0:
             d_a += tl.load(D_A + wide(t) * B * H + tile, mask=ok, other=0.0)
         if has_next:   # what step t_next sends back through R
             d_next = DXP + wide(t_next) * B * GH
@@ -65,7 +64,7 @@ def backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_n
             else:
                 d_a = times_r(d_a, d_next, GH, d_next, 0, rows, row_ok, R, 0, cols, col_ok, GH,
                               H, False, BLOCK_K, PRECISION, UPCAST)
-        if FINAL:
+        if final:
             tl.store(CA + tile, d_a, mask=ok)
         else:
             carry_a = tl.where(keep, 0.0, d_a)   # masked steps pass the gradient through
@@ -116,56 +115,48 @@ def backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_n
             tl.store(CA + tile, carry_a, mask=ok)
 
 
-# The step's time indices change every launch: specialising on their values (1, multiples
-# of 16) would compile the kernel again for each kind of value.
-@triton.jit(do_not_specialize=["t", "prev", "nxt", "t_next", "has_next"])
+# Flags and time indices are run-time values (see forward.forward_step).
+@triton.jit(do_not_specialize=["t", "prev", "nxt", "t_next", "has_next", "B", "has_mask",
+                               "final"])
 def backward_step(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next, has_next,
-                  B, H, VARIANT: tl.constexpr, PHASE: tl.constexpr, G: tl.constexpr,
-                  S: tl.constexpr, HAS_MASK: tl.constexpr, FINAL: tl.constexpr,
-                  BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
-                  PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+                  B, H, has_mask, final, VARIANT: tl.constexpr, PHASE: tl.constexpr,
+                  G: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr,
+                  BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+                  UPCAST: tl.constexpr):
     """One step (one phase): a program per tile, grid (⌈B/BLOCK_B⌉, ⌈H/BLOCK_H⌉)."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next, has_next,
-                  B, H, rows, cols, VARIANT, PHASE, G, S, HAS_MASK, FINAL, BLOCK_B, BLOCK_H,
+                  B, H, has_mask, final, rows, cols, VARIANT, PHASE, G, S, BLOCK_B, BLOCK_H,
                   BLOCK_K, PRECISION, UPCAST)
 
 
-@triton.jit
-def backward_sequence(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, T, B, H,
+@triton.jit(do_not_specialize=["T", "B", "has_mask", "reverse"])
+def backward_sequence(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, T, B, H, has_mask, reverse,
                       VARIANT: tl.constexpr, G: tl.constexpr, S: tl.constexpr,
-                      HAS_MASK: tl.constexpr, REVERSE: tl.constexpr, BLOCK_B: tl.constexpr,
-                      BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
-                      UPCAST: tl.constexpr):
+                      BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+                      PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """All T steps, then d_a<0>, in one launch: a program per block of rows (see
     forward.forward_sequence)."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     for i in range(0, T):
-        t = T - 1 - i
-        prev = t
-        nxt = t + 1
-        t_next = t + 1
-        if REVERSE:
-            t = i
-            prev = i + 1
-            nxt = i
-            t_next = i - 1
+        t = T - 1 - i + reverse * (2 * i + 1 - T)   # steps in the opposite order to forward
+        prev = t + reverse
+        nxt = t + 1 - reverse
+        t_next = t + 1 - 2 * reverse
         for h0 in range(0, H, BLOCK_H):
             backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next,
-                          i > 0, B, H, rows, h0 + tl.arange(0, BLOCK_H), VARIANT, 0, G, S,
-                          HAS_MASK, False, BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
+                          i > 0, B, H, has_mask, 0, rows, h0 + tl.arange(0, BLOCK_H), VARIANT, 0,
+                          G, S, BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
         tl.debug_barrier()   # this step's d_xp is read by every unit next
         if VARIANT == 2:
             for h0 in range(0, H, BLOCK_H):
                 backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next,
-                              i > 0, B, H, rows, h0 + tl.arange(0, BLOCK_H), VARIANT, 1, G, S,
-                              HAS_MASK, False, BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
+                              i > 0, B, H, has_mask, 0, rows, h0 + tl.arange(0, BLOCK_H),
+                              VARIANT, 1, G, S, BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
             tl.debug_barrier()
-    last = 0
-    if REVERSE:
-        last = T - 1
+    last = reverse * (T - 1)   # the step done last: 0 forwards, T - 1 backwards
     for h0 in range(0, H, BLOCK_H):
-        backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, last, last, last, last, True,
-                      B, H, rows, h0 + tl.arange(0, BLOCK_H), VARIANT, 0, G, S, HAS_MASK, True,
+        backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, last, last, last, last, 1,
+                      B, H, has_mask, 1, rows, h0 + tl.arange(0, BLOCK_H), VARIANT, 0, G, S,
                       BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)

@@ -6,7 +6,7 @@ or float64 for float64 inputs):
     SA, SC (T+1, B, H) states as gatedrnn/kernels/states.py lays them out
     SAVED (T or 1, B, S*H) what the backward needs (row 0 only, reused, when nothing is kept)
     RA (B, H) the lecture GRU's Γ_r ⊙ c<t-1>, which its second phase multiplies by R_c
-    MASK (T, B) int8, 1 inside each sequence (read only if HAS_MASK)
+    MASK (T, B) int8, 1 inside each sequence (read only if has_mask)
     t the time step; prev, nxt its state rows in SA/SC; save_row its row of SAVED
 
 VARIANT numbers as in gatedrnn/kernels/triton.py: 0 rnn, 1 gru_simple, 2 gru, 3 gru_reset_after,
@@ -29,8 +29,8 @@ def wide(i):
 
 @triton.jit
 def forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
-                 rows, cols, VARIANT: tl.constexpr, PHASE: tl.constexpr, G: tl.constexpr,
-                 S: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK_B: tl.constexpr,
+                 has_mask, rows, cols, VARIANT: tl.constexpr, PHASE: tl.constexpr,
+                 G: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr,
                  BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
                  UPCAST: tl.constexpr):
     GH = G * H
@@ -118,37 +118,35 @@ def forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row
         tl.store(sv + H, gamma_f, mask=ok)
         tl.store(sv + 2 * H, gamma_o, mask=ok)
         tl.store(sv + 3 * H, c_tilde, mask=ok)
-        if HAS_MASK:
+        if has_mask:
             m = tl.load(MASK + wide(t) * B + rows, mask=row_ok, other=0) != 0
             c = tl.where(m[:, None], c, c_prev)
         tl.store(SC + wide(nxt) * B * H + tile, c, mask=ok)
 
     if VARIANT != 2 or PHASE == 1:
-        if HAS_MASK:   # past a sequence's end its state is carried unchanged
+        if has_mask:   # past a sequence's end its state is carried unchanged
             m = tl.load(MASK + wide(t) * B + rows, mask=row_ok, other=0) != 0
             a = tl.where(m[:, None], a, a_prev)
         tl.store(SA + wide(nxt) * B * H + tile, a, mask=ok)
 
 
-# The step's time indices change every launch: specialising on their values (1, multiples
-# of 16) would compile the kernel again for each kind of value.
-@triton.jit(do_not_specialize=["t", "prev", "nxt", "save_row"])
-def forward_step(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
+# Flags and time indices are run-time values: specialising on them (on values of 1, or
+# multiples of 16) would compile each kernel once more for each kind of value.
+@triton.jit(do_not_specialize=["t", "prev", "nxt", "save_row", "B", "has_mask"])
+def forward_step(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H, has_mask,
                  VARIANT: tl.constexpr, PHASE: tl.constexpr, G: tl.constexpr, S: tl.constexpr,
-                 HAS_MASK: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-                 BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+                 BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+                 PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """One step (one phase): a program per tile, grid (⌈B/BLOCK_B⌉, ⌈H/BLOCK_H⌉)."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H, rows,
-                 cols, VARIANT, PHASE, G, S, HAS_MASK, BLOCK_B, BLOCK_H, BLOCK_K, PRECISION,
-                 UPCAST)
+    forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H, has_mask,
+                 rows, cols, VARIANT, PHASE, G, S, BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
 
 
-@triton.jit
-def forward_sequence(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, T, B, H,
-                     VARIANT: tl.constexpr, G: tl.constexpr, S: tl.constexpr,
-                     HAS_MASK: tl.constexpr, REVERSE: tl.constexpr, KEEP_SAVED: tl.constexpr,
+@triton.jit(do_not_specialize=["T", "B", "has_mask", "reverse", "keep_saved"])
+def forward_sequence(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, T, B, H, has_mask, reverse,
+                     keep_saved, VARIANT: tl.constexpr, G: tl.constexpr, S: tl.constexpr,
                      BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
                      PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """All T steps in one launch: a program per block of rows walks every unit of its rows
@@ -157,22 +155,18 @@ def forward_sequence(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, T, B, H,
     problems where the launches cost more than the work)."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     for i in range(0, T):
-        t = i
-        prev = i
-        nxt = i + 1
-        if REVERSE:
-            t = T - 1 - i
-            prev = t + 1
-            nxt = t
-        save_row = t * KEEP_SAVED   # row 0, reused, when nothing is kept
+        t = i + reverse * (T - 1 - 2 * i)        # T - 1 - i backwards
+        prev = t + reverse                        # the state rows of SA, as states.py says
+        nxt = t + 1 - reverse
+        save_row = t * keep_saved                 # row 0, reused, when nothing is kept
         for h0 in range(0, H, BLOCK_H):
             forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
-                         rows, h0 + tl.arange(0, BLOCK_H), VARIANT, 0, G, S, HAS_MASK, BLOCK_B,
+                         has_mask, rows, h0 + tl.arange(0, BLOCK_H), VARIANT, 0, G, S, BLOCK_B,
                          BLOCK_H, BLOCK_K, PRECISION, UPCAST)
         tl.debug_barrier()   # this step's state (or Γ_r ⊙ c<t-1>) is read by every unit next
         if VARIANT == 2:
             for h0 in range(0, H, BLOCK_H):
                 forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B,
-                             H, rows, h0 + tl.arange(0, BLOCK_H), VARIANT, 1, G, S, HAS_MASK,
+                             H, has_mask, rows, h0 + tl.arange(0, BLOCK_H), VARIANT, 1, G, S,
                              BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
             tl.debug_barrier()
