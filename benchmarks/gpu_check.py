@@ -1,0 +1,348 @@
+"""The GPU check (issue 4): correctness first, then speed against cuDNN, in one run.
+
+1. Correctness: every variant, float32 and bfloat16, both launch modes ("step": a launch per
+   step; "sequence": one launch), on fresh random inputs with lengths, forwards and backwards,
+   against the NumPy reference in float64 (the "reference" backend on CPU copies). The triton
+   backend's working buffers are filled with NaN first, so an element no kernel writes shows.
+   Also gatedrnn against cuDNN itself on the same weights (lstm, gru_reset_after, rnn).
+2. Timings with CUDA events (median after warm-up) of gatedrnn's triton backend, and in the
+   same run torch.nn.LSTM / GRU / RNN (cuDNN) and the "loop" backend, forward (inference, no
+   gradients) and forward+backward (a training step, parameter gradients included), at
+   G1 T=1024 B=16 H=768, G2 T=256 B=64 H=256, G3 T=128 B=256 H=1024, G4 T=1024 B=1 H=256
+   (I = H), float32 (TF32 off for both gatedrnn and cuDNN) and bfloat16.
+
+One table printed last; raw numbers in a JSON file. A time budget keeps the whole run inside the
+GPU machine's lease: what it leaves out is listed as not measured.
+
+    PYTHONPATH=. python3 benchmarks/gpu_check.py --out $OUT          # on the GPU machine
+    PYTHONPATH=. python3 benchmarks/gpu_check.py --quick             # T / 8, fewer repeats
+    TRITON_INTERPRET=1 python benchmarks/gpu_check.py --dry-run      # no GPU: the script itself,
+                                                                      # tiny shapes, on the CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import gatedrnn
+from gatedrnn.functional import lengths_to_mask, recurrence
+from gatedrnn.interop.torch_nn import from_torch
+from gatedrnn.kernels import triton as triton_backend
+
+SHAPES = {"G1": (1024, 16, 768), "G2": (256, 64, 256), "G3": (128, 256, 1024),
+          "G4": (1024, 1, 256)}   # T, B, H (I = H)
+VARIANTS = ["gru", "lstm", "lstm_peephole", "gru_reset_after", "gru_simple", "rnn"]
+DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
+PEER = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "lstm_peephole": torch.nn.LSTM}
+TARGET = {"gru": 1.25, "lstm": 1.25, "lstm_peephole": 1.4}   # train time ÷ cuDNN, at most
+LOOP_SHAPES = ("G1", "G2")                                    # where ≥ 10× the loop is asked
+TOLERANCE = {"f32": 1e-4, "bf16": 3e-2}
+DEVICE = "cuda"
+
+
+def peer_class(variant: str):
+    return PEER.get(variant, torch.nn.GRU)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Correctness
+
+def _random_leaves(variant, T, B, I, H, dtype, g):
+    G = gatedrnn.get_variant(variant).num_gates
+    shapes = {"x": (T, B, I), "weight_ih": (G * H, I), "weight_hh": (G * H, H),
+              "bias_ih": (G * H,), "bias_hh": (G * H,), "a0": (B, H), "c0": (B, H),
+              "peephole": (3, H)}
+    scale = {"weight_ih": I ** -0.5, "weight_hh": H ** -0.5}
+    return {k: (scale.get(k, 0.5) * torch.randn(s, generator=g, dtype=torch.float64)).to(dtype)
+            for k, s in shapes.items()}
+
+
+def _outputs_and_grads(variant, leaves, mask, reverse, backend, weights):
+    leaves = {k: v.detach().requires_grad_() for k, v in leaves.items()}
+    args = [leaves[k] for k in ("x", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "a0", "c0")]
+    outs = recurrence(*args, variant=variant, peephole=leaves["peephole"], mask=mask,
+                      reverse=reverse, backend=backend)
+    loss = sum((o.double() * w.to(o.device)).sum() for o, w in zip(outs, weights))
+    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+    named = {f"d_{k}": g for k, g in zip(leaves, grads) if g is not None}
+    return {**dict(zip(("out", "a_n", "c_n"), outs)), **named}
+
+
+def _rel(a, b) -> float:
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    if not torch.isfinite(a).all():
+        return float("nan")
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
+
+
+def correctness(variants, seed: int, dry_run: bool) -> list[dict]:
+    T, B, I, H = (5, 17, 8, 40) if dry_run else (37, 21, 48, 160)   # several tiles each way
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    triton_backend.settings.poison = True
+    try:
+        for variant in variants:
+            for dname, dtype in DTYPES.items():
+                for mode in ("step", "sequence"):
+                    triton_backend.settings.mode = mode
+                    reverse = mode == "sequence"   # each mode in one direction, both covered
+                    lengths = torch.randint(1, T + 1, (B,), generator=g)
+                    lengths[0] = T
+                    leaves = _random_leaves(variant, T, B, I, H, torch.float64, g)
+                    mask = lengths_to_mask(lengths, T)
+                    weights = [torch.randn(s, generator=g, dtype=torch.float64)
+                               for s in ((T, B, H), (B, H), (B, H))]
+                    # The same (rounded) values in float64 for the reference: the error is the
+                    # kernels', not the rounding of the inputs.
+                    low = {k: v.to(dtype) for k, v in leaves.items()}
+                    want = _outputs_and_grads(variant, {k: v.double() for k, v in low.items()},
+                                              mask, reverse, "reference", weights)
+                    got = _outputs_and_grads(variant, {k: v.to(DEVICE) for k, v in low.items()},
+                                             mask.to(DEVICE), reverse, "triton", weights)
+                    errs = {k: _rel(got[k], want[k]) for k in want}
+                    worst = max(errs, key=lambda k: (errs[k] != errs[k], errs[k]))
+                    rows.append(dict(variant=variant, dtype=dname, mode=mode, reverse=reverse,
+                                     max_rel_err=errs[worst], worst=worst,
+                                     ok=errs[worst] <= TOLERANCE[dname]))
+                    print(f"  {variant:16s} {dname:5s} {mode:9s} max rel err {errs[worst]:.1e}"
+                          f" ({worst})", flush=True)
+    finally:
+        triton_backend.settings.poison = False
+        triton_backend.settings.mode = "auto"
+    return rows
+
+
+def against_cudnn(seed: int, dry_run: bool) -> list[dict]:
+    """gatedrnn (triton) on cuDNN's own weights: outputs and input gradients, float32."""
+    torch.manual_seed(seed)
+    T, B, H = (4, 3, 16) if dry_run else (64, 32, 256)
+    rows = []
+    for variant, cls in (("lstm", torch.nn.LSTM), ("gru_reset_after", torch.nn.GRU),
+                         ("rnn", torch.nn.RNN)):
+        peer = cls(H, H)
+        ours = from_torch(peer).to(DEVICE)
+        peer = peer.to(DEVICE)
+        x = torch.randn(T, B, H, device=DEVICE, requires_grad=True)
+        with torch.backends.cudnn.flags(allow_tf32=False):
+            want, _ = peer(x)
+            (d_want,) = torch.autograd.grad(want.sum(), x)
+        got, _ = ours(x)
+        (d_got,) = torch.autograd.grad(got.sum(), x)
+        err = max(_rel(got, want), _rel(d_got, d_want))
+        rows.append(dict(variant=variant, max_rel_err=err, ok=err <= 1e-4))
+        print(f"  {variant:16s} ({ours.backend or 'default'} backend, {x.device}) vs cuDNN: "
+              f"max rel err {err:.1e}", flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Timings
+
+def time_ms(fn, repeats: int) -> float:
+    """Median of `repeats` CUDA-event timings after two warm-up runs (the clock on a dry run)."""
+    for _ in range(2):
+        fn()
+    if DEVICE != "cuda":
+        return statistics.median(_clock_ms(fn) for _ in range(repeats))
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def _clock_ms(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return 1e3 * (time.perf_counter() - start)
+
+
+def _train(module, x, d_out):
+    def run():
+        for p in module.parameters():
+            p.grad = None
+        out, _ = module(x)
+        out.backward(d_out)
+    return run
+
+
+def _infer(module, x):
+    def run():
+        with torch.no_grad():
+            module(x)
+    return run
+
+
+def _module(variant, H, dtype, backend=None):
+    backend = backend or ("triton" if DEVICE == "cpu" else None)   # a dry run says it
+    return gatedrnn.for_variant(variant, H, H, backend=backend).to(DEVICE, dtype)
+
+
+def timings(shapes, dtypes, variants, repeats, deadline, loop_repeats) -> list[dict]:
+    rows = []
+    for sname in shapes:
+        T, B, H = SHAPES[sname]
+        for dname in dtypes:
+            dtype = DTYPES[dname]
+            x = torch.randn(T, B, H, device=DEVICE, dtype=dtype)
+            d_out = torch.randn(T, B, H, device=DEVICE, dtype=dtype)
+            peers = {}
+            for variant in variants:
+                row = dict(shape=sname, T=T, B=B, H=H, dtype=dname, variant=variant,
+                           mode=triton_backend.plan(B, H).mode)
+                if time.monotonic() > deadline:
+                    rows.append({**row, "skipped": "time budget"})
+                    continue
+                cls = peer_class(variant)
+                if cls not in peers:
+                    peer = cls(H, H).to(DEVICE, dtype)
+                    peers[cls] = dict(infer=time_ms(_infer(peer, x), repeats),
+                                      train=time_ms(_train(peer, x, d_out), repeats))
+                ours = _module(variant, H, dtype)
+                row.update(infer=time_ms(_infer(ours, x), repeats),
+                           train=time_ms(_train(ours, x, d_out), repeats),
+                           cudnn=cls.__name__, cudnn_infer=peers[cls]["infer"],
+                           cudnn_train=peers[cls]["train"])
+                if sname in LOOP_SHAPES and loop_repeats:
+                    row["loop_train"] = time_ms(_train(_module(variant, H, dtype, "loop"), x,
+                                                       d_out), loop_repeats)
+                rows.append(row)
+                print(f"  {sname} {dname:4s} {variant:16s} train {row['train']:8.2f} ms  "
+                      f"cuDNN {row['cudnn_train']:8.2f} ms", flush=True)
+            del x, d_out
+            if DEVICE == "cuda":
+                torch.cuda.empty_cache()
+    return rows
+
+
+def other_mode(rows, repeats, deadline) -> None:
+    """The launch mode the plan did not choose, where both are plausible (B·H small): the
+    numbers that should set the plan's threshold."""
+    for row in rows:
+        if "train" not in row or row["B"] * row["H"] > 64 * 256 or time.monotonic() > deadline:
+            continue
+        other = "step" if row["mode"] == "sequence" else "sequence"
+        triton_backend.settings.mode = other
+        try:
+            x = torch.randn(row["T"], row["B"], row["H"], device=DEVICE,
+                            dtype=DTYPES[row["dtype"]])
+            ours = _module(row["variant"], row["H"], x.dtype)
+            row[f"train_{other}"] = time_ms(_train(ours, x, torch.randn_like(x)), repeats)
+        finally:
+            triton_backend.settings.mode = "auto"
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+
+def _ratio(a, b):
+    return f"{a / b:.2f}" if a is not None and b else "—"
+
+
+def table(rows, device: str) -> str:
+    lines = [f"GPU check on {device}: times in ms (CUDA events, medians); ÷ cuDNN = gatedrnn / "
+             "cuDNN (below 1: gatedrnn faster); loop ÷ = loop / gatedrnn (the speed-up); "
+             "float32 without TF32",
+             "",
+             "| shape | dtype | variant | mode | infer ms | ÷ cuDNN | train ms | ÷ cuDNN "
+             "(cuDNN ms) | target | loop ÷ | other mode train ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "train" not in r:
+            lines.append(f"| {r['shape']} | {r['dtype']} | {r['variant']} | {r['mode']} | "
+                         f"not measured ({r['skipped']}) | | | | | | |")
+            continue
+        target = TARGET.get(r["variant"])
+        met = "—" if target is None else ("met" if r["train"] / r["cudnn_train"] <= target
+                                           else f"missed (≤ {target})")
+        loop = r.get("loop_train")
+        loop_cell = "—" if loop is None else (f"{loop / r['train']:.1f}" +
+                                               ("" if loop / r["train"] >= 10 else " (< 10)"))
+        other = next((f"{v:.2f} ({k[6:]})" for k, v in r.items() if k.startswith("train_")), "—")
+        lines.append(f"| {r['shape']} | {r['dtype']} | {r['variant']} | {r['mode']} | "
+                     f"{r['infer']:.2f} | {_ratio(r['infer'], r['cudnn_infer'])} | "
+                     f"{r['train']:.2f} | {_ratio(r['train'], r['cudnn_train'])} "
+                     f"({r['cudnn_train']:.2f}) | {met} | {loop_cell} | {other} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="T / 8 and fewer repeats")
+    parser.add_argument("--budget", type=float, default=200.0,
+                        help="seconds for the whole run; timings past it are left out")
+    parser.add_argument("--shapes", nargs="*", default=list(SHAPES))
+    parser.add_argument("--dtypes", nargs="*", default=list(DTYPES))
+    parser.add_argument("--variants", nargs="*", default=VARIANTS)
+    parser.add_argument("--no-correctness", action="store_true")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="no GPU: tiny shapes on the CPU under TRITON_INTERPRET=1, to test "
+                             "the script (its times mean nothing)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"),
+                        help="folder for the JSON file")
+    args = parser.parse_args()
+    global DEVICE
+    if args.dry_run:
+        if not triton_backend.interpreting():
+            sys.exit("gpu_check: --dry-run needs TRITON_INTERPRET=1")
+        DEVICE = "cpu"
+        for k in SHAPES:
+            SHAPES[k] = (4, min(SHAPES[k][1], 3), 32)
+    elif not torch.cuda.is_available():
+        sys.exit("gpu_check: needs a CUDA device (or --dry-run under TRITON_INTERPRET=1)")
+    start = time.monotonic()
+    deadline = start + args.budget
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    if args.quick:
+        for k, (T, B, H) in SHAPES.items():
+            SHAPES[k] = (max(T // 8, 8), B, H)
+    device = torch.cuda.get_device_name() if DEVICE == "cuda" else "CPU (dry run, interpreter)"
+    import triton
+    env = dict(device=device, torch=torch.__version__, triton=triton.__version__,
+               cudnn=torch.backends.cudnn.version(), cuda=torch.version.cuda)
+    print(f"gpu_check: {env}", flush=True)
+
+    result = dict(env=env, date=datetime.date.today().isoformat(), quick=args.quick)
+    if not args.no_correctness:
+        print("correctness against the float64 reference:", flush=True)
+        result["correctness"] = correctness(args.variants, int(time.time()), args.dry_run)
+        result["against_cudnn"] = against_cudnn(int(time.time()) + 1, args.dry_run)
+        print(f"  ({time.monotonic() - start:.0f} s so far)", flush=True)
+    print("timings:", flush=True)
+    repeats = 3 if args.quick or args.dry_run else 10
+    rows = timings(args.shapes, args.dtypes, args.variants, repeats, deadline,
+                   loop_repeats=1 if args.quick or args.dry_run else 3)
+    other_mode(rows, repeats, deadline)
+    result["timings"] = rows
+    result["seconds"] = time.monotonic() - start
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"gpu-{result['date']}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"\nraw numbers: {path}; {result['seconds']:.0f} s in all\n")
+    failed = [r for r in result.get("correctness", []) + result.get("against_cudnn", [])
+              if not r["ok"]]
+    print("correctness: " + ("all within tolerance" if not failed else
+                             f"{len(failed)} FAILED: " + ", ".join(
+                                 f"{r['variant']} {r.get('dtype', '')} {r.get('mode', '')} "
+                                 f"{r['max_rel_err']:.1e}" for r in failed)))
+    print()
+    print(table(rows, device))
+
+
+if __name__ == "__main__":
+    main()
