@@ -36,19 +36,31 @@ def _dot(v, w, acc, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def times_rt(acc, V, v_stride, rows, row_ok, RT, rt_stride, col0, cols, col_ok, K,
-             BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    """acc + V[rows, :K] @ RT[:K, col0 + cols]: the forward's v R_g^T, with RT = R^T (H, G*H)
-    so that both loads run along contiguous memory."""
+def times_rt(acc0, acc1, acc2, acc3, V, v_stride, rows, row_ok, RT, rt_stride, col0, cols, col_ok,
+             K, H, N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+             UPCAST: tl.constexpr):
+    """(acc_g + V[rows, :K] @ RT[:K, col0 + g·H + cols] for the first N gates g; the others
+    returned as they came): the forward's v R_g^T for up to four gates in one pass over V,
+    with RT = R^T (H, G*H) so that every load runs along contiguous memory."""
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
+        # .cg: other programs of a persistent launch wrote V; read it from L2, not a stale L1.
         v = tl.load(V + rows[:, None] * v_stride + ks[None, :],
-                    mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(acc.dtype)
-        w = tl.load(RT + ks[:, None] * rt_stride + col0 + cols[None, :],
-                    mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-        acc = _dot(v, w, acc, PRECISION, UPCAST)
-    return acc
+                    mask=row_ok[:, None] & k_ok[None, :], other=0.0,
+                    cache_modifier=".cg").to(acc0.dtype)
+        w_ptr = RT + ks[:, None] * rt_stride + col0 + cols[None, :]
+        w_ok = k_ok[:, None] & col_ok[None, :]
+        acc0 = _dot(v, tl.load(w_ptr, mask=w_ok, other=0.0), acc0, PRECISION, UPCAST)
+        if N > 1:
+            acc1 = _dot(v, tl.load(w_ptr + H, mask=w_ok, other=0.0), acc1, PRECISION, UPCAST)
+        if N > 2:
+            acc2 = _dot(v, tl.load(w_ptr + 2 * H, mask=w_ok, other=0.0), acc2, PRECISION,
+                        UPCAST)
+        if N > 3:
+            acc3 = _dot(v, tl.load(w_ptr + 3 * H, mask=w_ok, other=0.0), acc3, PRECISION,
+                        UPCAST)
+    return acc0, acc1, acc2, acc3
 
 
 @triton.jit
@@ -61,7 +73,8 @@ def times_r(acc, V, v_stride, SCALE, scale_stride, rows, row_ok, R, r_row0, cols
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
         vmask = row_ok[:, None] & k_ok[None, :]
-        v = tl.load(V + rows[:, None] * v_stride + ks[None, :], mask=vmask, other=0.0)
+        v = tl.load(V + rows[:, None] * v_stride + ks[None, :], mask=vmask, other=0.0,
+                    cache_modifier=".cg")   # written by other programs (see times_rt)
         if SCALED:
             v = v * tl.load(SCALE + rows[:, None] * scale_stride + ks[None, :], mask=vmask,
                             other=0.0)

@@ -45,47 +45,47 @@ def forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row
     sv = SAVED + wide(save_row) * B * S * H + rows[:, None] * S * H + cols[None, :]
 
     if VARIANT == 0:    # rnn
-        pre = tl.load(xp, mask=ok, other=0.0).to(zero.dtype)
-        a = tanh(times_rt(pre, A_prev, H, rows, row_ok, RT, GH, 0, cols, col_ok, H,
-                          BLOCK_K, PRECISION, UPCAST))
+        pre, _, _, _ = times_rt(tl.load(xp, mask=ok, other=0.0).to(zero.dtype), zero, zero, zero,
+                                A_prev, H, rows, row_ok, RT, GH, 0, cols, col_ok, H, H, 1,
+                                BLOCK_K, PRECISION, UPCAST)
+        a = tanh(pre)
     elif VARIANT == 1:  # gru_simple
-        pre_u = tl.load(xp, mask=ok, other=0.0).to(zero.dtype)
-        pre_c = tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype)
-        gamma_u = sigmoid(times_rt(pre_u, A_prev, H, rows, row_ok, RT, GH, 0, cols, col_ok, H,
-                                   BLOCK_K, PRECISION, UPCAST))
-        c_tilde = tanh(times_rt(pre_c, A_prev, H, rows, row_ok, RT, GH, H, cols, col_ok, H,
-                                BLOCK_K, PRECISION, UPCAST))
+        pre_u, pre_c, _, _ = times_rt(tl.load(xp, mask=ok, other=0.0).to(zero.dtype),
+                                      tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype), zero,
+                                      zero, A_prev, H, rows, row_ok, RT, GH, 0, cols, col_ok, H,
+                                      H, 2, BLOCK_K, PRECISION, UPCAST)
+        gamma_u = sigmoid(pre_u)
+        c_tilde = tanh(pre_c)
         a = gamma_u * c_tilde + (1.0 - gamma_u) * a_prev
         tl.store(sv, gamma_u, mask=ok)
         tl.store(sv + H, c_tilde, mask=ok)
     elif VARIANT == 2:  # gru: Γ_r acts before the recurrent product
         if PHASE == 0:
-            pre_u = tl.load(xp, mask=ok, other=0.0).to(zero.dtype)
-            pre_r = tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype)
-            gamma_u = sigmoid(times_rt(pre_u, A_prev, H, rows, row_ok, RT, GH, 0, cols, col_ok,
-                                       H, BLOCK_K, PRECISION, UPCAST))
-            gamma_r = sigmoid(times_rt(pre_r, A_prev, H, rows, row_ok, RT, GH, H, cols, col_ok,
-                                       H, BLOCK_K, PRECISION, UPCAST))
+            pre_u, pre_r, _, _ = times_rt(tl.load(xp, mask=ok, other=0.0).to(zero.dtype),
+                                          tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype),
+                                          zero, zero, A_prev, H, rows, row_ok, RT, GH, 0, cols,
+                                          col_ok, H, H, 2, BLOCK_K, PRECISION, UPCAST)
+            gamma_u = sigmoid(pre_u)
+            gamma_r = sigmoid(pre_r)
             tl.store(sv, gamma_u, mask=ok)
             tl.store(sv + H, gamma_r, mask=ok)
             tl.store(RA + tile, gamma_r * a_prev, mask=ok)
         else:
-            pre_c = tl.load(xp + 2 * H, mask=ok, other=0.0).to(zero.dtype)
-            c_tilde = tanh(times_rt(pre_c, RA, H, rows, row_ok, RT, GH, 2 * H, cols, col_ok, H,
-                                    BLOCK_K, PRECISION, UPCAST))
+            pre_c, _, _, _ = times_rt(tl.load(xp + 2 * H, mask=ok, other=0.0).to(zero.dtype),
+                                      zero, zero, zero, RA, H, rows, row_ok, RT, GH, 2 * H, cols,
+                                      col_ok, H, H, 1, BLOCK_K, PRECISION, UPCAST)
+            c_tilde = tanh(pre_c)
             gamma_u = tl.load(sv, mask=ok, other=0.0)
             a = gamma_u * c_tilde + (1.0 - gamma_u) * a_prev
             tl.store(sv + 2 * H, c_tilde, mask=ok)
     elif VARIANT == 3:  # gru_reset_after: Γ_r ⊙ (W_cc c<t-1> + b_cc)
-        recurrent_c = times_rt(zero, A_prev, H, rows, row_ok, RT, GH, 2 * H, cols, col_ok, H,
-                               BLOCK_K, PRECISION, UPCAST)
-        recurrent_c += tl.load(BHH + cols, mask=col_ok, other=0.0).to(zero.dtype)[None, :]
-        pre_u = tl.load(xp, mask=ok, other=0.0).to(zero.dtype)
-        pre_r = tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype)
-        gamma_u = sigmoid(times_rt(pre_u, A_prev, H, rows, row_ok, RT, GH, 0, cols, col_ok, H,
-                                   BLOCK_K, PRECISION, UPCAST))
-        gamma_r = sigmoid(times_rt(pre_r, A_prev, H, rows, row_ok, RT, GH, H, cols, col_ok, H,
-                                   BLOCK_K, PRECISION, UPCAST))
+        b_cc = tl.load(BHH + cols, mask=col_ok, other=0.0).to(zero.dtype)
+        pre_u, pre_r, recurrent_c, _ = times_rt(
+            tl.load(xp, mask=ok, other=0.0).to(zero.dtype),
+            tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype), zero + b_cc[None, :], zero,
+            A_prev, H, rows, row_ok, RT, GH, 0, cols, col_ok, H, H, 3, BLOCK_K, PRECISION, UPCAST)
+        gamma_u = sigmoid(pre_u)
+        gamma_r = sigmoid(pre_r)
         c_tilde = tanh(tl.load(xp + 2 * H, mask=ok, other=0.0).to(zero.dtype)
                        + gamma_r * recurrent_c)
         a = gamma_u * c_tilde + (1.0 - gamma_u) * a_prev
@@ -95,14 +95,12 @@ def forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row
         tl.store(sv + 3 * H, recurrent_c, mask=ok)
     else:               # lstm, lstm_peephole
         c_prev = tl.load(SC + wide(prev) * B * H + tile, mask=ok, other=0.0)
-        pre_u = times_rt(tl.load(xp, mask=ok, other=0.0).to(zero.dtype), A_prev, H, rows,
-                         row_ok, RT, GH, 0, cols, col_ok, H, BLOCK_K, PRECISION, UPCAST)
-        pre_f = times_rt(tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype), A_prev, H, rows,
-                         row_ok, RT, GH, H, cols, col_ok, H, BLOCK_K, PRECISION, UPCAST)
-        pre_o = times_rt(tl.load(xp + 2 * H, mask=ok, other=0.0).to(zero.dtype), A_prev, H,
-                         rows, row_ok, RT, GH, 2 * H, cols, col_ok, H, BLOCK_K, PRECISION, UPCAST)
-        pre_c = times_rt(tl.load(xp + 3 * H, mask=ok, other=0.0).to(zero.dtype), A_prev, H,
-                         rows, row_ok, RT, GH, 3 * H, cols, col_ok, H, BLOCK_K, PRECISION, UPCAST)
+        pre_u, pre_f, pre_o, pre_c = times_rt(
+            tl.load(xp, mask=ok, other=0.0).to(zero.dtype),
+            tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype),
+            tl.load(xp + 2 * H, mask=ok, other=0.0).to(zero.dtype),
+            tl.load(xp + 3 * H, mask=ok, other=0.0).to(zero.dtype),
+            A_prev, H, rows, row_ok, RT, GH, 0, cols, col_ok, H, H, 4, BLOCK_K, PRECISION, UPCAST)
         if VARIANT == 5:   # peepholes: unit k of c reaches only unit k of a gate
             pre_u += tl.load(P + cols, mask=col_ok, other=0.0).to(zero.dtype)[None, :] * c_prev
             pre_f += tl.load(P + H + cols, mask=col_ok, other=0.0).to(zero.dtype)[None, :] * c_prev
