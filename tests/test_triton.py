@@ -3,7 +3,9 @@ GPU is present (conftest sets TRITON_INTERPRET=1), compared with the loop backen
 compared with the NumPy reference in test_backends.py, which covers triton too).
 
 Shapes here span several tiles in every direction (rows, units, and reduction chunks), in
-both launch modes: a launch per step, and the whole sequence in one launch.
+every launch mode: a launch per step; the whole sequence in one launch, a program per block of
+rows; and the persistent launch over all tiles with a grid-wide barrier (which the interpreter,
+running programs one after the other, can only test with one program taking every tile).
 """
 
 import pytest
@@ -70,7 +72,7 @@ def _compare(variant, dtype, mask, reverse, tol):
         assert rel_err(grads[name], w) <= tol, f"d{name}: {rel_err(grads[name], w):.2e}"
 
 
-@pytest.mark.parametrize("mode", ["step", "sequence"])
+@pytest.mark.parametrize("mode", ["step", "sequence", "persistent"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_tile_matches_the_loop(variant, mode, small_tiles, monkeypatch):
     monkeypatch.setattr(triton_backend.settings, "mode", mode)
@@ -87,7 +89,7 @@ def test_bfloat16_inputs_keep_a_float32_state(variant, small_tiles):
     _compare(variant, torch.bfloat16, mask, reverse=True, tol=2e-2)
 
 
-@pytest.mark.parametrize("mode", ["step", "sequence"])
+@pytest.mark.parametrize("mode", ["step", "sequence", "persistent"])
 @pytest.mark.parametrize("variant", ["gru", "lstm_peephole"])
 def test_inference_keeps_no_gates_and_agrees(variant, mode, small_tiles, monkeypatch):
     monkeypatch.setattr(triton_backend.settings, "mode", mode)
@@ -139,8 +141,8 @@ def test_triton_on_cpu_tensors_needs_the_interpreter(monkeypatch):
 
 def test_a_bad_mode_is_named(monkeypatch):
     monkeypatch.setattr(triton_backend.settings, "mode", "fast")
-    with pytest.raises(ValueError, match="settings.mode: expected 'auto', 'step' or 'sequence', "
-                                         "got 'fast'"):
+    with pytest.raises(ValueError, match=r"settings.mode: expected one of \['auto', 'step', "
+                                         r"'sequence', 'persistent'\], got 'fast'"):
         triton_backend.plan(4, 8)
 
 

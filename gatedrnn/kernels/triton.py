@@ -35,7 +35,9 @@ from .states import initial_index, new_states, weight_grads
 class Settings:
     """Launch choices; None means the heuristic in `plan`. For benchmarks and tests."""
 
-    mode: str = "auto"            # "step": a launch per step; "sequence": one launch; "auto"
+    # "step": a launch per step; "sequence": one launch, a program per block of rows;
+    # "persistent": one launch over the whole chip with a grid-wide barrier per step; "auto"
+    mode: str = "auto"
     block_b: int | None = None    # batch rows per program (a power of two ≥ 16)
     block_h: int | None = None    # hidden units per program (a power of two ≥ 16)
     block_k: int | None = None    # reduction chunk of the recurrent product (power of two ≥ 16)
@@ -89,14 +91,18 @@ class Plan:
     num_warps: int
 
 
+MODES = ("auto", "step", "sequence", "persistent")
+
+
 def plan(B: int, H: int) -> Plan:
     """How to launch a (B, H) problem. First guesses, to be tuned on the GPU: tiles of at
     most 64 rows and 32 units keep a step's grid wide enough to spread over the chip; the whole
     sequence runs in one launch when the batch and the state are small (B ≤ 16, H ≤ 256),
-    where per-step launches, not arithmetic, would set the pace."""
+    where per-step launches, not arithmetic, would set the pace. "persistent" is not chosen
+    automatically until the GPU check has timed it (benchmarks/gpu-notes.md)."""
     s = settings
-    if s.mode not in ("auto", "step", "sequence"):
-        raise ValueError(f"settings.mode: expected 'auto', 'step' or 'sequence', got {s.mode!r}")
+    if s.mode not in MODES:
+        raise ValueError(f"settings.mode: expected one of {list(MODES)}, got {s.mode!r}")
     mode = s.mode if s.mode != "auto" else ("sequence" if B <= 16 and H <= 256 else "step")
     block_b = s.block_b or _pow2(B, 16, 64)
     block_h = s.block_h or (64 if mode == "sequence" else 32)
@@ -129,6 +135,26 @@ def _common(variant: Variant, dtype: torch.dtype, p: Plan):
                 PRECISION=_precision(dtype), UPCAST=interpreting(), num_warps=p.num_warps)
 
 
+def _phases(variant: Variant) -> int:
+    """Grid-wide passes per step: the lecture's GRU needs Γ_r ⊙ c<t-1> of every unit before
+    its candidate (and, backwards, the candidate's gradient of every unit before Γ_r's)."""
+    return 2 if variant.name == "gru" else 1
+
+
+def _programs(tiles: int, device: torch.device) -> int:
+    """A persistent launch's size: every program must be resident at once for the grid-wide
+    barrier, so at most one per multiprocessor. The interpreter runs programs one after the
+    other, so there a barrier can only ever be passed by a single program."""
+    if interpreting():
+        return 1
+    return min(tiles, torch.cuda.get_device_properties(device).multi_processor_count)
+
+
+def _counter(device: torch.device) -> torch.Tensor:
+    """The persistent launch's barrier: arrivals so far."""
+    return torch.zeros(1, dtype=torch.int32, device=device)
+
+
 def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=True):
     kernels, _ = _kernels()
     T, B, _ = xp.shape
@@ -150,8 +176,12 @@ def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=
     if pl.mode == "sequence":
         kernels.forward_sequence[(nb,)](*args, T, B, H, has_mask, int(reverse),
                                         int(keep_saved), **common)
+    elif pl.mode == "persistent":
+        kernels.forward_persistent[(_programs(nb * nh, xp.device),)](
+            *args, _counter(xp.device), T, B, H, has_mask, int(reverse), int(keep_saved), nh,
+            nb * nh, PHASES=_phases(variant), **common)
     else:
-        phases = (0, 1) if variant.name == "gru" else (0,)
+        phases = range(_phases(variant))
         for t in (range(T - 1, -1, -1) if reverse else range(T)):
             prev, nxt = (t + 1, t) if reverse else (t, t + 1)
             for phase in phases:
@@ -177,8 +207,12 @@ def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mas
     nb, nh = -(-B // pl.block_b), -(-H // pl.block_h)
     if pl.mode == "sequence":
         kernels.backward_sequence[(nb,)](*args, T, B, H, has_mask, int(reverse), **common)
+    elif pl.mode == "persistent":
+        kernels.backward_persistent[(_programs(nb * nh, d_A.device),)](
+            *args, _counter(d_A.device), T, B, H, has_mask, int(reverse), nh, nb * nh,
+            PHASES=_phases(variant), **common)
     else:
-        phases = (0, 1) if variant.name == "gru" else (0,)
+        phases = range(_phases(variant))
         order = list(range(T)) if reverse else list(range(T - 1, -1, -1))
         for i, t in enumerate(order):
             prev, nxt = (t + 1, t) if reverse else (t, t + 1)

@@ -17,7 +17,7 @@ The lecture's GRU (2) runs in two phases: PHASE 0 the gradients of Γ_u and c̃;
 import triton
 import triton.language as tl
 
-from .common import tanh, times_r
+from .common import grid_barrier, tanh, times_r
 from .forward import wide
 
 
@@ -159,4 +159,42 @@ def backward_sequence(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, T, B, H, has_
     for h0 in range(0, H, BLOCK_H):
         backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, last, last, last, last, 1,
                       B, H, has_mask, 1, rows, h0 + tl.arange(0, BLOCK_H), VARIANT, 0, G, S,
+                      BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
+
+
+@triton.jit(do_not_specialize=["T", "B", "has_mask", "reverse", "n_h", "n_tiles"])
+def backward_persistent(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, COUNTER, T, B, H, has_mask,
+                        reverse, n_h, n_tiles, VARIANT: tl.constexpr, PHASES: tl.constexpr,
+                        G: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr,
+                        BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+                        UPCAST: tl.constexpr):
+    """All T steps, then d_a<0>, in one launch over the whole chip (see
+    forward.forward_persistent)."""
+    pid = tl.program_id(0)
+    programs = tl.num_programs(0)
+    for i in range(0, T):
+        t = T - 1 - i + reverse * (2 * i + 1 - T)
+        prev = t + reverse
+        nxt = t + 1 - reverse
+        t_next = t + 1 - 2 * reverse
+        for tile in range(pid, n_tiles, programs):
+            backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next,
+                          i > 0, B, H, has_mask, 0,
+                          (tile // n_h) * BLOCK_B + tl.arange(0, BLOCK_B),
+                          (tile % n_h) * BLOCK_H + tl.arange(0, BLOCK_H), VARIANT, 0, G, S,
+                          BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
+        grid_barrier(COUNTER, (i * PHASES + 1) * programs)
+        if VARIANT == 2:
+            for tile in range(pid, n_tiles, programs):
+                backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next,
+                              i > 0, B, H, has_mask, 0,
+                              (tile // n_h) * BLOCK_B + tl.arange(0, BLOCK_B),
+                              (tile % n_h) * BLOCK_H + tl.arange(0, BLOCK_H), VARIANT, 1, G, S,
+                              BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
+            grid_barrier(COUNTER, (i * PHASES + 2) * programs)
+    last = reverse * (T - 1)
+    for tile in range(pid, n_tiles, programs):
+        backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, last, last, last, last, 1,
+                      B, H, has_mask, 1, (tile // n_h) * BLOCK_B + tl.arange(0, BLOCK_B),
+                      (tile % n_h) * BLOCK_H + tl.arange(0, BLOCK_H), VARIANT, 0, G, S,
                       BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)

@@ -82,3 +82,16 @@ def times_r(acc, V, v_stride, SCALE, scale_stride, rows, row_ok, R, r_row0, cols
                     mask=k_ok[:, None] & col_ok[None, :], other=0.0)
         acc = _dot(v.to(acc.dtype), w, acc, PRECISION, UPCAST)
     return acc
+
+
+@triton.jit
+def grid_barrier(COUNTER, target):
+    """Wait until COUNTER, which every program of the launch increments once per barrier,
+    reaches `target` (barriers so far × programs). Only sound when all programs are resident
+    at once: the persistent launches have at most one program per multiprocessor."""
+    tl.debug_barrier()   # every thread of this program has issued its stores
+    tl.atomic_add(COUNTER, 1, sem="release")
+    arrived = tl.atomic_add(COUNTER, 0, sem="acquire")
+    while arrived < target:
+        arrived = tl.atomic_add(COUNTER, 0, sem="acquire")
+    tl.debug_barrier()
