@@ -1,15 +1,19 @@
 """The GPU check (issue 4): correctness first, then speed against cuDNN, in one run.
 
-1. Correctness: every variant, float32 and bfloat16, both launch modes ("step": a launch per
-   step; "sequence": one launch), on fresh random inputs with lengths, forwards and backwards,
-   against the NumPy reference in float64 (the "reference" backend on CPU copies). The triton
-   backend's working buffers are filled with NaN first, so an element no kernel writes shows.
-   Also gatedrnn against cuDNN itself on the same weights (lstm, gru_reset_after, rnn).
+1. Correctness: every variant, float32 and bfloat16, forwards and backwards in time with
+   lengths, in every launch mode of the triton backend ("step": a launch per step;
+   "sequence": one launch, a program per block of rows; "persistent": one launch over the chip
+   with a grid-wide barrier per step), on fresh random inputs, against the NumPy reference in
+   float64 (the "reference" backend, on the same rounded inputs). The backend's working buffers
+   are filled with NaN first, so an element no kernel writes shows. The persistent mode is
+   checked in a child process that is killed if its barrier hangs; it is timed only if it
+   passed. Also gatedrnn against cuDNN itself on the same weights (lstm, gru_reset_after, rnn).
 2. Timings with CUDA events (median after warm-up) of gatedrnn's triton backend, and in the
    same run torch.nn.LSTM / GRU / RNN (cuDNN) and the "loop" backend, forward (inference, no
    gradients) and forward+backward (a training step, parameter gradients included), at
    G1 T=1024 B=16 H=768, G2 T=256 B=64 H=256, G3 T=128 B=256 H=1024, G4 T=1024 B=1 H=256
-   (I = H), float32 (TF32 off for both gatedrnn and cuDNN) and bfloat16.
+   (I = H), float32 (TF32 off for both gatedrnn and cuDNN) and bfloat16. Training is timed in
+   every launch mode, to set the plan's choice.
 
 One table printed last; raw numbers in a JSON file. A time budget keeps the whole run inside the
 GPU machine's lease: what it leaves out is listed as not measured.
@@ -26,6 +30,7 @@ import argparse
 import datetime
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -83,41 +88,68 @@ def _rel(a, b) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
 
 
-def correctness(variants, seed: int, dry_run: bool) -> list[dict]:
-    T, B, I, H = (5, 17, 8, 40) if dry_run else (37, 21, 48, 160)   # several tiles each way
+def correctness(variants, modes, seed: int, dry_run: bool) -> list[dict]:
+    """Max relative error over outputs, final states and every gradient, per variant, dtype,
+    direction and launch mode, against the reference on the same (rounded) inputs."""
+    T, B, I, H = (5, 17, 8, 40) if dry_run else (24, 21, 48, 160)   # several tiles each way
     g = torch.Generator().manual_seed(seed)
     rows = []
     triton_backend.settings.poison = True
     try:
         for variant in variants:
             for dname, dtype in DTYPES.items():
-                for mode in ("step", "sequence"):
-                    triton_backend.settings.mode = mode
-                    reverse = mode == "sequence"   # each mode in one direction, both covered
+                for reverse in (False, True):
                     lengths = torch.randint(1, T + 1, (B,), generator=g)
                     lengths[0] = T
-                    leaves = _random_leaves(variant, T, B, I, H, torch.float64, g)
                     mask = lengths_to_mask(lengths, T)
                     weights = [torch.randn(s, generator=g, dtype=torch.float64)
                                for s in ((T, B, H), (B, H), (B, H))]
-                    # The same (rounded) values in float64 for the reference: the error is the
-                    # kernels', not the rounding of the inputs.
-                    low = {k: v.to(dtype) for k, v in leaves.items()}
+                    # The reference sees the rounded values in float64: the error measured is
+                    # the kernels', not the rounding of the inputs.
+                    low = {k: v.to(dtype) for k, v in
+                           _random_leaves(variant, T, B, I, H, torch.float64, g).items()}
                     want = _outputs_and_grads(variant, {k: v.double() for k, v in low.items()},
                                               mask, reverse, "reference", weights)
-                    got = _outputs_and_grads(variant, {k: v.to(DEVICE) for k, v in low.items()},
-                                             mask.to(DEVICE), reverse, "triton", weights)
-                    errs = {k: _rel(got[k], want[k]) for k in want}
-                    worst = max(errs, key=lambda k: (errs[k] != errs[k], errs[k]))
-                    rows.append(dict(variant=variant, dtype=dname, mode=mode, reverse=reverse,
-                                     max_rel_err=errs[worst], worst=worst,
-                                     ok=errs[worst] <= TOLERANCE[dname]))
-                    print(f"  {variant:16s} {dname:5s} {mode:9s} max rel err {errs[worst]:.1e}"
-                          f" ({worst})", flush=True)
+                    for mode in modes:
+                        triton_backend.settings.mode = mode
+                        got = _outputs_and_grads(variant,
+                                                 {k: v.to(DEVICE) for k, v in low.items()},
+                                                 mask.to(DEVICE), reverse, "triton", weights)
+                        errs = {k: _rel(got[k], want[k]) for k in want}
+                        worst = max(errs, key=lambda k: (errs[k] != errs[k], errs[k]))
+                        rows.append(dict(variant=variant, dtype=dname, mode=mode,
+                                         reverse=reverse, max_rel_err=errs[worst], worst=worst,
+                                         ok=errs[worst] <= TOLERANCE[dname]))
+                        print(f"  {variant:16s} {dname:5s} {mode:10s} "
+                              f"{'backward' if reverse else 'forward ':8s} "
+                              f"max rel err {errs[worst]:.1e} ({worst})", flush=True)
     finally:
         triton_backend.settings.poison = False
         triton_backend.settings.mode = "auto"
     return rows
+
+
+def probe_persistent(args) -> subprocess.Popen:
+    """The persistent mode's correctness in a child process: a grid-wide barrier that never
+    opens would hang the GPU, and a child can be killed and its failure recorded."""
+    cmd = [sys.executable, __file__, "--probe", "--variants", *args.variants,
+           "--out", str(args.out)] + (["--dry-run"] if args.dry_run else [])
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def probe_result(child: subprocess.Popen, timeout: float) -> tuple[list[dict], str]:
+    try:
+        output, _ = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        return [], f"hung: killed after {timeout:.0f} s"
+    print(output.rstrip(), flush=True)
+    marker = "PROBE "
+    lines = [line for line in output.splitlines() if line.startswith(marker)]
+    if child.returncode != 0 or not lines:
+        return [], f"failed (exit {child.returncode})"
+    rows = json.loads(lines[-1][len(marker):])
+    return rows, ("ok" if all(r["ok"] for r in rows) else "wrong results")
 
 
 def against_cudnn(seed: int, dry_run: bool) -> list[dict]:
@@ -146,9 +178,9 @@ def against_cudnn(seed: int, dry_run: bool) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # 2. Timings
 
-def time_ms(fn, repeats: int) -> float:
-    """Median of `repeats` CUDA-event timings after two warm-up runs (the clock on a dry run)."""
-    for _ in range(2):
+def time_ms(fn, repeats: int, warmup: int = 2) -> float:
+    """Median of `repeats` CUDA-event timings after warm-up runs (the clock on a dry run)."""
+    for _ in range(warmup):
         fn()
     if DEVICE != "cuda":
         return statistics.median(_clock_ms(fn) for _ in range(repeats))
@@ -191,58 +223,63 @@ def _module(variant, H, dtype, backend=None):
     return gatedrnn.for_variant(variant, H, H, backend=backend).to(DEVICE, dtype)
 
 
-def timings(shapes, dtypes, variants, repeats, deadline, loop_repeats) -> list[dict]:
+def _train_in_mode(mode, variant, H, x, d_out, repeats):
+    triton_backend.settings.mode = mode
+    try:
+        return time_ms(_train(_module(variant, H, x.dtype), x, d_out), repeats)
+    finally:
+        triton_backend.settings.mode = "auto"
+
+
+def timings(shapes, dtypes, variants, modes, repeats, deadline, loop_repeats) -> list[dict]:
+    """A row per shape, dtype and variant; the variants with targets first, so that a run cut
+    short by its budget still has them."""
     rows = []
-    for sname in shapes:
-        T, B, H = SHAPES[sname]
-        for dname in dtypes:
-            dtype = DTYPES[dname]
-            x = torch.randn(T, B, H, device=DEVICE, dtype=dtype)
-            d_out = torch.randn(T, B, H, device=DEVICE, dtype=dtype)
-            peers = {}
-            for variant in variants:
-                row = dict(shape=sname, T=T, B=B, H=H, dtype=dname, variant=variant,
-                           mode=triton_backend.plan(B, H).mode)
-                if time.monotonic() > deadline:
-                    rows.append({**row, "skipped": "time budget"})
-                    continue
-                cls = peer_class(variant)
-                if cls not in peers:
-                    peer = cls(H, H).to(DEVICE, dtype)
-                    peers[cls] = dict(infer=time_ms(_infer(peer, x), repeats),
-                                      train=time_ms(_train(peer, x, d_out), repeats))
-                ours = _module(variant, H, dtype)
-                row.update(infer=time_ms(_infer(ours, x), repeats),
-                           train=time_ms(_train(ours, x, d_out), repeats),
-                           cudnn=cls.__name__, cudnn_infer=peers[cls]["infer"],
-                           cudnn_train=peers[cls]["train"])
-                if sname in LOOP_SHAPES and loop_repeats:
-                    row["loop_train"] = time_ms(_train(_module(variant, H, dtype, "loop"), x,
-                                                       d_out), loop_repeats)
-                rows.append(row)
-                print(f"  {sname} {dname:4s} {variant:16s} train {row['train']:8.2f} ms  "
-                      f"cuDNN {row['cudnn_train']:8.2f} ms", flush=True)
-            del x, d_out
-            if DEVICE == "cuda":
-                torch.cuda.empty_cache()
+    first = [v for v in variants if v in TARGET]
+    for group in (first, [v for v in variants if v not in TARGET]):
+        for sname in shapes:
+            T, B, H = SHAPES[sname]
+            for dname in dtypes:
+                dtype = DTYPES[dname]
+                x = torch.randn(T, B, H, device=DEVICE, dtype=dtype)
+                d_out = torch.randn(T, B, H, device=DEVICE, dtype=dtype)
+                peers = {}
+                for variant in group:
+                    rows.append(_time_row(sname, T, B, H, dname, variant, x, d_out, peers,
+                                          modes, repeats, deadline, loop_repeats))
+                del x, d_out
+                if DEVICE == "cuda":
+                    torch.cuda.empty_cache()
     return rows
 
 
-def other_mode(rows, repeats, deadline) -> None:
-    """The launch mode the plan did not choose, where both are plausible (B·H small): the
-    numbers that should set the plan's threshold."""
-    for row in rows:
-        if "train" not in row or row["B"] * row["H"] > 64 * 256 or time.monotonic() > deadline:
-            continue
-        other = "step" if row["mode"] == "sequence" else "sequence"
-        triton_backend.settings.mode = other
-        try:
-            x = torch.randn(row["T"], row["B"], row["H"], device=DEVICE,
-                            dtype=DTYPES[row["dtype"]])
-            ours = _module(row["variant"], row["H"], x.dtype)
-            row[f"train_{other}"] = time_ms(_train(ours, x, torch.randn_like(x)), repeats)
-        finally:
-            triton_backend.settings.mode = "auto"
+def _time_row(sname, T, B, H, dname, variant, x, d_out, peers, modes, repeats, deadline,
+              loop_repeats) -> dict:
+    row = dict(shape=sname, T=T, B=B, H=H, dtype=dname, variant=variant,
+               mode=triton_backend.plan(B, H).mode)
+    if time.monotonic() > deadline:
+        return {**row, "skipped": "time budget"}
+    cls = peer_class(variant)
+    if cls not in peers:
+        peer = cls(H, H).to(DEVICE, x.dtype)
+        peers[cls] = dict(infer=time_ms(_infer(peer, x), repeats),
+                          train=time_ms(_train(peer, x, d_out), repeats))
+    ours = _module(variant, H, x.dtype)
+    row.update(infer=time_ms(_infer(ours, x), repeats),
+               train=time_ms(_train(ours, x, d_out), repeats),
+               cudnn=cls.__name__, cudnn_infer=peers[cls]["infer"],
+               cudnn_train=peers[cls]["train"])
+    # The launch modes the plan did not choose, where they are worth timing: the numbers
+    # that should set the plan. "sequence" gives a row block's whole state to one program.
+    for mode in modes:
+        if mode != row["mode"] and (mode != "sequence" or B * H <= 64 * 256):
+            row[f"train_{mode}"] = _train_in_mode(mode, variant, H, x, d_out, repeats)
+    if sname in LOOP_SHAPES and loop_repeats:
+        row["loop_train"] = time_ms(_train(_module(variant, H, x.dtype, "loop"), x, d_out),
+                                    loop_repeats, warmup=1)
+    print(f"  {sname} {dname:4s} {variant:16s} train {row['train']:8.2f} ms  "
+          f"cuDNN {row['cudnn_train']:8.2f} ms", flush=True)
+    return row
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,37 +289,38 @@ def _ratio(a, b):
     return f"{a / b:.2f}" if a is not None and b else "—"
 
 
-def table(rows, device: str) -> str:
-    lines = [f"GPU check on {device}: times in ms (CUDA events, medians); ÷ cuDNN = gatedrnn / "
-             "cuDNN (below 1: gatedrnn faster); loop ÷ = loop / gatedrnn (the speed-up); "
-             "float32 without TF32",
+def table(rows, device: str, modes) -> str:
+    lines = [f"GPU check on {device}. Times in ms (CUDA events, medians); ÷ cuDNN = gatedrnn / "
+             "cuDNN (below 1: gatedrnn faster); loop ÷ = loop / gatedrnn (the speed-up over the "
+             "PyTorch loop); float32 without TF32 on both sides; mode: the launch mode the plan "
+             "chose (the train columns per mode time the others too).",
              "",
              "| shape | dtype | variant | mode | infer ms | ÷ cuDNN | train ms | ÷ cuDNN "
-             "(cuDNN ms) | target | loop ÷ | other mode train ms |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "(cuDNN ms) | target | loop ÷ | " + " | ".join(f"train {m}" for m in modes) + " |",
+             "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(modes)]
     for r in rows:
+        head = f"| {r['shape']} | {r['dtype']} | {r['variant']} | {r['mode']} | "
         if "train" not in r:
-            lines.append(f"| {r['shape']} | {r['dtype']} | {r['variant']} | {r['mode']} | "
-                         f"not measured ({r['skipped']}) | | | | | | |")
+            lines.append(head + f"not measured ({r['skipped']}) |" + " |" * (5 + len(modes)))
             continue
+        ratio = r["train"] / r["cudnn_train"]
         target = TARGET.get(r["variant"])
-        met = "—" if target is None else ("met" if r["train"] / r["cudnn_train"] <= target
-                                           else f"missed (≤ {target})")
+        met = "—" if target is None else ("met" if ratio <= target else f"missed (≤ {target})")
         loop = r.get("loop_train")
         loop_cell = "—" if loop is None else (f"{loop / r['train']:.1f}" +
                                                ("" if loop / r["train"] >= 10 else " (< 10)"))
-        other = next((f"{v:.2f} ({k[6:]})" for k, v in r.items() if k.startswith("train_")), "—")
-        lines.append(f"| {r['shape']} | {r['dtype']} | {r['variant']} | {r['mode']} | "
-                     f"{r['infer']:.2f} | {_ratio(r['infer'], r['cudnn_infer'])} | "
-                     f"{r['train']:.2f} | {_ratio(r['train'], r['cudnn_train'])} "
-                     f"({r['cudnn_train']:.2f}) | {met} | {loop_cell} | {other} |")
+        per_mode = [f"{r['train']:.2f}" if m == r["mode"] else
+                    (f"{r['train_' + m]:.2f}" if "train_" + m in r else "—") for m in modes]
+        lines.append(head + f"{r['infer']:.2f} | {_ratio(r['infer'], r['cudnn_infer'])} | "
+                     f"{r['train']:.2f} | {ratio:.2f} ({r['cudnn_train']:.2f}) | {met} | "
+                     f"{loop_cell} | " + " | ".join(per_mode) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="T / 8 and fewer repeats")
-    parser.add_argument("--budget", type=float, default=200.0,
+    parser.add_argument("--budget", type=float, default=210.0,
                         help="seconds for the whole run; timings past it are left out")
     parser.add_argument("--shapes", nargs="*", default=list(SHAPES))
     parser.add_argument("--dtypes", nargs="*", default=list(DTYPES))
@@ -291,6 +329,7 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="no GPU: tiny shapes on the CPU under TRITON_INTERPRET=1, to test "
                              "the script (its times mean nothing)")
+    parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"),
                         help="folder for the JSON file")
     args = parser.parse_args()
@@ -303,10 +342,14 @@ def main() -> None:
             SHAPES[k] = (4, min(SHAPES[k][1], 3), 32)
     elif not torch.cuda.is_available():
         sys.exit("gpu_check: needs a CUDA device (or --dry-run under TRITON_INTERPRET=1)")
-    start = time.monotonic()
-    deadline = start + args.budget
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    if args.probe:   # the child of probe_persistent
+        rows = correctness(args.variants, ["persistent"], int(time.time()), args.dry_run)
+        print("PROBE " + json.dumps(rows), flush=True)
+        return
+    start = time.monotonic()
+    deadline = start + args.budget
     if args.quick:
         for k, (T, B, H) in SHAPES.items():
             SHAPES[k] = (max(T // 8, 8), B, H)
@@ -317,16 +360,23 @@ def main() -> None:
     print(f"gpu_check: {env}", flush=True)
 
     result = dict(env=env, date=datetime.date.today().isoformat(), quick=args.quick)
+    modes = ["step", "sequence"]
     if not args.no_correctness:
+        child = probe_persistent(args)   # compiles and checks beside the checks below
         print("correctness against the float64 reference:", flush=True)
-        result["correctness"] = correctness(args.variants, int(time.time()), args.dry_run)
+        result["correctness"] = correctness(args.variants, modes, int(time.time()),
+                                            args.dry_run)
         result["against_cudnn"] = against_cudnn(int(time.time()) + 1, args.dry_run)
+        probe_rows, result["persistent"] = probe_result(child, timeout=150)
+        result["correctness"] += probe_rows
+        print(f"persistent mode: {result['persistent']}", flush=True)
+        if result["persistent"] == "ok":
+            modes.append("persistent")
         print(f"  ({time.monotonic() - start:.0f} s so far)", flush=True)
     print("timings:", flush=True)
     repeats = 3 if args.quick or args.dry_run else 10
-    rows = timings(args.shapes, args.dtypes, args.variants, repeats, deadline,
-                   loop_repeats=1 if args.quick or args.dry_run else 3)
-    other_mode(rows, repeats, deadline)
+    rows = timings(args.shapes, args.dtypes, args.variants, modes, repeats, deadline,
+                   loop_repeats=1 if args.quick or args.dry_run else 2)
     result["timings"] = rows
     result["seconds"] = time.monotonic() - start
 
@@ -339,9 +389,10 @@ def main() -> None:
     print("correctness: " + ("all within tolerance" if not failed else
                              f"{len(failed)} FAILED: " + ", ".join(
                                  f"{r['variant']} {r.get('dtype', '')} {r.get('mode', '')} "
-                                 f"{r['max_rel_err']:.1e}" for r in failed)))
+                                 f"{r['max_rel_err']:.1e}" for r in failed))
+          + f"; persistent mode: {result.get('persistent', 'not checked')}")
     print()
-    print(table(rows, device))
+    print(table(rows, device, modes))
 
 
 if __name__ == "__main__":

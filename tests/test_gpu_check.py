@@ -1,5 +1,6 @@
 """benchmarks/gpu_check.py stays runnable: its dry run (tiny shapes, Triton's interpreter on the
-CPU) goes through correctness, timings and the table for one variant and one shape."""
+CPU) goes through correctness (the persistent mode's in a child process), timings and the
+table for one variant and one shape."""
 
 import json
 import os
@@ -21,8 +22,8 @@ def test_dry_run_prints_the_table(tmp_path):
                           "--out", str(tmp_path)], env=env, capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "correctness: all within tolerance" in run.stdout
+    assert "correctness: all within tolerance; persistent mode: ok" in run.stdout
     assert "| G2 | f32 | lstm_peephole |" in run.stdout.splitlines()[-1]
     result = json.loads(next(tmp_path.glob("gpu-*.json")).read_text())
-    assert {r["mode"] for r in result["correctness"]} == {"step", "sequence"}
+    assert {r["mode"] for r in result["correctness"]} == {"step", "sequence", "persistent"}
     assert result["timings"][0]["cudnn"] == "LSTM"
