@@ -1,0 +1,137 @@
+"""Compile every Triton kernel of the triton backend for a GPU, without one.
+
+Triton's compiler and ptxas (shipped in the triton wheel) need no device: this builds each
+kernel, for every variant, phase and dtype, down to machine code for the target (default the
+H100's sm_90), and prints what the GPU check cannot show before it runs: registers per thread,
+spills and shared memory. A kernel that the interpreter runs but the compiler refuses fails
+here, on any machine, instead of on the lent GPU.
+
+    python benchmarks/compile_check.py                      # every kernel, sm_90, as planned
+    python benchmarks/compile_check.py --kernels forward_step --dtypes bf16 --arch 90
+    python benchmarks/compile_check.py --block-b 16 --block-h 64 --block-k 64 --num-warps 8
+
+Exit status 1 if any kernel fails to compile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    sys.exit("compile_check: unset TRITON_INTERPRET (the interpreter compiles nothing)")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from gatedrnn import VARIANTS, get_variant  # noqa: E402
+from gatedrnn.kernels import KERNEL_IDS  # noqa: E402
+from gatedrnn.kernels.gpu import backward, forward  # noqa: E402
+
+KERNELS = {"forward_step": forward.forward_step, "backward_step": backward.backward_step,
+           "forward_sequence": forward.forward_sequence,
+           "backward_sequence": backward.backward_sequence,
+           "forward_persistent": forward.forward_persistent,
+           "backward_persistent": backward.backward_persistent}
+DTYPES = {"f32": "fp32", "bf16": "bf16"}
+PARAMETER_POINTERS = {"XP", "RT", "BHH", "P", "R"}   # in the weights' dtype; the rest float32
+
+
+def signature(fn, dtype: str, constants: dict) -> dict:
+    sig = {}
+    for name in fn.arg_names:
+        if name in constants:
+            sig[name] = "constexpr"
+        elif name in PARAMETER_POINTERS:
+            sig[name] = "*" + dtype
+        elif name == "MASK":
+            sig[name] = "*i8"
+        elif name == "COUNTER":
+            sig[name] = "*i32"
+        elif len(name) > 1 and name.isupper():
+            sig[name] = "*fp32"
+        else:
+            sig[name] = "i32"
+    return sig
+
+
+def compile_one(fn, variant: str, phase: int, dtype: str, blocks, arch: int, num_warps: int):
+    v = get_variant(variant)
+    constants = dict(VARIANT=KERNEL_IDS[v.name], G=v.num_gates, S=v.saved_blocks,
+                     BLOCK_B=blocks[0], BLOCK_H=blocks[1], BLOCK_K=blocks[2],
+                     PRECISION="ieee" if dtype == "fp32" else "tf32", UPCAST=False)
+    if "PHASE" in fn.arg_names:
+        constants["PHASE"] = phase
+    if "PHASES" in fn.arg_names:
+        constants["PHASES"] = 2 if v.name == "gru" else 1
+    source = ASTSource(fn, signature(fn, dtype, constants), constants)
+    return triton.compile(source, target=GPUTarget("cuda", arch, 32),
+                          options=dict(num_warps=num_warps))
+
+
+def resources(kernel, arch: int) -> tuple[str, str]:
+    """(registers, spilled bytes) as ptxas reports them: a compiled kernel learns its
+    resources only when loaded on a device, so ptxas is asked again, verbosely."""
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    suffix = "a" if arch >= 90 else ""
+    with tempfile.TemporaryDirectory() as folder:
+        ptx = Path(folder) / "kernel.ptx"
+        ptx.write_text(kernel.asm["ptx"])
+        report = subprocess.run([str(ptxas), "-v", f"--gpu-name=sm_{arch}{suffix}", str(ptx),
+                                 "-o", str(Path(folder) / "kernel.cubin")],
+                                capture_output=True, text=True).stderr
+    registers = re.search(r"Used (\d+) registers", report)
+    spills = re.search(r"(\d+) bytes spill stores", report)
+    return (registers.group(1) if registers else "?", spills.group(1) if spills else "?")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kernels", nargs="*", default=list(KERNELS))
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--dtypes", nargs="*", default=list(DTYPES))
+    parser.add_argument("--arch", type=int, default=90, help="compute capability × 10")
+    parser.add_argument("--block-b", type=int, default=16)
+    parser.add_argument("--block-h", type=int, default=32)
+    parser.add_argument("--block-k", type=int, default=32)
+    parser.add_argument("--num-warps", type=int, default=4)
+    args = parser.parse_args()
+    blocks = (args.block_b, args.block_h, args.block_k)
+    print(f"sm_{args.arch}, blocks (rows, units, k) = {blocks}, {args.num_warps} warps")
+    print("| kernel | variant | phase | dtype | registers | spills | shared bytes | s |")
+    print("|---|---|---|---|---|---|---|---|")
+    failures = 0
+    for name in args.kernels:
+        fn = KERNELS[name]
+        for variant in args.variants:
+            phases = (0, 1) if variant == "gru" and "PHASE" in fn.arg_names else (0,)
+            for phase in phases:
+                for dname in args.dtypes:
+                    start = time.monotonic()
+                    try:
+                        k = compile_one(fn, variant, phase, DTYPES[dname], blocks, args.arch,
+                                        args.num_warps)
+                    except Exception as error:  # report every failure, then fail at the end
+                        failures += 1
+                        message = str(error).strip().splitlines()
+                        print(f"| {name} | {variant} | {phase} | {dname} | FAILED: "
+                              f"{message[-1] if message else type(error).__name__} | | | |")
+                        continue
+                    registers, spills = resources(k, args.arch)
+                    print(f"| {name} | {variant} | {phase} | {dname} | {registers} | "
+                          f"{spills} | {k.metadata.shared} | {time.monotonic() - start:.1f} |",
+                          flush=True)
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""The Triton kernels compile for the H100 (sm_90) on a machine without a GPU: Triton's compiler
+and the ptxas in its wheel need no device. The interpreter (test_triton.py) checks the numbers;
+this checks that the compiler accepts what the interpreter ran, for every launch mode.
+benchmarks/compile_check.py compiles every kernel × variant × dtype (about a minute)."""
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or sys.platform != "linux",
+                    reason="Triton's ptxas ships for Linux x86-64")
+def test_kernels_compile_for_sm90():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compile_check.py"),
+                          "--variants", "gru", "lstm_peephole", "--dtypes", "f32", "bf16"],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and "_" in line]
+    # 6 kernels × (gru: 2 phases for the step kernels, else 1; lstm_peephole 1) × 2 dtypes
+    assert len(rows) == (2 * 3 + 4 * 2) * 2, run.stdout
+    assert not any("FAILED" in row for row in rows)
