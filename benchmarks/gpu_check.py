@@ -256,7 +256,7 @@ def timings(shapes, dtypes, variants, modes, repeats, deadline, loop_repeats) ->
 def _time_row(sname, T, B, H, dname, variant, x, d_out, peers, modes, repeats, deadline,
               loop_repeats) -> dict:
     row = dict(shape=sname, T=T, B=B, H=H, dtype=dname, variant=variant,
-               mode=triton_backend.plan(B, H).mode)
+               mode=triton_backend.plan(B, H, x.dtype).mode)
     if time.monotonic() > deadline:
         return {**row, "skipped": "time budget"}
     cls = peer_class(variant)

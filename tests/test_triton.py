@@ -146,10 +146,12 @@ def test_a_bad_mode_is_named(monkeypatch):
         triton_backend.plan(4, 8)
 
 
-def test_plan_runs_small_problems_as_one_launch():
-    assert triton_backend.plan(1, 256).mode == "sequence"
-    assert triton_backend.plan(16, 768).mode == "step"
-    assert triton_backend.plan(256, 1024).block_b == 64
+def test_plan_runs_tiny_problems_as_one_launch_and_spreads_the_rest():
+    assert triton_backend.plan(1, 64).mode == "sequence"
+    small_batch = triton_backend.plan(16, 768)
+    assert (small_batch.mode, small_batch.block_b, small_batch.block_h) == ("step", 16, 16)
+    large = triton_backend.plan(256, 1024, torch.bfloat16)
+    assert (large.block_b, large.block_h, large.block_k) == (64, 32, 64)
 
 
 @pytest.mark.gpu

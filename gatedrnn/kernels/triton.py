@@ -94,20 +94,28 @@ class Plan:
 MODES = ("auto", "step", "sequence", "persistent")
 
 
-def plan(B: int, H: int) -> Plan:
-    """How to launch a (B, H) problem. First guesses, to be tuned on the GPU: tiles of at
-    most 64 rows and 32 units keep a step's grid wide enough to spread over the chip; the whole
-    sequence runs in one launch when the batch and the state are small (B ≤ 16, H ≤ 256),
-    where per-step launches, not arithmetic, would set the pace. "persistent" is not chosen
-    automatically until the GPU check has timed it (benchmarks/gpu-notes.md)."""
+def plan(B: int, H: int, dtype: torch.dtype = torch.float32) -> Plan:
+    """How to launch a (B, H) problem with weights of `dtype`. First guesses, to be set by the
+    GPU check's timings (benchmarks/gpu-notes.md):
+    - rows per program: B rounded up to a power of two, 16 to 64 (tl.dot needs 16 or more);
+    - units per program: 32, or 16 where 32 would give fewer than 64 tiles, so that a step
+      still spreads over half of an H100's 132 multiprocessors;
+    - reduction chunk: 64 for 16-bit weights (tensor-core operands), 32 for float32;
+    - 8 warps for tiles of 2048 elements or more: with 4, the four gates' accumulators of a
+      64 × 32 tile spill registers (benchmarks/compile_check.py);
+    - mode: the whole sequence in one launch for tiny problems (B ≤ 16, H ≤ 128), where a
+      launch per step would cost more than the step's work; else a launch per step.
+      "persistent" is not chosen until the GPU check has timed it on a GPU."""
     s = settings
     if s.mode not in MODES:
         raise ValueError(f"settings.mode: expected one of {list(MODES)}, got {s.mode!r}")
-    mode = s.mode if s.mode != "auto" else ("sequence" if B <= 16 and H <= 256 else "step")
+    mode = s.mode if s.mode != "auto" else ("sequence" if B <= 16 and H <= 128 else "step")
     block_b = s.block_b or _pow2(B, 16, 64)
-    block_h = s.block_h or (64 if mode == "sequence" else 32)
-    block_k = s.block_k or 32
-    return Plan(mode, block_b, block_h, block_k, s.num_warps or 4)
+    tiles_of_32 = -(-B // block_b) * -(-H // 32)
+    block_h = s.block_h or (32 if tiles_of_32 >= 64 or mode == "sequence" else 16)
+    block_k = s.block_k or (32 if dtype in (torch.float32, torch.float64) else 64)
+    num_warps = s.num_warps or (8 if block_b * block_h >= 2048 else 4)
+    return Plan(mode, block_b, block_h, block_k, num_warps)
 
 
 def _state_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -168,7 +176,7 @@ def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=
     RA = _buffer(xp.new_empty(B, H, dtype=state)) if variant.name == "gru" else SA
     RT = R.t().contiguous()
     m, has_mask = _mask(mask, xp)
-    pl = plan(B, H)
+    pl = plan(B, H, R.dtype)
     args = (xp, RT, b_hh if b_hh is not None else xp, p if p is not None else xp, SA,
             SC if SC is not None else SA, saved if saved.numel() else SA, RA, m)
     common = _common(variant, R.dtype, pl)
@@ -200,7 +208,7 @@ def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mas
     CA = d_a_n.to(state, copy=True).contiguous()
     CC = d_c_n.to(state, copy=True).contiguous() if variant.has_cell else CA
     m, has_mask = _mask(mask, d_A)
-    pl = plan(B, H)
+    pl = plan(B, H, R.dtype)
     args = (d_A, R, p if p is not None else d_A, SA, SC if SC is not None else SA,
             saved if saved.numel() else SA, d_xp, CA, CC, m)
     common = _common(variant, R.dtype, pl)
