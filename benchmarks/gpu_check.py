@@ -27,6 +27,7 @@ GPU machine's lease: what it leaves out is listed as not measured.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import statistics
@@ -282,6 +283,66 @@ def _time_row(sname, T, B, H, dname, variant, x, d_out, peers, modes, repeats, d
     return row
 
 
+def _candidates(base, B: int, H: int, modes) -> list:
+    """The plan's launch and its neighbours: each block size halved or doubled, the other
+    reduction chunk and warp count, and the other modes with the plan's tiles."""
+    out = [base]
+    for field, values in (("block_h", (16, 32, 64)), ("block_b", (16, 32, 64)),
+                          ("block_k", (32, 64)), ("num_warps", (4, 8))):
+        for value in values:
+            if value != getattr(base, field) and (field != "block_b" or value <= max(16, B)):
+                out.append(dataclasses.replace(base, **{field: value}))
+    for mode in modes:
+        if mode != base.mode and (mode != "sequence" or B * H <= 64 * 256):
+            out.append(dataclasses.replace(base, mode=mode))
+    return out
+
+
+def tune(shapes, dtypes, variant, modes, repeats, deadline) -> list[dict]:
+    """Training time of `variant` under the plan's launch and its neighbours, per shape and
+    dtype: the numbers to set the plan by (gatedrnn.kernels.triton.plan)."""
+    rows = []
+    settings = triton_backend.settings
+    for sname in shapes:
+        T, B, H = SHAPES[sname]
+        for dname in dtypes:
+            dtype = DTYPES[dname]
+            x = torch.randn(T, B, H, device=DEVICE, dtype=dtype)
+            d_out = torch.randn_like(x)
+            base = triton_backend.plan(B, H, dtype)
+            for cand in _candidates(base, B, H, modes):
+                row = dict(shape=sname, dtype=dname, variant=variant, chosen=cand == base,
+                           **dataclasses.asdict(cand))
+                if time.monotonic() > deadline:
+                    rows.append({**row, "skipped": "time budget"})
+                    continue
+                for field, value in dataclasses.asdict(cand).items():
+                    setattr(settings, field, value)
+                try:
+                    row["train"] = time_ms(_train(_module(variant, H, dtype), x, d_out), repeats)
+                except Exception as error:   # a launch the compiler refuses is a result too
+                    row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
+                finally:
+                    triton_backend.settings = settings = triton_backend.Settings()
+                rows.append(row)
+                print(f"  tune {sname} {dname} {cand}: {row.get('train', row.get('error'))}",
+                      flush=True)
+    return rows
+
+
+def tuning_table(rows) -> str:
+    lines = ["| shape | dtype | mode | block_b | block_h | block_k | warps | train ms | "
+             "÷ plan's |", "|---|---|---|---|---|---|---|---|---|"]
+    chosen = {(r["shape"], r["dtype"]): r.get("train") for r in rows if r["chosen"]}
+    for r in rows:
+        base = chosen.get((r["shape"], r["dtype"]))
+        ms = (f"{r['train']:.2f}" if "train" in r else r.get("error", r.get("skipped", "")))
+        lines.append(f"| {r['shape']} | {r['dtype']} | {r['mode']}{' (plan)' if r['chosen'] else ''}"
+                     f" | {r['block_b']} | {r['block_h']} | {r['block_k']} | {r['num_warps']} | "
+                     f"{ms} | {_ratio(r.get('train'), base)} |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------
 # The table
 
@@ -317,6 +378,15 @@ def table(rows, device: str, modes) -> str:
     return "\n".join(lines)
 
 
+def _write(result: dict, folder: Path, start: float) -> None:
+    result["seconds"] = time.monotonic() - start
+    folder.mkdir(parents=True, exist_ok=True)
+    kind = "tune" if "tuning" in result else "check"
+    path = folder / f"gpu-{kind}-{result['date']}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"\nraw numbers: {path}; {result['seconds']:.0f} s in all\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="T / 8 and fewer repeats")
@@ -329,6 +399,9 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="no GPU: tiny shapes on the CPU under TRITON_INTERPRET=1, to test "
                              "the script (its times mean nothing)")
+    parser.add_argument("--tune", metavar="VARIANT", nargs="?", const="lstm",
+                        help="instead of the timings table, time VARIANT (default lstm) under the "
+                             "plan's launch and its neighbours")
     parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"),
                         help="folder for the JSON file")
@@ -373,17 +446,19 @@ def main() -> None:
         if result["persistent"] == "ok":
             modes.append("persistent")
         print(f"  ({time.monotonic() - start:.0f} s so far)", flush=True)
-    print("timings:", flush=True)
     repeats = 3 if args.quick or args.dry_run else 10
+    if args.tune:
+        print("tuning:", flush=True)
+        result["tuning"] = tune(args.shapes, args.dtypes, args.tune, modes, min(repeats, 5),
+                                deadline)
+        _write(result, args.out, start)
+        print(tuning_table(result["tuning"]))
+        return
+    print("timings:", flush=True)
     rows = timings(args.shapes, args.dtypes, args.variants, modes, repeats, deadline,
                    loop_repeats=1 if args.quick or args.dry_run else 2)
     result["timings"] = rows
-    result["seconds"] = time.monotonic() - start
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"gpu-{result['date']}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(f"\nraw numbers: {path}; {result['seconds']:.0f} s in all\n")
+    _write(result, args.out, start)
     failed = [r for r in result.get("correctness", []) + result.get("against_cudnn", [])
               if not r["ok"]]
     print("correctness: " + ("all within tolerance" if not failed else
