@@ -20,6 +20,7 @@ tensors, exactly but slowly: that is how CI tests them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -163,7 +164,28 @@ def _counter(device: torch.device) -> torch.Tensor:
     return torch.zeros(1, dtype=torch.int32, device=device)
 
 
+def _on(device: torch.device):
+    """Triton launches on the current CUDA device: make it the tensors' one."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _contiguous(t):
+    return None if t is None else t.contiguous()
+
+
 def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=True):
+    with _on(xp.device):
+        return _forward(variant, xp, R, _contiguous(b_hh), _contiguous(p), a0, c0, mask,
+                        reverse, keep_saved)
+
+
+def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mask, reverse):
+    with _on(d_A.device):
+        return _backward(variant, d_A, d_a_n, d_c_n, R, _contiguous(p), SA, SC, saved, mask,
+                         reverse)
+
+
+def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved):
     kernels, _ = _kernels()
     T, B, _ = xp.shape
     H = R.shape[1]
@@ -198,7 +220,7 @@ def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=
     return SA, SC, (saved if keep_saved else None)
 
 
-def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mask, reverse):
+def _backward(variant: Variant, d_A, d_a_n, d_c_n, R, p, SA, SC, saved, mask, reverse):
     _, kernels = _kernels()
     T, B, H = d_A.shape
     state = SA.dtype
