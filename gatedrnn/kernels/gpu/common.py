@@ -45,10 +45,8 @@ def times_rt(acc0, acc1, acc2, acc3, V, v_stride, rows, row_ok, RT, rt_stride, c
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
-        # .cg: other programs of a persistent launch wrote V; read it from L2, not a stale L1.
         v = tl.load(V + rows[:, None] * v_stride + ks[None, :],
-                    mask=row_ok[:, None] & k_ok[None, :], other=0.0,
-                    cache_modifier=".cg").to(acc0.dtype)
+                    mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(acc0.dtype)
         w_ptr = RT + ks[:, None] * rt_stride + col0 + cols[None, :]
         w_ok = k_ok[:, None] & col_ok[None, :]
         acc0 = _dot(v, tl.load(w_ptr, mask=w_ok, other=0.0), acc0, PRECISION, UPCAST)
@@ -73,8 +71,7 @@ def times_r(acc, V, v_stride, SCALE, scale_stride, rows, row_ok, R, r_row0, cols
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
         vmask = row_ok[:, None] & k_ok[None, :]
-        v = tl.load(V + rows[:, None] * v_stride + ks[None, :], mask=vmask, other=0.0,
-                    cache_modifier=".cg")   # written by other programs (see times_rt)
+        v = tl.load(V + rows[:, None] * v_stride + ks[None, :], mask=vmask, other=0.0)
         if SCALED:
             v = v * tl.load(SCALE + rows[:, None] * scale_stride + ks[None, :], mask=vmask,
                             other=0.0)
@@ -88,7 +85,12 @@ def times_r(acc, V, v_stride, SCALE, scale_stride, rows, row_ok, R, r_row0, cols
 def grid_barrier(COUNTER, target):
     """Wait until COUNTER, which every program of the launch increments once per barrier,
     reaches `target` (barriers so far × programs). Only sound when all programs are resident
-    at once: the persistent launches have at most one program per multiprocessor."""
+    at once: the persistent launches have at most one program per multiprocessor.
+
+    As CUDA's grid sync: a block barrier, then one thread releases its arrival and spins on an
+    acquiring read (Triton issues a scalar atomic from one thread and broadcasts the result;
+    the PTX is atom.release.gpu, then ld.acquire.gpu), then a block barrier. The acquire orders
+    every thread's later loads after the other programs' stores (it drops stale L1 lines)."""
     tl.debug_barrier()   # every thread of this program has issued its stores
     tl.atomic_add(COUNTER, 1, sem="release")
     arrived = tl.atomic_add(COUNTER, 0, sem="acquire")
