@@ -37,11 +37,13 @@ from gatedrnn import VARIANTS, get_variant  # noqa: E402
 from gatedrnn.kernels import KERNEL_IDS  # noqa: E402
 from gatedrnn.kernels.gpu import backward, forward  # noqa: E402
 
-KERNELS = {"forward_step": forward.forward_step, "backward_step": backward.backward_step,
-           "forward_sequence": forward.forward_sequence,
-           "backward_sequence": backward.backward_sequence,
-           "forward_persistent": forward.forward_persistent,
-           "backward_persistent": backward.backward_persistent}
+# name: (kernel, constants beyond the variant's): the one-launch kernels in both launch modes
+KERNELS = {"forward_step": (forward.forward_step, {}),
+           "backward_step": (backward.backward_step, {}),
+           "forward_sequence": (forward.forward_sequence, {"GRID_SYNC": False}),
+           "backward_sequence": (backward.backward_sequence, {"GRID_SYNC": False}),
+           "forward_persistent": (forward.forward_sequence, {"GRID_SYNC": True}),
+           "backward_persistent": (backward.backward_sequence, {"GRID_SYNC": True})}
 DTYPES = {"f32": "fp32", "bf16": "bf16"}
 PARAMETER_POINTERS = {"XP", "RT", "BHH", "P", "R"}   # in the weights' dtype; the rest float32
 
@@ -64,9 +66,11 @@ def signature(fn, dtype: str, constants: dict) -> dict:
     return sig
 
 
-def compile_one(fn, variant: str, phase: int, dtype: str, blocks, arch: int, num_warps: int):
+def compile_one(name: str, variant: str, phase: int, dtype: str, blocks, arch: int,
+                num_warps: int):
+    fn, extra = KERNELS[name]
     v = get_variant(variant)
-    constants = dict(VARIANT=KERNEL_IDS[v.name], G=v.num_gates, S=v.saved_blocks,
+    constants = dict(extra, VARIANT=KERNEL_IDS[v.name], G=v.num_gates, S=v.saved_blocks,
                      BLOCK_B=blocks[0], BLOCK_H=blocks[1], BLOCK_K=blocks[2],
                      PRECISION="ieee" if dtype == "fp32" else "tf32", UPCAST=False)
     if "PHASE" in fn.arg_names:
@@ -111,15 +115,15 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     failures = 0
     for name in args.kernels:
-        fn = KERNELS[name]
+        fn = KERNELS[name][0]
         for variant in args.variants:
             phases = (0, 1) if variant == "gru" and "PHASE" in fn.arg_names else (0,)
             for phase in phases:
                 for dname in args.dtypes:
                     start = time.monotonic()
                     try:
-                        k = compile_one(fn, variant, phase, DTYPES[dname], blocks, args.arch,
-                                        args.num_warps)
+                        k = compile_one(name, variant, phase, DTYPES[dname], blocks,
+                                        args.arch, args.num_warps)
                     except Exception as error:  # report every failure, then fail at the end
                         failures += 1
                         message = str(error).strip().splitlines()

@@ -6,7 +6,10 @@ for every unit before the candidate's recurrent product): each program owns a ti
 cores, and applies the gates in the same pass, so the gate pre-activations never leave the chip.
 For small problems, where a launch costs more than a step's work, one launch runs the whole
 sequence instead ("sequence" mode): a program per block of rows walks through time, and since
-rows never read each other's state no program waits for another.
+rows never read each other's state no program waits for another. The "persistent" mode (opt-in
+until timed on a GPU) also runs the whole sequence in one launch, but spreads every step over
+the chip: at most one program per multiprocessor, all meeting at a grid-wide barrier after each
+step (gatedrnn/kernels/gpu/common.py, grid_barrier).
 
 The state is float32 (float64 for float64 inputs) whatever the inputs' dtype: bfloat16 weights
 and projections are multiplied on the tensor cores with float32 accumulation, and the state
@@ -203,13 +206,12 @@ def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved
             SC if SC is not None else SA, saved if saved.numel() else SA, RA, m)
     common = _common(variant, R.dtype, pl)
     nb, nh = -(-B // pl.block_b), -(-H // pl.block_h)
-    if pl.mode == "sequence":
-        kernels.forward_sequence[(nb,)](*args, T, B, H, has_mask, int(reverse),
-                                        int(keep_saved), **common)
-    elif pl.mode == "persistent":
-        kernels.forward_persistent[(_programs(nb * nh, xp.device),)](
+    if pl.mode in ("sequence", "persistent"):
+        grid_sync = pl.mode == "persistent"
+        programs = _programs(nb * nh, xp.device) if grid_sync else nb
+        kernels.forward_sequence[(programs,)](
             *args, _counter(xp.device), T, B, H, has_mask, int(reverse), int(keep_saved), nh,
-            nb * nh, PHASES=_phases(variant), **common)
+            nb * nh, PHASES=_phases(variant), GRID_SYNC=grid_sync, **common)
     else:
         phases = range(_phases(variant))
         for t in (range(T - 1, -1, -1) if reverse else range(T)):
@@ -235,12 +237,12 @@ def _backward(variant: Variant, d_A, d_a_n, d_c_n, R, p, SA, SC, saved, mask, re
             saved if saved.numel() else SA, d_xp, CA, CC, m)
     common = _common(variant, R.dtype, pl)
     nb, nh = -(-B // pl.block_b), -(-H // pl.block_h)
-    if pl.mode == "sequence":
-        kernels.backward_sequence[(nb,)](*args, T, B, H, has_mask, int(reverse), **common)
-    elif pl.mode == "persistent":
-        kernels.backward_persistent[(_programs(nb * nh, d_A.device),)](
+    if pl.mode in ("sequence", "persistent"):
+        grid_sync = pl.mode == "persistent"
+        programs = _programs(nb * nh, d_A.device) if grid_sync else nb
+        kernels.backward_sequence[(programs,)](
             *args, _counter(d_A.device), T, B, H, has_mask, int(reverse), nh, nb * nh,
-            PHASES=_phases(variant), **common)
+            PHASES=_phases(variant), GRID_SYNC=grid_sync, **common)
     else:
         phases = range(_phases(variant))
         order = list(range(T)) if reverse else list(range(T - 1, -1, -1))

@@ -17,7 +17,7 @@ The lecture's GRU (2) runs in two phases: PHASE 0 the gradients of Γ_u and c̃;
 import triton
 import triton.language as tl
 
-from .common import grid_barrier, tanh, times_r
+from .common import sync, tanh, tile_range, times_r
 from .forward import wide
 
 
@@ -131,70 +131,41 @@ def backward_step(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_n
                   BLOCK_K, PRECISION, UPCAST)
 
 
-@triton.jit(do_not_specialize=["T", "B", "has_mask", "reverse"])
-def backward_sequence(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, T, B, H, has_mask, reverse,
-                      VARIANT: tl.constexpr, G: tl.constexpr, S: tl.constexpr,
+@triton.jit
+def backward_tiles(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next, has_next,
+                   B, H, has_mask, final, first, stop, stride, n_h, VARIANT: tl.constexpr,
+                   PHASE: tl.constexpr, G: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr,
+                   BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+                   UPCAST: tl.constexpr):
+    """One phase of step t on the tiles first, first + stride, ... < stop."""
+    for tile in range(first, stop, stride):
+        backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next,
+                      has_next, B, H, has_mask, final,
+                      (tile // n_h) * BLOCK_B + tl.arange(0, BLOCK_B),
+                      (tile % n_h) * BLOCK_H + tl.arange(0, BLOCK_H), VARIANT, PHASE, G, S,
+                      BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
+
+
+@triton.jit(do_not_specialize=["T", "B", "has_mask", "reverse", "n_h", "n_tiles"])
+def backward_sequence(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, COUNTER, T, B, H, has_mask,
+                      reverse, n_h, n_tiles, VARIANT: tl.constexpr, PHASES: tl.constexpr,
+                      GRID_SYNC: tl.constexpr, G: tl.constexpr, S: tl.constexpr,
                       BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
                       PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    """All T steps, then d_a<0>, in one launch: a program per block of rows (see
-    forward.forward_sequence)."""
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    """All T steps, then d_a<0>, in one launch (see forward.forward_sequence)."""
+    first, stop, stride = tile_range(n_h, n_tiles, GRID_SYNC)
     for i in range(0, T):
         t = T - 1 - i + reverse * (2 * i + 1 - T)   # steps in the opposite order to forward
         prev = t + reverse
         nxt = t + 1 - reverse
         t_next = t + 1 - 2 * reverse
-        for h0 in range(0, H, BLOCK_H):
-            backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next,
-                          i > 0, B, H, has_mask, 0, rows, h0 + tl.arange(0, BLOCK_H), VARIANT, 0,
-                          G, S, BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
-        tl.debug_barrier()   # this step's d_xp is read by every unit next
-        if VARIANT == 2:
-            for h0 in range(0, H, BLOCK_H):
-                backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next,
-                              i > 0, B, H, has_mask, 0, rows, h0 + tl.arange(0, BLOCK_H),
-                              VARIANT, 1, G, S, BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
-            tl.debug_barrier()
+        for phase in tl.static_range(PHASES):
+            backward_tiles(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next,
+                           i > 0, B, H, has_mask, 0, first, stop, stride, n_h, VARIANT, phase, G,
+                           S, BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
+            # This phase's d_xp is read by every unit next.
+            sync(COUNTER, (i * PHASES + phase + 1) * tl.num_programs(0), GRID_SYNC)
     last = reverse * (T - 1)   # the step done last: 0 forwards, T - 1 backwards
-    for h0 in range(0, H, BLOCK_H):
-        backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, last, last, last, last, 1,
-                      B, H, has_mask, 1, rows, h0 + tl.arange(0, BLOCK_H), VARIANT, 0, G, S,
-                      BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
-
-
-@triton.jit(do_not_specialize=["T", "B", "has_mask", "reverse", "n_h", "n_tiles"])
-def backward_persistent(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, COUNTER, T, B, H, has_mask,
-                        reverse, n_h, n_tiles, VARIANT: tl.constexpr, PHASES: tl.constexpr,
-                        G: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr,
-                        BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
-                        UPCAST: tl.constexpr):
-    """All T steps, then d_a<0>, in one launch over the whole chip (see
-    forward.forward_persistent)."""
-    pid = tl.program_id(0)
-    programs = tl.num_programs(0)
-    for i in range(0, T):
-        t = T - 1 - i + reverse * (2 * i + 1 - T)
-        prev = t + reverse
-        nxt = t + 1 - reverse
-        t_next = t + 1 - 2 * reverse
-        for tile in range(pid, n_tiles, programs):
-            backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next,
-                          i > 0, B, H, has_mask, 0,
-                          (tile // n_h) * BLOCK_B + tl.arange(0, BLOCK_B),
-                          (tile % n_h) * BLOCK_H + tl.arange(0, BLOCK_H), VARIANT, 0, G, S,
-                          BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
-        grid_barrier(COUNTER, (i * PHASES + 1) * programs)
-        if VARIANT == 2:
-            for tile in range(pid, n_tiles, programs):
-                backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next,
-                              i > 0, B, H, has_mask, 0,
-                              (tile // n_h) * BLOCK_B + tl.arange(0, BLOCK_B),
-                              (tile % n_h) * BLOCK_H + tl.arange(0, BLOCK_H), VARIANT, 1, G, S,
-                              BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
-            grid_barrier(COUNTER, (i * PHASES + 2) * programs)
-    last = reverse * (T - 1)
-    for tile in range(pid, n_tiles, programs):
-        backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, last, last, last, last, 1,
-                      B, H, has_mask, 1, (tile // n_h) * BLOCK_B + tl.arange(0, BLOCK_B),
-                      (tile % n_h) * BLOCK_H + tl.arange(0, BLOCK_H), VARIANT, 0, G, S,
-                      BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
+    backward_tiles(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, last, last, last, last, 1, B, H,
+                   has_mask, 1, first, stop, stride, n_h, VARIANT, 0, G, S, BLOCK_B, BLOCK_H,
+                   BLOCK_K, PRECISION, UPCAST)

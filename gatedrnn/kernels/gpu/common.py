@@ -97,3 +97,27 @@ def grid_barrier(COUNTER, target):
     while arrived < target:
         arrived = tl.atomic_add(COUNTER, 0, sem="acquire")
     tl.debug_barrier()
+
+
+@triton.jit
+def sync(COUNTER, target, GRID_SYNC: tl.constexpr):
+    """Between the phases of a one-launch sequence: the whole grid's barrier, or only this
+    program's where no program reads another's tiles."""
+    if GRID_SYNC:
+        grid_barrier(COUNTER, target)
+    else:
+        tl.debug_barrier()
+
+
+@triton.jit
+def tile_range(n_h, n_tiles, GRID_SYNC: tl.constexpr):
+    """(first, stop, stride) of the tiles (row block × n_h + unit block) a program of a
+    one-launch sequence owns at every step. Without GRID_SYNC ("sequence" mode) a program owns
+    one block of rows, all its units, and since rows never read each other's state it never
+    waits for another program. With GRID_SYNC ("persistent" mode: at most one program per
+    multiprocessor, all resident) program p owns tiles p, p + programs, ... over the whole chip,
+    and every phase ends at the grid-wide barrier (Persistent RNNs, Diamos et al. 2016)."""
+    pid = tl.program_id(0)
+    if GRID_SYNC:
+        return pid, n_tiles, tl.num_programs(0)
+    return pid * n_h, pid * n_h + n_h, 1

@@ -18,7 +18,7 @@ product with R_c needs Γ_r ⊙ c<t-1> of every unit. Every other variant is one
 import triton
 import triton.language as tl
 
-from .common import grid_barrier, sigmoid, tanh, times_rt
+from .common import sigmoid, sync, tanh, tile_range, times_rt
 
 
 @triton.jit
@@ -142,60 +142,36 @@ def forward_step(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row
                  rows, cols, VARIANT, PHASE, G, S, BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
 
 
-@triton.jit(do_not_specialize=["T", "B", "has_mask", "reverse", "keep_saved"])
-def forward_sequence(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, T, B, H, has_mask, reverse,
-                     keep_saved, VARIANT: tl.constexpr, G: tl.constexpr, S: tl.constexpr,
-                     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
-                     PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    """All T steps in one launch: a program per block of rows walks every unit of its rows
-    through time. Rows never read each other's state, so the only synchronisation is the
-    block's own barrier between the phases of a step (one launch instead of T, for small
-    problems where the launches cost more than the work)."""
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+@triton.jit
+def forward_tiles(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
+                  has_mask, first, stop, stride, n_h, VARIANT: tl.constexpr, PHASE: tl.constexpr,
+                  G: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+                  BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """One phase of step t on the tiles first, first + stride, ... < stop (tile = row block ×
+    n_h + unit block)."""
+    for tile in range(first, stop, stride):
+        forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
+                     has_mask, (tile // n_h) * BLOCK_B + tl.arange(0, BLOCK_B),
+                     (tile % n_h) * BLOCK_H + tl.arange(0, BLOCK_H), VARIANT, PHASE, G, S,
+                     BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
+
+
+@triton.jit(do_not_specialize=["T", "B", "has_mask", "reverse", "keep_saved", "n_h", "n_tiles"])
+def forward_sequence(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, COUNTER, T, B, H, has_mask,
+                     reverse, keep_saved, n_h, n_tiles, VARIANT: tl.constexpr,
+                     PHASES: tl.constexpr, GRID_SYNC: tl.constexpr, G: tl.constexpr,
+                     S: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+                     BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """All T steps in one launch (see tile_range for who does which tiles)."""
+    first, stop, stride = tile_range(n_h, n_tiles, GRID_SYNC)
     for i in range(0, T):
         t = i + reverse * (T - 1 - 2 * i)        # T - 1 - i backwards
         prev = t + reverse                        # the state rows of SA, as states.py says
         nxt = t + 1 - reverse
         save_row = t * keep_saved                 # row 0, reused, when nothing is kept
-        for h0 in range(0, H, BLOCK_H):
-            forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
-                         has_mask, rows, h0 + tl.arange(0, BLOCK_H), VARIANT, 0, G, S, BLOCK_B,
-                         BLOCK_H, BLOCK_K, PRECISION, UPCAST)
-        tl.debug_barrier()   # this step's state (or Γ_r ⊙ c<t-1>) is read by every unit next
-        if VARIANT == 2:
-            for h0 in range(0, H, BLOCK_H):
-                forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B,
-                             H, has_mask, rows, h0 + tl.arange(0, BLOCK_H), VARIANT, 1, G, S,
-                             BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
-            tl.debug_barrier()
-
-
-@triton.jit(do_not_specialize=["T", "B", "has_mask", "reverse", "keep_saved", "n_h", "n_tiles"])
-def forward_persistent(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, COUNTER, T, B, H, has_mask,
-                       reverse, keep_saved, n_h, n_tiles, VARIANT: tl.constexpr,
-                       PHASES: tl.constexpr, G: tl.constexpr, S: tl.constexpr,
-                       BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
-                       PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    """All T steps in one launch over the whole chip: each program takes every programs-th
-    tile of the step, and all programs meet at a grid-wide barrier after each phase (Persistent
-    RNNs, Diamos et al. 2016). No launch gaps between steps; the weights stay in L2."""
-    pid = tl.program_id(0)
-    programs = tl.num_programs(0)
-    for i in range(0, T):
-        t = i + reverse * (T - 1 - 2 * i)
-        prev = t + reverse
-        nxt = t + 1 - reverse
-        save_row = t * keep_saved
-        for tile in range(pid, n_tiles, programs):
-            forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
-                         has_mask, (tile // n_h) * BLOCK_B + tl.arange(0, BLOCK_B),
-                         (tile % n_h) * BLOCK_H + tl.arange(0, BLOCK_H), VARIANT, 0, G, S,
-                         BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
-        grid_barrier(COUNTER, (i * PHASES + 1) * programs)
-        if VARIANT == 2:
-            for tile in range(pid, n_tiles, programs):
-                forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B,
-                             H, has_mask, (tile // n_h) * BLOCK_B + tl.arange(0, BLOCK_B),
-                             (tile % n_h) * BLOCK_H + tl.arange(0, BLOCK_H), VARIANT, 1, G, S,
-                             BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
-            grid_barrier(COUNTER, (i * PHASES + 2) * programs)
+        for phase in tl.static_range(PHASES):
+            forward_tiles(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
+                          has_mask, first, stop, stride, n_h, VARIANT, phase, G, S, BLOCK_B,
+                          BLOCK_H, BLOCK_K, PRECISION, UPCAST)
+            # This phase's state (or Γ_r ⊙ c<t-1>) is read by every unit next.
+            sync(COUNTER, (i * PHASES + phase + 1) * tl.num_programs(0), GRID_SYNC)
