@@ -10,7 +10,8 @@
    passed. Also gatedrnn against cuDNN itself on the same weights (lstm, gru_reset_after, rnn).
 2. Timings with CUDA events (median after warm-up) of gatedrnn's triton backend, and in the
    same run torch.nn.LSTM / GRU / RNN (cuDNN) and the "loop" backend, forward (inference, no
-   gradients) and forward+backward (a training step, parameter gradients included), at
+   gradients) and forward+backward (a training step on the sum of the outputs, parameter
+   gradients included), at
    G1 T=1024 B=16 H=768, G2 T=256 B=64 H=256, G3 T=128 B=256 H=1024, G4 T=1024 B=1 H=256
    (I = H), float32 (TF32 off for both gatedrnn and cuDNN) and bfloat16. Training is timed in
    every launch mode, to set the plan's choice.
@@ -41,6 +42,7 @@ import torch
 import gatedrnn
 from gatedrnn.functional import lengths_to_mask, recurrence
 from gatedrnn.interop.torch_nn import from_torch
+from speed import inference, train_step   # benchmarks/speed.py: a training step, inference
 from gatedrnn.kernels import triton as triton_backend
 
 SHAPES = {"G1": (1024, 16, 768), "G2": (256, 64, 256), "G3": (128, 256, 1024),
@@ -203,31 +205,15 @@ def _clock_ms(fn) -> float:
     return 1e3 * (time.perf_counter() - start)
 
 
-def _train(module, x, d_out):
-    def run():
-        for p in module.parameters():
-            p.grad = None
-        out, _ = module(x)
-        out.backward(d_out)
-    return run
-
-
-def _infer(module, x):
-    def run():
-        with torch.no_grad():
-            module(x)
-    return run
-
-
 def _module(variant, H, dtype, backend=None):
     backend = backend or ("triton" if DEVICE == "cpu" else None)   # a dry run says it
     return gatedrnn.for_variant(variant, H, H, backend=backend).to(DEVICE, dtype)
 
 
-def _train_in_mode(mode, variant, H, x, d_out, repeats):
+def _train_in_mode(mode, variant, H, x, repeats):
     triton_backend.settings.mode = mode
     try:
-        return time_ms(_train(_module(variant, H, x.dtype), x, d_out), repeats)
+        return time_ms(train_step(_module(variant, H, x.dtype), x), repeats)
     finally:
         triton_backend.settings.mode = "auto"
 
@@ -243,18 +229,17 @@ def timings(shapes, dtypes, variants, modes, repeats, deadline, loop_repeats) ->
             for dname in dtypes:
                 dtype = DTYPES[dname]
                 x = torch.randn(T, B, H, device=DEVICE, dtype=dtype)
-                d_out = torch.randn(T, B, H, device=DEVICE, dtype=dtype)
                 peers = {}
                 for variant in group:
-                    rows.append(_time_row(sname, T, B, H, dname, variant, x, d_out, peers,
+                    rows.append(_time_row(sname, T, B, H, dname, variant, x, peers,
                                           modes, repeats, deadline, loop_repeats))
-                del x, d_out
+                del x
                 if DEVICE == "cuda":
                     torch.cuda.empty_cache()
     return rows
 
 
-def _time_row(sname, T, B, H, dname, variant, x, d_out, peers, modes, repeats, deadline,
+def _time_row(sname, T, B, H, dname, variant, x, peers, modes, repeats, deadline,
               loop_repeats) -> dict:
     row = dict(shape=sname, T=T, B=B, H=H, dtype=dname, variant=variant,
                mode=triton_backend.plan(B, H, x.dtype).mode)
@@ -263,20 +248,20 @@ def _time_row(sname, T, B, H, dname, variant, x, d_out, peers, modes, repeats, d
     cls = peer_class(variant)
     if cls not in peers:
         peer = cls(H, H).to(DEVICE, x.dtype)
-        peers[cls] = dict(infer=time_ms(_infer(peer, x), repeats),
-                          train=time_ms(_train(peer, x, d_out), repeats))
+        peers[cls] = dict(infer=time_ms(inference(peer, x), repeats),
+                          train=time_ms(train_step(peer, x), repeats))
     ours = _module(variant, H, x.dtype)
-    row.update(infer=time_ms(_infer(ours, x), repeats),
-               train=time_ms(_train(ours, x, d_out), repeats),
+    row.update(infer=time_ms(inference(ours, x), repeats),
+               train=time_ms(train_step(ours, x), repeats),
                cudnn=cls.__name__, cudnn_infer=peers[cls]["infer"],
                cudnn_train=peers[cls]["train"])
     # The launch modes the plan did not choose, where they are worth timing: the numbers
     # that should set the plan. "sequence" gives a row block's whole state to one program.
     for mode in modes:
         if mode != row["mode"] and (mode != "sequence" or B * H <= 64 * 256):
-            row[f"train_{mode}"] = _train_in_mode(mode, variant, H, x, d_out, repeats)
+            row[f"train_{mode}"] = _train_in_mode(mode, variant, H, x, repeats)
     if sname in LOOP_SHAPES and loop_repeats:
-        row["loop_train"] = time_ms(_train(_module(variant, H, x.dtype, "loop"), x, d_out),
+        row["loop_train"] = time_ms(train_step(_module(variant, H, x.dtype, "loop"), x),
                                     loop_repeats, warmup=1)
     print(f"  {sname} {dname:4s} {variant:16s} train {row['train']:8.2f} ms  "
           f"cuDNN {row['cudnn_train']:8.2f} ms", flush=True)
@@ -308,7 +293,6 @@ def tune(shapes, dtypes, variant, modes, repeats, deadline) -> list[dict]:
         for dname in dtypes:
             dtype = DTYPES[dname]
             x = torch.randn(T, B, H, device=DEVICE, dtype=dtype)
-            d_out = torch.randn_like(x)
             base = triton_backend.plan(B, H, dtype)
             for cand in _candidates(base, B, H, modes):
                 row = dict(shape=sname, dtype=dname, variant=variant, chosen=cand == base,
@@ -319,7 +303,7 @@ def tune(shapes, dtypes, variant, modes, repeats, deadline) -> list[dict]:
                 for field, value in dataclasses.asdict(cand).items():
                     setattr(settings, field, value)
                 try:
-                    row["train"] = time_ms(_train(_module(variant, H, dtype), x, d_out), repeats)
+                    row["train"] = time_ms(train_step(_module(variant, H, dtype), x), repeats)
                 except Exception as error:   # a launch the compiler refuses is a result too
                     row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
                 finally:

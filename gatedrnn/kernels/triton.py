@@ -153,18 +153,17 @@ def _phases(variant: Variant) -> int:
     return 2 if variant.name == "gru" else 1
 
 
-def _programs(tiles: int, device: torch.device) -> int:
-    """A persistent launch's size: every program must be resident at once for the grid-wide
-    barrier, so at most one per multiprocessor. The interpreter runs programs one after the
-    other, so there a barrier can only ever be passed by a single program."""
-    if interpreting():
-        return 1
-    return min(tiles, torch.cuda.get_device_properties(device).multi_processor_count)
-
-
-def _counter(device: torch.device) -> torch.Tensor:
-    """The persistent launch's barrier: arrivals so far."""
-    return torch.zeros(1, dtype=torch.int32, device=device)
+def _one_launch(pl: Plan, nb: int, nh: int, device: torch.device):
+    """(grid, barrier counter, GRID_SYNC) of a whole sequence in one launch: a program per block
+    of rows ("sequence"), or for "persistent" at most one per multiprocessor, since every
+    program must be resident at once for the grid-wide barrier. The interpreter runs programs
+    one after the other: there a barrier can only ever be passed by a single program."""
+    counter = torch.zeros(1, dtype=torch.int32, device=device)   # arrivals so far
+    if pl.mode != "persistent":
+        return (nb,), counter, False
+    programs = 1 if interpreting() else min(
+        nb * nh, torch.cuda.get_device_properties(device).multi_processor_count)
+    return (programs,), counter, True
 
 
 def _on(device: torch.device):
@@ -207,11 +206,10 @@ def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved
     common = _common(variant, R.dtype, pl)
     nb, nh = -(-B // pl.block_b), -(-H // pl.block_h)
     if pl.mode in ("sequence", "persistent"):
-        grid_sync = pl.mode == "persistent"
-        programs = _programs(nb * nh, xp.device) if grid_sync else nb
-        kernels.forward_sequence[(programs,)](
-            *args, _counter(xp.device), T, B, H, has_mask, int(reverse), int(keep_saved), nh,
-            nb * nh, PHASES=_phases(variant), GRID_SYNC=grid_sync, **common)
+        grid, counter, grid_sync = _one_launch(pl, nb, nh, xp.device)
+        kernels.forward_sequence[grid](*args, counter, T, B, H, has_mask, int(reverse),
+                                       int(keep_saved), nh, nb * nh, PHASES=_phases(variant),
+                                       GRID_SYNC=grid_sync, **common)
     else:
         phases = range(_phases(variant))
         for t in (range(T - 1, -1, -1) if reverse else range(T)):
@@ -238,11 +236,10 @@ def _backward(variant: Variant, d_A, d_a_n, d_c_n, R, p, SA, SC, saved, mask, re
     common = _common(variant, R.dtype, pl)
     nb, nh = -(-B // pl.block_b), -(-H // pl.block_h)
     if pl.mode in ("sequence", "persistent"):
-        grid_sync = pl.mode == "persistent"
-        programs = _programs(nb * nh, d_A.device) if grid_sync else nb
-        kernels.backward_sequence[(programs,)](
-            *args, _counter(d_A.device), T, B, H, has_mask, int(reverse), nh, nb * nh,
-            PHASES=_phases(variant), GRID_SYNC=grid_sync, **common)
+        grid, counter, grid_sync = _one_launch(pl, nb, nh, d_A.device)
+        kernels.backward_sequence[grid](*args, counter, T, B, H, has_mask, int(reverse), nh,
+                                        nb * nh, PHASES=_phases(variant), GRID_SYNC=grid_sync,
+                                        **common)
     else:
         phases = range(_phases(variant))
         order = list(range(T)) if reverse else list(range(T - 1, -1, -1))
