@@ -148,6 +148,18 @@ def test_triton_on_cpu_tensors_needs_the_interpreter(monkeypatch):
         kernels.resolve("triton", torch.device("cpu"))
 
 
+@pytest.mark.parametrize("missing", ["available", "supported"])
+def test_cuda_tensors_fall_back_to_the_loop(missing, monkeypatch):
+    """Without the triton package, or on a GPU older than compute capability 8.0, CUDA tensors
+    run the loop backend unless "triton" is asked for by name."""
+    monkeypatch.setattr(triton_backend, "available", lambda: missing != "available")
+    monkeypatch.setattr(triton_backend, "supported", lambda device: False)
+    assert kernels.resolve(None, torch.device("cuda")) == "loop"
+    if missing == "available":
+        with pytest.raises(ValueError, match="backend: 'triton' needs the triton package"):
+            kernels.resolve("triton", torch.device("cuda"))
+
+
 def test_a_bad_mode_is_named(monkeypatch):
     monkeypatch.setattr(triton_backend.settings, "mode", "fast")
     with pytest.raises(ValueError, match=r"settings.mode: expected one of \['auto', 'step', "

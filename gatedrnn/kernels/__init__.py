@@ -50,13 +50,15 @@ def resolve(backend: str | None, device: torch.device) -> str:
     ("cpu" for CPU tensors, "triton" for CUDA tensors).
 
     "cpu" falls back to "loop" (with a one-time warning) where the kernel cannot be built, and
-    "triton" (when not asked for by name) to "loop" where Triton is not installed.
+    "triton" (when not asked for by name) to "loop" where Triton is not installed or the GPU
+    is older than compute capability 8.0.
     """
     if check(backend) is None or backend == "auto":
         if device.type == "cpu":
             backend = "cpu"
         else:
-            backend = "triton" if device.type == "cuda" and load("triton").available() else "loop"
+            triton = load("triton")
+            backend = "triton" if triton.available() and triton.supported(device) else "loop"
     if backend == "cpu" and (device.type != "cpu" or not load("cpu").available()):
         if device.type != "cpu":
             raise ValueError(f"backend: 'cpu' runs CPU tensors, got tensors on {device}")

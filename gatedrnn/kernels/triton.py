@@ -68,12 +68,19 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+@functools.cache
 def available() -> bool:
     try:
         import triton  # noqa: F401
     except ImportError:
         return False
     return True
+
+
+def supported(device: torch.device) -> bool:
+    """Is the GPU one the kernels are built for? bfloat16 tensor-core products (tl.dot) need
+    compute capability 8.0 (A100) or later; older GPUs run the "loop" backend by default."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 @functools.cache
