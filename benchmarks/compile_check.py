@@ -45,7 +45,8 @@ KERNELS = {"forward_step": (forward.forward_step, {}),
            "forward_persistent": (forward.forward_sequence, {"GRID_SYNC": True}),
            "backward_persistent": (backward.backward_sequence, {"GRID_SYNC": True})}
 DTYPES = {"f32": "fp32", "bf16": "bf16"}
-PARAMETER_POINTERS = {"XP", "RT", "BHH", "P", "R"}   # in the weights' dtype; the rest float32
+# Pointers in the weights' dtype; the others (states, gates, carried gradients) are float32.
+PARAMETER_POINTERS = {"XP", "RT", "BHH", "P", "R", "DXP"}
 
 
 def signature(fn, dtype: str, constants: dict) -> dict:

@@ -233,7 +233,10 @@ def _backward(variant: Variant, d_A, d_a_n, d_c_n, R, p, SA, SC, saved, mask, re
     state = SA.dtype
     d_A = d_A.to(state).contiguous()
     R = R.contiguous()
-    d_xp = _buffer(d_A.new_empty(T, B, variant.num_gates * H))
+    # d_xp in the weights' dtype: in bfloat16 the kernels round it for the tensor cores anyway
+    # (it is a product's operand, never carried element-wise), so storing it so halves the
+    # backward's heaviest read and the weight-gradient GEMMs take it as it is.
+    d_xp = _buffer(d_A.new_empty(T, B, variant.num_gates * H, dtype=R.dtype))
     CA = d_a_n.to(state, copy=True).contiguous()
     CC = d_c_n.to(state, copy=True).contiguous() if variant.has_cell else CA
     m, has_mask = _mask(mask, d_A)
@@ -261,9 +264,8 @@ def _backward(variant: Variant, d_A, d_a_n, d_c_n, R, p, SA, SC, saved, mask, re
                                         PHASE=0, **common)
     # The weight gradients: large GEMMs in the weights' dtype (bfloat16 on the tensor cores).
     low = R.dtype
-    d_R, d_b_hh, d_p = weight_grads(variant, d_xp.to(low), SA.to(low),
+    d_R, d_b_hh, d_p = weight_grads(variant, d_xp, SA.to(low),
                                     SC.to(low) if SC is not None else None, saved.to(low),
                                     reverse)
-    d_xp = d_xp.to(low)
     return (d_xp, d_R, d_b_hh, d_p, CA.to(d_a_n.dtype),
             CC.to(d_c_n.dtype) if variant.has_cell else None)

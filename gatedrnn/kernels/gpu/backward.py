@@ -4,7 +4,8 @@ notation), reading the gates the forward saved.
 
 Arguments beyond forward.py's:
     D_A (T, B, H) gradient on the state after each step, from the outputs
-    DXP (T, B, G*H) the gradient on the pre-activations (= on the input projections), written
+    DXP (T, B, G*H) the gradient on the pre-activations (= on the input projections), written,
+        in the weights' dtype
     CA, CC (B, H) what reaches a<t-1>, c<t-1> from the steps already done, element by element;
         the part through R, (d_xp of step t_next) R, is added at step t from DXP
     t_next the step done just before (t + 1 forwards, t - 1 backwards); has_next 0 at the first
