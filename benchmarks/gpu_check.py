@@ -321,9 +321,10 @@ def tuning_table(rows) -> str:
     for r in rows:
         base = chosen.get((r["shape"], r["dtype"]))
         ms = (f"{r['train']:.2f}" if "train" in r else r.get("error", r.get("skipped", "")))
-        lines.append(f"| {r['shape']} | {r['dtype']} | {r['mode']}{' (plan)' if r['chosen'] else ''}"
-                     f" | {r['block_b']} | {r['block_h']} | {r['block_k']} | {r['num_warps']} | "
-                     f"{ms} | {_ratio(r.get('train'), base)} |")
+        mode = r["mode"] + (" (plan)" if r["chosen"] else "")
+        lines.append(f"| {r['shape']} | {r['dtype']} | {mode} | {r['block_b']} | "
+                     f"{r['block_h']} | {r['block_k']} | {r['num_warps']} | {ms} | "
+                     f"{_ratio(r.get('train'), base)} |")
     return "\n".join(lines)
 
 
