@@ -45,16 +45,17 @@ KERNELS = {"forward_step": (forward.forward_step, {}),
            "forward_persistent": (forward.forward_sequence, {"GRID_SYNC": True}),
            "backward_persistent": (backward.backward_sequence, {"GRID_SYNC": True})}
 DTYPES = {"f32": "fp32", "bf16": "bf16"}
-# Pointers in the weights' dtype; the others (states, gates, carried gradients) are float32.
+# Pointers in the weights' dtype (and the LSTM's SA); the others (states, gates, carried
+# gradients) are float32.
 PARAMETER_POINTERS = {"XP", "RT", "BHH", "P", "R", "DXP"}
 
 
-def signature(fn, dtype: str, constants: dict) -> dict:
+def signature(fn, dtype: str, constants: dict, has_cell: bool) -> dict:
     sig = {}
     for name in fn.arg_names:
         if name in constants:
             sig[name] = "constexpr"
-        elif name in PARAMETER_POINTERS:
+        elif name in PARAMETER_POINTERS or (name == "SA" and has_cell):   # see triton.py
             sig[name] = "*" + dtype
         elif name == "MASK":
             sig[name] = "*i8"
@@ -78,7 +79,7 @@ def compile_one(name: str, variant: str, phase: int, dtype: str, blocks, arch: i
         constants["PHASE"] = phase
     if "PHASES" in fn.arg_names:
         constants["PHASES"] = 2 if v.name == "gru" else 1
-    source = ASTSource(fn, signature(fn, dtype, constants), constants)
+    source = ASTSource(fn, signature(fn, dtype, constants, v.has_cell), constants)
     return triton.compile(source, target=GPUTarget("cuda", arch, 32),
                           options=dict(num_warps=num_warps))
 

@@ -200,7 +200,10 @@ def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved
     H = R.shape[1]
     state = _state_dtype(xp.dtype)
     xp = xp.contiguous()
-    SA = _states(a0.to(state), T, reverse)
+    # The LSTM carries its memory in c; a<t> = Γ_o ⊙ tanh(c<t>) only feeds products (rounded
+    # to bfloat16 for the tensor cores anyway) and the output: it is stored in xp's dtype,
+    # which halves the forward's heaviest read. The GRUs carry a<t> itself: float32.
+    SA = _states(a0.to(xp.dtype if variant.has_cell else state), T, reverse)
     SC = _states(c0.to(state), T, reverse) if variant.has_cell else None
     saved = _buffer(xp.new_empty(T if keep_saved else 1, B, variant.saved_blocks * H,
                                  dtype=state))
@@ -230,7 +233,7 @@ def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved
 def _backward(variant: Variant, d_A, d_a_n, d_c_n, R, p, SA, SC, saved, mask, reverse):
     _, kernels = _kernels()
     T, B, H = d_A.shape
-    state = SA.dtype
+    state = _state_dtype(R.dtype)
     d_A = d_A.to(state).contiguous()
     R = R.contiguous()
     # d_xp in the weights' dtype: in bfloat16 the kernels round it for the tensor cores anyway

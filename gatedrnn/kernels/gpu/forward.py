@@ -3,8 +3,10 @@
 Arguments shared by the kernels (pointers to contiguous tensors, the state dtype is float32,
 or float64 for float64 inputs):
     XP (T, B, G*H) input projections;  RT (H, G*H) = R^T;  BHH (H,) b_cc;  P (3, H) peepholes
-    SA, SC (T+1, B, H) states as gatedrnn/kernels/states.py lays them out
-    SAVED (T or 1, B, S*H) what the backward needs (row 0 only, reused, when nothing is kept)
+    SA, SC (T+1, B, H) states as gatedrnn/kernels/states.py lays them out (the LSTM's SA, which
+        carries nothing from step to step, in the inputs' dtype)
+    SAVED (T or 1, B, S*H) what the backward needs (row 0 only, reused, when nothing is kept);
+        always in the state's dtype, which the kernels read from it
     RA (B, H) the lecture GRU's Γ_r ⊙ c<t-1>, which its second phase multiplies by R_c
     MASK (T, B) int8, 1 inside each sequence (read only if has_mask)
     t the time step; prev, nxt its state rows in SA/SC; save_row its row of SAVED
@@ -40,7 +42,7 @@ def forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row
     tile = rows[:, None] * H + cols[None, :]
     A_prev = SA + wide(prev) * B * H
     a_prev = tl.load(A_prev + tile, mask=ok, other=0.0)
-    zero = tl.zeros((BLOCK_B, BLOCK_H), a_prev.dtype)
+    zero = tl.zeros((BLOCK_B, BLOCK_H), SAVED.dtype.element_ty)   # in the state's dtype
     xp = XP + wide(t) * B * GH + rows[:, None] * GH + cols[None, :]   # gate g at + g * H
     sv = SAVED + wide(save_row) * B * S * H + rows[:, None] * S * H + cols[None, :]
 
