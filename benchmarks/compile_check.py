@@ -47,7 +47,7 @@ KERNELS = {"forward_step": (forward.forward_step, {}),
 DTYPES = {"f32": "fp32", "bf16": "bf16"}
 # Pointers in the weights' dtype (and the LSTM's SA); the others (states, gates, carried
 # gradients) are float32.
-PARAMETER_POINTERS = {"XP", "RT", "BHH", "P", "R", "DXP"}
+PARAMETER_POINTERS = {"XP", "RT", "BHH", "P", "R", "DXP", "RA"}
 
 
 def signature(fn, dtype: str, constants: dict, has_cell: bool) -> dict:

@@ -207,7 +207,8 @@ def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved
     SC = _states(c0.to(state), T, reverse) if variant.has_cell else None
     saved = _buffer(xp.new_empty(T if keep_saved else 1, B, variant.saved_blocks * H,
                                  dtype=state))
-    RA = _buffer(xp.new_empty(B, H, dtype=state)) if variant.name == "gru" else SA
+    # Γ_r ⊙ c<t-1> of the lecture's GRU only feeds the candidate's product: xp's dtype too.
+    RA = _buffer(xp.new_empty(B, H)) if variant.name == "gru" else SA
     RT = R.t().contiguous()
     m, has_mask = _mask(mask, xp)
     pl = plan(B, H, R.dtype)

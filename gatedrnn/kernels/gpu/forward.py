@@ -7,7 +7,8 @@ or float64 for float64 inputs):
         carries nothing from step to step, in the inputs' dtype)
     SAVED (T or 1, B, S*H) what the backward needs (row 0 only, reused, when nothing is kept);
         always in the state's dtype, which the kernels read from it
-    RA (B, H) the lecture GRU's Γ_r ⊙ c<t-1>, which its second phase multiplies by R_c
+    RA (B, H) the lecture GRU's Γ_r ⊙ c<t-1>, which its second phase multiplies by R_c (in the
+        inputs' dtype: it only feeds that product)
     MASK (T, B) int8, 1 inside each sequence (read only if has_mask)
     t the time step; prev, nxt its state rows in SA/SC; save_row its row of SAVED
 
