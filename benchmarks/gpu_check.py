@@ -256,8 +256,9 @@ def _time_row(sname, T, B, H, dname, variant, x, peers, modes, repeats, deadline
                cudnn=cls.__name__, cudnn_infer=peers[cls]["infer"],
                cudnn_train=peers[cls]["train"])
     # The launch modes the plan did not choose, where they are worth timing: the numbers
-    # that should set the plan. "sequence" gives a row block's whole state to one program.
-    for mode in modes:
+    # that should set the plan (for the variants with targets: each mode compiles anew).
+    # "sequence" gives a row block's whole state to one program: only for small B·H.
+    for mode in modes if variant in TARGET else ():
         if mode != row["mode"] and (mode != "sequence" or B * H <= 64 * 256):
             row[f"train_{mode}"] = _train_in_mode(mode, variant, H, x, repeats)
     if sname in LOOP_SHAPES and loop_repeats:
