@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import warnings
 
 import torch
 
@@ -47,6 +48,7 @@ class Settings:
     block_k: int | None = None    # reduction chunk of the recurrent product (power of two ≥ 16)
     num_warps: int | None = None
     poison: bool = False          # fill working buffers with NaN first: unwritten elements show
+    fast_launch: bool = True      # per-step launches past the first skip Triton's JIT (_Launcher)
 
 
 settings = Settings()
@@ -154,6 +156,40 @@ def _common(variant: Variant, dtype: torch.dtype, p: Plan):
                 PRECISION=_precision(dtype), UPCAST=interpreting(), num_warps=p.num_warps)
 
 
+class _Launcher:
+    """One kernel launched step after step with new scalar arguments. The first launch goes
+    through Triton's JIT, which binds and specialises every argument, finds (or compiles) the
+    kernel and launches it; the later ones (with settings.fast_launch) call the compiled
+    kernel's launcher directly, with the arguments in the kernel's order, as the JIT itself
+    does: that per-call work is several µs, as much as a step's arithmetic at small batch.
+    Triton's launch hooks (profilers) see only the first launch. The interpreter compiles
+    nothing: there every launch takes the JIT's path."""
+
+    def __init__(self, kernel, grid, constants: dict):
+        self.kernel, self.grid, self.constants = kernel, grid, constants
+        self.compiled = None
+
+    def __call__(self, *args):
+        c = self.compiled
+        if c is None or not settings.fast_launch:
+            compiled = self.kernel[self.grid](*args, **self.constants)
+            if settings.fast_launch and hasattr(compiled, "packed_metadata"):
+                self.compiled = compiled
+                # The launcher takes every parameter in order, the constexprs' values too.
+                self.tail = [self.constants[name] for name in self.kernel.arg_names[len(args):]]
+                self.grid3 = tuple(self.grid) + (1,) * (3 - len(self.grid))
+                self.stream = torch.cuda.current_stream().cuda_stream
+            return
+        try:
+            c.run(*self.grid3, self.stream, c.function, c.packed_metadata, None, None, None,
+                  *args, *self.tail)
+        except TypeError as error:   # another Triton's launcher: its arguments are checked
+            settings.fast_launch = False   # before anything is launched, so the JIT can redo it
+            warnings.warn(f"gatedrnn: Triton's launcher refused the direct call ({error}); "
+                          "launching through the JIT from now on", stacklevel=2)
+            self.kernel[self.grid](*args, **self.constants)
+
+
 def _phases(variant: Variant) -> int:
     """Grid-wide passes per step: the lecture's GRU needs Γ_r ⊙ c<t-1> of every unit before
     its candidate (and, backwards, the candidate's gradient of every unit before Γ_r's)."""
@@ -163,8 +199,10 @@ def _phases(variant: Variant) -> int:
 def _one_launch(pl: Plan, nb: int, nh: int, device: torch.device):
     """(grid, barrier counter, GRID_SYNC) of a whole sequence in one launch: a program per block
     of rows ("sequence"), or for "persistent" at most one per multiprocessor, since every
-    program must be resident at once for the grid-wide barrier. The interpreter runs programs
-    one after the other: there a barrier can only ever be passed by a single program."""
+    program must be resident at once for the grid-wide barrier. That launch is cooperative
+    (cuLaunchCooperativeKernel): the driver refuses it, rather than let it hang, if the programs
+    cannot all be resident. The interpreter runs programs one after the other: there a barrier
+    can only ever be passed by a single program."""
     counter = torch.zeros(1, dtype=torch.int32, device=device)   # arrivals so far
     if pl.mode != "persistent":
         return (nb,), counter, False
@@ -220,14 +258,15 @@ def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved
         grid, counter, grid_sync = _one_launch(pl, nb, nh, xp.device)
         kernels.forward_sequence[grid](*args, counter, T, B, H, has_mask, int(reverse),
                                        int(keep_saved), nh, nb * nh, PHASES=_phases(variant),
-                                       GRID_SYNC=grid_sync, **common)
+                                       GRID_SYNC=grid_sync, launch_cooperative_grid=grid_sync,
+                                       **common)
     else:
-        phases = range(_phases(variant))
+        steps = [_Launcher(kernels.forward_step, (nb, nh), dict(common, PHASE=phase))
+                 for phase in range(_phases(variant))]
         for t in (range(T - 1, -1, -1) if reverse else range(T)):
             prev, nxt = (t + 1, t) if reverse else (t, t + 1)
-            for phase in phases:
-                kernels.forward_step[(nb, nh)](*args, t, prev, nxt, t if keep_saved else 0, B, H,
-                                               has_mask, PHASE=phase, **common)
+            for step in steps:
+                step(*args, t, prev, nxt, t if keep_saved else 0, B, H, has_mask)
     return SA, SC, (saved if keep_saved else None)
 
 
@@ -253,19 +292,18 @@ def _backward(variant: Variant, d_A, d_a_n, d_c_n, R, p, SA, SC, saved, mask, re
         grid, counter, grid_sync = _one_launch(pl, nb, nh, d_A.device)
         kernels.backward_sequence[grid](*args, counter, T, B, H, has_mask, int(reverse), nh,
                                         nb * nh, PHASES=_phases(variant), GRID_SYNC=grid_sync,
-                                        **common)
+                                        launch_cooperative_grid=grid_sync, **common)
     else:
-        phases = range(_phases(variant))
+        steps = [_Launcher(kernels.backward_step, (nb, nh), dict(common, PHASE=phase))
+                 for phase in range(_phases(variant))]
         order = list(range(T)) if reverse else list(range(T - 1, -1, -1))
         for i, t in enumerate(order):
             prev, nxt = (t + 1, t) if reverse else (t, t + 1)
             t_next = order[i - 1] if i else t
-            for phase in phases:
-                kernels.backward_step[(nb, nh)](*args, t, prev, nxt, t_next, int(i > 0), B, H,
-                                                has_mask, 0, PHASE=phase, **common)
+            for step in steps:
+                step(*args, t, prev, nxt, t_next, int(i > 0), B, H, has_mask, 0)
         last = order[-1]
-        kernels.backward_step[(nb, nh)](*args, last, last, last, last, 1, B, H, has_mask, 1,
-                                        PHASE=0, **common)
+        steps[0](*args, last, last, last, last, 1, B, H, has_mask, 1)
     # The weight gradients: large GEMMs in the weights' dtype (bfloat16 on the tensor cores).
     low = R.dtype
     d_R, d_b_hh, d_p = weight_grads(variant, d_xp, SA.to(low),
