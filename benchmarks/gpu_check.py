@@ -269,18 +269,22 @@ def _time_row(sname, T, B, H, dname, variant, x, peers, modes, repeats, deadline
     return row
 
 
-def _candidates(base, B: int, H: int, modes) -> list:
-    """The plan's launch and its neighbours: each block size halved or doubled, the other
-    reduction chunk and warp count, and the other modes with the plan's tiles."""
-    out = [base]
+def _candidates(base, B: int, H: int, modes) -> list[dict]:
+    """Settings for the plan's launch and its neighbours: each block size halved or doubled,
+    the other reduction chunk and warp count, the other modes with the plan's tiles, and the
+    step mode's launches through Triton's JIT instead of the direct call."""
+    plans = [base]
     for field, values in (("block_h", (16, 32, 64)), ("block_b", (16, 32, 64)),
                           ("block_k", (32, 64)), ("num_warps", (4, 8))):
         for value in values:
             if value != getattr(base, field) and (field != "block_b" or value <= max(16, B)):
-                out.append(dataclasses.replace(base, **{field: value}))
+                plans.append(dataclasses.replace(base, **{field: value}))
     for mode in modes:
         if mode != base.mode and (mode != "sequence" or B * H <= 64 * 256):
-            out.append(dataclasses.replace(base, mode=mode))
+            plans.append(dataclasses.replace(base, mode=mode))
+    out = [dict(dataclasses.asdict(p), fast_launch=True) for p in plans]
+    if base.mode == "step":
+        out.append(dict(dataclasses.asdict(base), fast_launch=False))
     return out
 
 
@@ -288,27 +292,24 @@ def tune(shapes, dtypes, variant, modes, repeats, deadline) -> list[dict]:
     """Training time of `variant` under the plan's launch and its neighbours, per shape and
     dtype: the numbers to set the plan by (gatedrnn.kernels.triton.plan)."""
     rows = []
-    settings = triton_backend.settings
     for sname in shapes:
         T, B, H = SHAPES[sname]
         for dname in dtypes:
             dtype = DTYPES[dname]
             x = torch.randn(T, B, H, device=DEVICE, dtype=dtype)
-            base = triton_backend.plan(B, H, dtype)
-            for cand in _candidates(base, B, H, modes):
-                row = dict(shape=sname, dtype=dname, variant=variant, chosen=cand == base,
-                           **dataclasses.asdict(cand))
+            candidates = _candidates(triton_backend.plan(B, H, dtype), B, H, modes)
+            for k, cand in enumerate(candidates):
+                row = dict(shape=sname, dtype=dname, variant=variant, chosen=k == 0, **cand)
                 if time.monotonic() > deadline:
                     rows.append({**row, "skipped": "time budget"})
                     continue
-                for field, value in dataclasses.asdict(cand).items():
-                    setattr(settings, field, value)
+                triton_backend.settings = triton_backend.Settings(**cand)
                 try:
                     row["train"] = time_ms(train_step(_module(variant, H, dtype), x), repeats)
                 except Exception as error:   # a launch the compiler refuses is a result too
                     row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
                 finally:
-                    triton_backend.settings = settings = triton_backend.Settings()
+                    triton_backend.settings = triton_backend.Settings()
                 rows.append(row)
                 print(f"  tune {sname} {dname} {cand}: {row.get('train', row.get('error'))}",
                       flush=True)
@@ -316,15 +317,16 @@ def tune(shapes, dtypes, variant, modes, repeats, deadline) -> list[dict]:
 
 
 def tuning_table(rows) -> str:
-    lines = ["| shape | dtype | mode | block_b | block_h | block_k | warps | train ms | "
-             "÷ plan's |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| shape | dtype | mode | block_b | block_h | block_k | warps | launch | "
+             "train ms | ÷ plan's |", "|---|---|---|---|---|---|---|---|---|---|"]
     chosen = {(r["shape"], r["dtype"]): r.get("train") for r in rows if r["chosen"]}
     for r in rows:
         base = chosen.get((r["shape"], r["dtype"]))
         ms = (f"{r['train']:.2f}" if "train" in r else r.get("error", r.get("skipped", "")))
         mode = r["mode"] + (" (plan)" if r["chosen"] else "")
         lines.append(f"| {r['shape']} | {r['dtype']} | {mode} | {r['block_b']} | "
-                     f"{r['block_h']} | {r['block_k']} | {r['num_warps']} | {ms} | "
+                     f"{r['block_h']} | {r['block_k']} | {r['num_warps']} | "
+                     f"{'direct' if r['fast_launch'] else 'JIT'} | {ms} | "
                      f"{_ratio(r.get('train'), base)} |")
     return "\n".join(lines)
 
