@@ -47,7 +47,7 @@ KERNELS = {"forward_step": (forward.forward_step, {}),
 DTYPES = {"f32": "fp32", "bf16": "bf16"}
 # Pointers in the weights' dtype (and the LSTM's SA); the others (states, gates, carried
 # gradients) are float32.
-PARAMETER_POINTERS = {"XP", "RT", "BHH", "P", "R", "DXP", "RA"}
+PARAMETER_POINTERS = {"XP", "RT", "BHH", "P", "R", "DXP", "RA", "SAL"}
 
 
 def signature(fn, dtype: str, constants: dict, has_cell: bool) -> dict:
@@ -77,6 +77,8 @@ def compile_one(name: str, variant: str, phase: int, dtype: str, blocks, arch: i
                      PRECISION="ieee" if dtype == "fp32" else "tf32", UPCAST=False)
     if "PHASE" in fn.arg_names:
         constants["PHASE"] = phase
+    if "LOW_COPY" in fn.arg_names:   # the GRUs' 16-bit copy of their float32 state
+        constants["LOW_COPY"] = dtype != "fp32" and not v.has_cell
     if "PHASES" in fn.arg_names:
         constants["PHASES"] = 2 if v.name == "gru" else 1
     source = ASTSource(fn, signature(fn, dtype, constants, v.has_cell), constants)

@@ -91,10 +91,12 @@ def test_every_tile_matches_the_loop(variant, mode, small_tiles, monkeypatch):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_bfloat16_inputs_keep_a_float32_state(variant, small_tiles):
-    """bfloat16 weights and inputs against the float64 loop on the same (rounded) values:
-    the error is the rounding of the outputs and gradients, not of the state through time."""
+    """bfloat16 weights and inputs against the float64 loop on the same (rounded) values: the
+    error is the rounding of the products' operands, outputs and gradients, not of the carried
+    state. 3e-2, as in benchmarks/gpu_check.py: the interpreter truncates to bfloat16 where a
+    GPU rounds to nearest, which doubles the rounding error."""
     mask = lengths_to_mask(torch.tensor(LENGTHS), T).to(DEVICE)
-    _compare(variant, torch.bfloat16, mask, reverse=True, tol=2e-2)
+    _compare(variant, torch.bfloat16, mask, reverse=True, tol=3e-2)
 
 
 @pytest.mark.parametrize("mode", ["step", "sequence", "persistent"])

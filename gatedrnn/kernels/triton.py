@@ -242,6 +242,9 @@ def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved
     # to bfloat16 for the tensor cores anyway) and the output: it is stored in xp's dtype,
     # which halves the forward's heaviest read. The GRUs carry a<t> itself: float32.
     SA = _states(a0.to(xp.dtype if variant.has_cell else state), T, reverse)
+    # The GRUs' float32 state, copied in xp's 16-bit dtype for the products to read.
+    low_copy = SA.dtype != xp.dtype
+    SAL = _states(a0.to(xp.dtype), T, reverse) if low_copy else SA
     SC = _states(c0.to(state), T, reverse) if variant.has_cell else None
     saved = _buffer(xp.new_empty(T if keep_saved else 1, B, variant.saved_blocks * H,
                                  dtype=state))
@@ -250,9 +253,9 @@ def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved
     RT = R.t().contiguous()
     m, has_mask = _mask(mask, xp)
     pl = plan(B, H, R.dtype)
-    args = (xp, RT, b_hh if b_hh is not None else xp, p if p is not None else xp, SA,
+    args = (xp, RT, b_hh if b_hh is not None else xp, p if p is not None else xp, SA, SAL,
             SC if SC is not None else SA, saved if saved.numel() else SA, RA, m)
-    common = _common(variant, R.dtype, pl)
+    common = dict(_common(variant, R.dtype, pl), LOW_COPY=low_copy)
     nb, nh = -(-B // pl.block_b), -(-H // pl.block_h)
     if pl.mode in ("sequence", "persistent"):
         grid, counter, grid_sync = _one_launch(pl, nb, nh, xp.device)

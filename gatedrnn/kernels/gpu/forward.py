@@ -5,6 +5,8 @@ or float64 for float64 inputs):
     XP (T, B, G*H) input projections;  RT (H, G*H) = R^T;  BHH (H,) b_cc;  P (3, H) peepholes
     SA, SC (T+1, B, H) states as gatedrnn/kernels/states.py lays them out (the LSTM's SA, which
         carries nothing from step to step, in the inputs' dtype)
+    SAL (T+1, B, H) the states the recurrent products read: with LOW_COPY, a copy of SA in the
+        inputs' (16-bit) dtype, written beside it, which halves those reads; else SA itself
     SAVED (T or 1, B, S*H) what the backward needs (row 0 only, reused, when nothing is kept);
         always in the state's dtype, which the kernels read from it
     RA (B, H) the lecture GRU's Γ_r ⊙ c<t-1>, which its second phase multiplies by R_c (in the
@@ -31,18 +33,18 @@ def wide(i):
 
 
 @triton.jit
-def forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
+def forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
                  has_mask, rows, cols, VARIANT: tl.constexpr, PHASE: tl.constexpr,
                  G: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr,
                  BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
-                 UPCAST: tl.constexpr):
+                 UPCAST: tl.constexpr, LOW_COPY: tl.constexpr):
     GH = G * H
     row_ok = rows < B
     col_ok = cols < H
     ok = row_ok[:, None] & col_ok[None, :]
     tile = rows[:, None] * H + cols[None, :]
-    A_prev = SA + wide(prev) * B * H
-    a_prev = tl.load(A_prev + tile, mask=ok, other=0.0)
+    a_prev = tl.load(SA + wide(prev) * B * H + tile, mask=ok, other=0.0)
+    A_prev = SAL + wide(prev) * B * H   # the rows of a<t-1> the products read
     zero = tl.zeros((BLOCK_B, BLOCK_H), SAVED.dtype.element_ty)   # in the state's dtype
     xp = XP + wide(t) * B * GH + rows[:, None] * GH + cols[None, :]   # gate g at + g * H
     sv = SAVED + wide(save_row) * B * S * H + rows[:, None] * S * H + cols[None, :]
@@ -129,42 +131,48 @@ def forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row
             m = tl.load(MASK + wide(t) * B + rows, mask=row_ok, other=0) != 0
             a = tl.where(m[:, None], a, a_prev)
         tl.store(SA + wide(nxt) * B * H + tile, a, mask=ok)
+        if LOW_COPY:
+            tl.store(SAL + wide(nxt) * B * H + tile, a, mask=ok)
 
 
 # Flags and time indices are run-time values: specialising on them (on values of 1, or
 # multiples of 16) would compile each kernel once more for each kind of value.
 @triton.jit(do_not_specialize=["t", "prev", "nxt", "save_row", "B", "has_mask"])
-def forward_step(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H, has_mask,
-                 VARIANT: tl.constexpr, PHASE: tl.constexpr, G: tl.constexpr, S: tl.constexpr,
-                 BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
-                 PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+def forward_step(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
+                 has_mask, VARIANT: tl.constexpr, PHASE: tl.constexpr, G: tl.constexpr,
+                 S: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+                 BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+                 LOW_COPY: tl.constexpr):
     """One step (one phase): a program per tile, grid (⌈B/BLOCK_B⌉, ⌈H/BLOCK_H⌉)."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H, has_mask,
-                 rows, cols, VARIANT, PHASE, G, S, BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
+    forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
+                 has_mask, rows, cols, VARIANT, PHASE, G, S, BLOCK_B, BLOCK_H, BLOCK_K,
+                 PRECISION, UPCAST, LOW_COPY)
 
 
 @triton.jit
-def forward_tiles(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
+def forward_tiles(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
                   has_mask, first, stop, stride, n_h, VARIANT: tl.constexpr, PHASE: tl.constexpr,
                   G: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-                  BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+                  BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+                  LOW_COPY: tl.constexpr):
     """One phase of step t on the tiles first, first + stride, ... < stop (tile = row block ×
     n_h + unit block)."""
     for tile in range(first, stop, stride):
-        forward_tile(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
+        forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
                      has_mask, (tile // n_h) * BLOCK_B + tl.arange(0, BLOCK_B),
                      (tile % n_h) * BLOCK_H + tl.arange(0, BLOCK_H), VARIANT, PHASE, G, S,
-                     BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
+                     BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST, LOW_COPY)
 
 
 @triton.jit(do_not_specialize=["T", "B", "has_mask", "reverse", "keep_saved", "n_h", "n_tiles"])
-def forward_sequence(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, COUNTER, T, B, H, has_mask,
+def forward_sequence(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, COUNTER, T, B, H, has_mask,
                      reverse, keep_saved, n_h, n_tiles, VARIANT: tl.constexpr,
                      PHASES: tl.constexpr, GRID_SYNC: tl.constexpr, G: tl.constexpr,
                      S: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-                     BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+                     BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+                     LOW_COPY: tl.constexpr):
     """All T steps in one launch (see tile_range for who does which tiles)."""
     first, stop, stride = tile_range(n_h, n_tiles, GRID_SYNC)
     for i in range(0, T):
@@ -173,8 +181,8 @@ def forward_sequence(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, COUNTER, T, B, H, 
         nxt = t + 1 - reverse
         save_row = t * keep_saved                 # row 0, reused, when nothing is kept
         for phase in tl.static_range(PHASES):
-            forward_tiles(XP, RT, BHH, P, SA, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
-                          has_mask, first, stop, stride, n_h, VARIANT, phase, G, S, BLOCK_B,
-                          BLOCK_H, BLOCK_K, PRECISION, UPCAST)
+            forward_tiles(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, save_row,
+                          B, H, has_mask, first, stop, stride, n_h, VARIANT, phase, G, S,
+                          BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST, LOW_COPY)
             # This phase's state (or Γ_r ⊙ c<t-1>) is read by every unit next.
             sync(COUNTER, (i * PHASES + phase + 1) * tl.num_programs(0), GRID_SYNC)
