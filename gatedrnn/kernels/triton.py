@@ -11,10 +11,12 @@ until timed on a GPU) also runs the whole sequence in one launch, but spreads ev
 the chip: at most one program per multiprocessor, all meeting at a grid-wide barrier after each
 step (gatedrnn/kernels/gpu/common.py, grid_barrier).
 
-The state is float32 (float64 for float64 inputs) whatever the inputs' dtype: bfloat16 weights
-and projections are multiplied on the tensor cores with float32 accumulation, and the state
-and gates stay float32 in between. float32 products use IEEE float32 unless the user allows
-TF32 (torch.backends.cuda.matmul.allow_tf32), as torch.matmul does.
+What is carried from step to step (the state, the LSTM's cell, the gradients carried back) and
+the saved gates are float32 (float64 for float64 inputs) whatever the inputs' dtype: bfloat16
+weights and projections are multiplied on the tensor cores with float32 accumulation. What only
+feeds a product, which the tensor cores round anyway, is kept in the inputs' dtype (see
+gatedrnn/kernels/gpu/forward.py). float32 products use IEEE float32 unless the user allows TF32
+(torch.backends.cuda.matmul.allow_tf32), as torch.matmul does.
 
 The input projection before the loop and the weight gradients after it are large GEMMs in
 PyTorch (cuBLAS), as for every backend. Under TRITON_INTERPRET=1 the kernels run on CPU
