@@ -200,3 +200,51 @@ def test_a_cuda_training_step_in_bfloat16_follows_float32(variant):
     out32.square().mean().backward()
     for (name, p32), p16 in zip(m32.named_parameters(), m16.parameters()):
         assert rel_err(p16.grad.float(), p32.grad) <= 5e-2, name
+
+
+class _FakeCompiled:
+    """What Triton's JIT returns after a launch, reduced to what the direct launch uses."""
+
+    def __init__(self, calls, refuse=False):
+        self.calls, self.refuse = calls, refuse
+        self.function, self.packed_metadata = "function", "metadata"
+
+    def run(self, *args):
+        if self.refuse:
+            raise TypeError("launcher signature changed")
+        self.calls.append(("direct", args))
+
+
+class _FakeKernel:
+    arg_names = ["X", "t", "A", "B"]   # two run-time arguments, then two constexprs
+
+    def __init__(self, refuse=False):
+        self.calls, self.refuse = [], refuse
+
+    def __getitem__(self, grid):
+        def launch(*args, **constants):
+            self.calls.append(("jit", grid, args, constants))
+            return _FakeCompiled(self.calls, self.refuse)
+        return launch
+
+
+@pytest.mark.parametrize("refuse", [False, True], ids=["direct", "refused"])
+def test_step_launches_after_the_first_go_to_the_launcher_in_order(refuse, monkeypatch):
+    """The direct launch passes the grid, stream, function and metadata, no launch metadata or
+    hooks, then every parameter in the kernel's order, constexprs included, as Triton's JIT
+    does; a launcher that refuses it turns the direct launch off, and the JIT launches."""
+    monkeypatch.setattr(triton_backend, "settings", triton_backend.Settings())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: type("S", (), {"cuda_stream": 7}))
+    kernel = _FakeKernel(refuse)
+    step = triton_backend._Launcher(kernel, (2, 3), {"A": 1, "B": "ieee", "num_warps": 4})
+    step("x", 0)
+    if refuse:
+        with pytest.warns(UserWarning, match="Triton's launcher refused the direct call"):
+            step("x", 1)
+        assert not triton_backend.settings.fast_launch
+        assert kernel.calls[1] == ("jit", (2, 3), ("x", 1), {"A": 1, "B": "ieee", "num_warps": 4})
+    else:
+        step("x", 1)
+        assert kernel.calls[1] == ("direct", (2, 3, 1, 7, "function", "metadata", None, None, None,
+                                              "x", 1, 1, "ieee"))
+    assert kernel.calls[0] == ("jit", (2, 3), ("x", 0), {"A": 1, "B": "ieee", "num_warps": 4})
