@@ -171,16 +171,21 @@ def against_cudnn(seed: int, dry_run: bool) -> list[dict]:
                          ("rnn", torch.nn.RNN)):
         peer = cls(H, H)
         ours = from_torch(peer).to(DEVICE)
+        ours.backend = "triton"
         peer = peer.to(DEVICE)
         x = torch.randn(T, B, H, device=DEVICE, requires_grad=True)
-        with torch.backends.cudnn.flags(allow_tf32=False):
-            want, _ = peer(x)
-            (d_want,) = torch.autograd.grad(want.sum(), x)
-        got, _ = ours(x)
-        (d_got,) = torch.autograd.grad(got.sum(), x)
-        err = max(_rel(got, want), _rel(d_got, d_want))
+        try:
+            with torch.backends.cudnn.flags(allow_tf32=False):
+                want, _ = peer(x)
+                (d_want,) = torch.autograd.grad(want.sum(), x)
+            got, _ = ours(x)
+            (d_got,) = torch.autograd.grad(got.sum(), x)
+            err = max(_rel(got, want), _rel(d_got, d_want))
+        except Exception as error:   # recorded: the run goes on to the table
+            print(f"  {variant}: {type(error).__name__}: {error}", flush=True)
+            err = float("nan")
         rows.append(dict(variant=variant, max_rel_err=err, ok=err <= 1e-4))
-        print(f"  {variant:16s} ({ours.backend or 'default'} backend, {x.device}) vs cuDNN: "
+        print(f"  {variant:16s} (triton, {x.device}) vs cuDNN on its weights: "
               f"max rel err {err:.1e}", flush=True)
     return rows
 
