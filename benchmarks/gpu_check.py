@@ -7,7 +7,9 @@
    float64 (the "reference" backend, on the same rounded inputs). The backend's working buffers
    are filled with NaN first, so an element no kernel writes shows. The persistent mode is
    checked in a child process that is killed if its barrier hangs; it is timed only if it
-   passed. Also gatedrnn against cuDNN itself on the same weights (lstm, gru_reset_after, rnn).
+   passed. That child first compiles the timings' kernels, many threads at once (they reach
+   this process through Triton's cache on disk). Also gatedrnn against cuDNN itself on the
+   same weights (lstm, gru_reset_after, rnn).
 2. Timings with CUDA events (median after warm-up) of gatedrnn's triton backend, and in the
    same run torch.nn.LSTM / GRU / RNN (cuDNN) and the "loop" backend, forward (inference, no
    gradients) and forward+backward (a training step on the sum of the outputs, parameter
@@ -31,10 +33,12 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -42,8 +46,8 @@ import torch
 import gatedrnn
 from gatedrnn.functional import lengths_to_mask, recurrence
 from gatedrnn.interop.torch_nn import from_torch
-from speed import inference, train_step   # benchmarks/speed.py: a training step, inference
 from gatedrnn.kernels import triton as triton_backend
+from speed import inference, train_step   # benchmarks/speed.py: a training step, inference
 
 SHAPES = {"G1": (1024, 16, 768), "G2": (256, 64, 256), "G3": (128, 256, 1024),
           "G4": (1024, 1, 256)}   # T, B, H (I = H)
@@ -140,10 +144,13 @@ def correctness(variants, modes, seed: int, dry_run: bool) -> list[dict]:
 
 
 def probe_persistent(args) -> subprocess.Popen:
-    """The persistent mode's correctness in a child process: a grid-wide barrier that never
-    opens would hang the GPU, and a child can be killed and its failure recorded."""
-    cmd = [sys.executable, __file__, "--probe", "--variants", *args.variants,
-           "--out", str(args.out)] + (["--dry-run"] if args.dry_run else [])
+    """A child process that first compiles the timings' kernels (precompile) and then checks the
+    persistent mode: a grid-wide barrier that never opens would hang the GPU, and a child can be
+    killed and its failure recorded. Its kernels reach this process through Triton's cache on
+    disk, while this process checks the other modes."""
+    cmd = [sys.executable, __file__, "--probe", "--variants", *args.variants, "--shapes",
+           *args.shapes, "--dtypes", *args.dtypes, "--out", str(args.out)] + (
+               ["--dry-run"] if args.dry_run else [])
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -228,6 +235,40 @@ def _train_in_mode(mode, variant, H, x, repeats):
         return time_ms(train_step(_module(variant, H, x.dtype), x), repeats)
     finally:
         triton_backend.settings.mode = "auto"
+
+
+def precompile(shapes, dtypes, variants) -> float:
+    """Compile, many at once, the step and one-launch kernels the timings launch, by running
+    every shape, dtype and variant for two steps in those launch modes (each block shape and
+    mode is a kernel of its own). Triton's compiler leaves the GIL to its C++ passes and
+    ptxas, so threads compile in parallel (2.5× on two cores, measured); one after the other
+    this would be much of the script's device time. Done in the child of probe_persistent, so
+    that a failure here costs nothing but time. The interpreter is not thread-safe: one thread
+    there. Returns the seconds it took."""
+    start = time.monotonic()
+    passes = [(triton_backend.Settings(), [(s, d, v) for s in shapes for d in dtypes
+                                           for v in variants]),
+              (triton_backend.Settings(mode="sequence"),
+               [(s, d, v) for s in shapes for d in dtypes for v in variants
+                if v in TARGET and SHAPES[s][1] * SHAPES[s][2] <= 64 * 256])]
+    threads = 1 if triton_backend.interpreting() else min(16, os.cpu_count() or 1)
+    try:
+        for settings, jobs in passes:   # the settings are global: one pass at a time
+            triton_backend.settings = settings
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(lambda job: _two_steps(*job), jobs))
+    except Exception as error:   # the timings compile what is missing themselves
+        print(f"  precompile stopped: {type(error).__name__}: {error}", flush=True)
+    triton_backend.settings = triton_backend.Settings()
+    return time.monotonic() - start
+
+
+def _two_steps(sname: str, dname: str, variant: str) -> None:
+    _, B, H = SHAPES[sname]
+    x = torch.randn(2, B, H, device=DEVICE, dtype=DTYPES[dname])
+    module = _module(variant, H, x.dtype)
+    train_step(module, x)()
+    inference(module, x)()
 
 
 def timings(shapes, dtypes, variants, modes, repeats, deadline, loop_repeats) -> list[dict]:
@@ -433,6 +474,8 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     if args.probe:   # the child of probe_persistent
+        seconds = precompile(args.shapes, args.dtypes, args.variants)
+        print(f"  kernels for the timings compiled in {seconds:.0f} s", flush=True)
         rows = correctness(args.variants, ["persistent"], int(time.time()), args.dry_run)
         print("PROBE " + json.dumps(rows), flush=True)
         return
@@ -449,13 +492,13 @@ def main() -> None:
 
     result = dict(env=env, date=datetime.date.today().isoformat(), quick=args.quick)
     modes = ["step", "sequence"]
-    if not args.no_correctness:
-        child = probe_persistent(args)   # compiles and checks beside the checks below
+    child = None if args.no_correctness else probe_persistent(args)   # beside what follows
+    if child is not None:
         print("correctness against the float64 reference:", flush=True)
         result["correctness"] = correctness(args.variants, modes, int(time.time()),
                                             args.dry_run)
         result["against_cudnn"] = against_cudnn(int(time.time()) + 1, args.dry_run)
-        probe_rows, result["persistent"] = probe_result(child, timeout=150)
+        probe_rows, result["persistent"] = probe_result(child, timeout=180)
         result["correctness"] += probe_rows
         print(f"persistent mode: {result['persistent']}", flush=True)
         if result["persistent"] == "ok":
