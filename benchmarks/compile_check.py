@@ -33,8 +33,10 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
+import torch  # noqa: E402
+
 from gatedrnn import VARIANTS, get_variant  # noqa: E402
-from gatedrnn.kernels import KERNEL_IDS  # noqa: E402
+from gatedrnn.kernels import triton as triton_backend  # noqa: E402
 from gatedrnn.kernels.gpu import backward, forward  # noqa: E402
 
 # name: (kernel, constants beyond the variant's): the one-launch kernels in both launch modes
@@ -45,6 +47,7 @@ KERNELS = {"forward_step": (forward.forward_step, {}),
            "forward_persistent": (forward.forward_sequence, {"GRID_SYNC": True}),
            "backward_persistent": (backward.backward_sequence, {"GRID_SYNC": True})}
 DTYPES = {"f32": "fp32", "bf16": "bf16"}
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Pointers in the weights' dtype (and the LSTM's SA); the others (states, gates, carried
 # gradients) are float32.
 PARAMETER_POINTERS = {"XP", "RT", "BHH", "P", "R", "DXP", "RA", "SAL"}
@@ -70,17 +73,19 @@ def signature(fn, dtype: str, constants: dict, has_cell: bool) -> dict:
 
 def compile_one(name: str, variant: str, phase: int, dtype: str, blocks, arch: int,
                 num_warps: int):
+    """One kernel with the constants the backend launches it with (triton._common)."""
     fn, extra = KERNELS[name]
     v = get_variant(variant)
-    constants = dict(extra, VARIANT=KERNEL_IDS[v.name], G=v.num_gates, S=v.saved_blocks,
-                     BLOCK_B=blocks[0], BLOCK_H=blocks[1], BLOCK_K=blocks[2],
-                     PRECISION="ieee" if dtype == "fp32" else "tf32", UPCAST=False)
+    weights = TORCH_DTYPES[dtype]
+    constants = dict(triton_backend._common(v, weights, triton_backend.Plan(
+        "step", *blocks, num_warps)), **extra)
+    del constants["num_warps"]   # a launch option, not a parameter
     if "PHASE" in fn.arg_names:
         constants["PHASE"] = phase
-    if "LOW_COPY" in fn.arg_names:   # the GRUs' 16-bit copy of their float32 state
-        constants["LOW_COPY"] = dtype != "fp32" and not v.has_cell
+    if "LOW_COPY" in fn.arg_names:
+        constants["LOW_COPY"] = triton_backend._low_copy(v, weights)
     if "PHASES" in fn.arg_names:
-        constants["PHASES"] = 2 if v.name == "gru" else 1
+        constants["PHASES"] = triton_backend._phases(v)
     source = ASTSource(fn, signature(fn, dtype, constants, v.has_cell), constants)
     return triton.compile(source, target=GPUTarget("cuda", arch, 32),
                           options=dict(num_warps=num_warps))

@@ -48,6 +48,7 @@ from gatedrnn.functional import lengths_to_mask, recurrence
 from gatedrnn.interop.torch_nn import from_torch
 from gatedrnn.kernels import triton as triton_backend
 from speed import inference, train_step   # benchmarks/speed.py: a training step, inference
+from tasks.report import table as markdown   # benchmarks/tasks/report.py
 
 SHAPES = {"G1": (1024, 16, 768), "G2": (256, 64, 256), "G3": (128, 256, 1024),
           "G4": (1024, 1, 256)}   # T, B, H (I = H)
@@ -58,6 +59,11 @@ TARGET = {"gru": 1.25, "lstm": 1.25, "lstm_peephole": 1.4}   # train time ÷ cuD
 LOOP_SHAPES = ("G1", "G2")                                    # where ≥ 10× the loop is asked
 TOLERANCE = {"f32": 1e-4, "bf16": 3e-2}
 DEVICE = "cuda"
+
+
+def worth_timing(mode: str, B: int, H: int) -> bool:
+    """"sequence" gives a block of rows' whole state to one program: only for small B·H."""
+    return mode != "sequence" or B * H <= 64 * 256
 
 
 def peer_class(variant: str):
@@ -250,7 +256,7 @@ def precompile(shapes, dtypes, variants) -> float:
                                            for v in variants]),
               (triton_backend.Settings(mode="sequence"),
                [(s, d, v) for s in shapes for d in dtypes for v in variants
-                if v in TARGET and SHAPES[s][1] * SHAPES[s][2] <= 64 * 256])]
+                if v in TARGET and worth_timing("sequence", *SHAPES[s][1:])])]
     threads = 1 if triton_backend.interpreting() else min(16, os.cpu_count() or 1)
     try:
         for settings, jobs in passes:   # the settings are global: one pass at a time
@@ -322,9 +328,8 @@ def _measure_row(row, sname, H, variant, x, peers, modes, repeats, loop_repeats)
                cudnn_train=peers[cls]["train"])
     # The launch modes the plan did not choose, where they are worth timing: the numbers
     # that should set the plan (for the variants with targets: each mode compiles anew).
-    # "sequence" gives a row block's whole state to one program: only for small B·H.
     for mode in modes if variant in TARGET else ():
-        if mode != row["mode"] and (mode != "sequence" or B * H <= 64 * 256):
+        if mode != row["mode"] and worth_timing(mode, B, H):
             try:
                 row[f"train_{mode}"] = _train_in_mode(mode, variant, H, x, repeats)
             except Exception as error:   # the row keeps its other numbers
@@ -348,7 +353,7 @@ def _candidates(base, B: int, H: int, modes) -> list[dict]:
             if value != getattr(base, field) and (field != "block_b" or value <= max(16, B)):
                 plans.append(dataclasses.replace(base, **{field: value}))
     for mode in modes:
-        if mode != base.mode and (mode != "sequence" or B * H <= 64 * 256):
+        if mode != base.mode and worth_timing(mode, B, H):
             plans.append(dataclasses.replace(base, mode=mode))
     out = [dict(dataclasses.asdict(p), fast_launch=True) for p in plans]
     if base.mode == "step":
@@ -385,18 +390,15 @@ def tune(shapes, dtypes, variant, modes, repeats, deadline) -> list[dict]:
 
 
 def tuning_table(rows) -> str:
-    lines = ["| shape | dtype | mode | block_b | block_h | block_k | warps | launch | "
-             "train ms | ÷ plan's |", "|---|---|---|---|---|---|---|---|---|---|"]
     chosen = {(r["shape"], r["dtype"]): r.get("train") for r in rows if r["chosen"]}
-    for r in rows:
-        base = chosen.get((r["shape"], r["dtype"]))
-        ms = (f"{r['train']:.2f}" if "train" in r else r.get("error", r.get("skipped", "")))
-        mode = r["mode"] + (" (plan)" if r["chosen"] else "")
-        lines.append(f"| {r['shape']} | {r['dtype']} | {mode} | {r['block_b']} | "
-                     f"{r['block_h']} | {r['block_k']} | {r['num_warps']} | "
-                     f"{'direct' if r['fast_launch'] else 'JIT'} | {ms} | "
-                     f"{_ratio(r.get('train'), base)} |")
-    return "\n".join(lines)
+    cells = [{**r, "mode": r["mode"] + (" (plan)" if r["chosen"] else ""),
+              "warps": r["num_warps"], "launch": "direct" if r["fast_launch"] else "JIT",
+              "train ms": (f"{r['train']:.2f}" if "train" in r else
+                           r.get("error", r.get("skipped", ""))),
+              "÷ plan's": _ratio(r.get("train"), chosen.get((r["shape"], r["dtype"])))}
+             for r in rows]
+    return markdown(cells, ["shape", "dtype", "mode", "block_b", "block_h", "block_k", "warps",
+                            "launch", "train ms", "÷ plan's"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,31 +409,35 @@ def _ratio(a, b):
 
 
 def table(rows, device: str, modes) -> str:
-    lines = [f"GPU check on {device}. Times in ms (CUDA events, medians); ÷ cuDNN = gatedrnn / "
-             "cuDNN (below 1: gatedrnn faster); loop ÷ = loop / gatedrnn (the speed-up over the "
-             "PyTorch loop); float32 without TF32 on both sides; mode: the launch mode the plan "
-             "chose (the train columns per mode time the others too).",
-             "",
-             "| shape | dtype | variant | mode | infer ms | ÷ cuDNN | train ms | ÷ cuDNN "
-             "(cuDNN ms) | target | loop ÷ | " + " | ".join(f"train {m}" for m in modes) + " |",
-             "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(modes)]
+    per_mode = [f"train {m}" for m in modes]
+    cells = []
     for r in rows:
-        head = f"| {r['shape']} | {r['dtype']} | {r['variant']} | {r['mode']} | "
+        cell = dict(r)
         if "train" not in r:
-            lines.append(head + f"not measured ({r['skipped']}) |" + " |" * (5 + len(modes)))
+            cell["infer ms"] = f"not measured ({r['skipped']})"
+            cells.append(cell)
             continue
         ratio = r["train"] / r["cudnn_train"]
         target = TARGET.get(r["variant"])
-        met = "—" if target is None else ("met" if ratio <= target else f"missed (≤ {target})")
         loop = r.get("loop_train")
-        loop_cell = "—" if loop is None else (f"{loop / r['train']:.1f}" +
-                                               ("" if loop / r["train"] >= 10 else " (< 10)"))
-        per_mode = [f"{r['train']:.2f}" if m == r["mode"] else
-                    (f"{r['train_' + m]:.2f}" if "train_" + m in r else "—") for m in modes]
-        lines.append(head + f"{r['infer']:.2f} | {_ratio(r['infer'], r['cudnn_infer'])} | "
-                     f"{r['train']:.2f} | {ratio:.2f} ({r['cudnn_train']:.2f}) | {met} | "
-                     f"{loop_cell} | " + " | ".join(per_mode) + " |")
-    return "\n".join(lines)
+        cell.update({
+            "infer ms": f"{r['infer']:.2f}", "÷ cuDNN": _ratio(r["infer"], r["cudnn_infer"]),
+            "train ms": f"{r['train']:.2f}",
+            "÷ cuDNN (cuDNN ms)": f"{ratio:.2f} ({r['cudnn_train']:.2f})",
+            "target": "—" if target is None else
+                      ("met" if ratio <= target else f"missed (≤ {target})"),
+            "loop ÷": "—" if loop is None else
+                      f"{loop / r['train']:.1f}" + ("" if loop / r["train"] >= 10 else " (< 10)")})
+        for m, column in zip(modes, per_mode):
+            value = r["train"] if m == r["mode"] else r.get("train_" + m)
+            cell[column] = "—" if value is None else f"{value:.2f}"
+        cells.append(cell)
+    return (f"GPU check on {device}. Times in ms (CUDA events, medians); ÷ cuDNN = gatedrnn / "
+            "cuDNN (below 1: gatedrnn faster); loop ÷ = loop / gatedrnn (the speed-up over the "
+            "PyTorch loop); float32 without TF32 on both sides; mode: the launch mode the plan "
+            "chose (the train columns per mode time the others too).\n\n" +
+            markdown(cells, ["shape", "dtype", "variant", "mode", "infer ms", "÷ cuDNN",
+                             "train ms", "÷ cuDNN (cuDNN ms)", "target", "loop ÷", *per_mode]))
 
 
 def _write(result: dict, folder: Path, start: float) -> None:

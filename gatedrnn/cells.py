@@ -84,7 +84,9 @@ class Variant:
         """Gradients of R, b_hh and p from all steps at once (large GEMMs after the time loop).
 
         Arguments are flattened over time and batch: d_xp (N, G*H), A_prev, C_prev, C (N, H),
-        saved (N, S*H). Returns (d_R, d_b_hh or None, d_p or None).
+        saved (N, S*H). d_xp and A_prev are in the weights' dtype; a backend may keep C_prev,
+        C and saved wider (float32 for bfloat16), so what is read of them is cast here.
+        Returns (d_R, d_b_hh or None, d_p or None).
         """
         return d_xp.t() @ A_prev, None, None
 
@@ -176,7 +178,7 @@ class GRU(Variant):
 
     def param_grads(self, d_xp, A_prev, C_prev, C, saved):
         H = A_prev.shape[-1]
-        gamma_r = saved[:, H: 2 * H]
+        gamma_r = saved[:, H: 2 * H].to(A_prev.dtype)
         d_R_ur = d_xp[:, : 2 * H].t() @ A_prev
         d_R_c = d_xp[:, 2 * H:].t() @ (gamma_r * A_prev)
         return torch.cat([d_R_ur, d_R_c], 0), None, None
@@ -221,7 +223,7 @@ class GRUResetAfter(Variant):
 
     def param_grads(self, d_xp, A_prev, C_prev, C, saved):
         H = A_prev.shape[-1]
-        gamma_r = saved[:, H: 2 * H]
+        gamma_r = saved[:, H: 2 * H].to(A_prev.dtype)
         d_hp_c = d_xp[:, 2 * H:] * gamma_r
         d_hp = torch.cat([d_xp[:, : 2 * H], d_hp_c], -1)
         return d_hp.t() @ A_prev, d_hp_c.sum(0), None
@@ -288,7 +290,7 @@ class LSTMPeephole(LSTM):
         d_p = torch.stack([(d_xp[:, :H] * C_prev).sum(0),
                            (d_xp[:, H: 2 * H] * C_prev).sum(0),
                            (d_xp[:, 2 * H: 3 * H] * C).sum(0)])
-        return d_xp.t() @ A_prev, None, d_p
+        return d_xp.t() @ A_prev, None, d_p.to(A_prev.dtype)
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in

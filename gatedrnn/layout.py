@@ -17,8 +17,6 @@ import torch
 
 from .cells import Variant, get_variant
 
-PEEPHOLE_ORDER = ("u", "f", "o")
-
 
 def _concat(parts, axis):
     if isinstance(parts[0], torch.Tensor):

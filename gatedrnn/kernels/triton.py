@@ -192,6 +192,12 @@ class _Launcher:
             self.kernel[self.grid](*args, **self.constants)
 
 
+def _low_copy(variant: Variant, dtype: torch.dtype) -> bool:
+    """Does the forward write a copy of the state in `dtype` for the products to read? For
+    16-bit inputs of the variants whose a<t> is their float32 state (the GRUs, the RNN)."""
+    return not variant.has_cell and _state_dtype(dtype) != dtype
+
+
 def _phases(variant: Variant) -> int:
     """Grid-wide passes per step: the lecture's GRU needs Γ_r ⊙ c<t-1> of every unit before
     its candidate (and, backwards, the candidate's gradient of every unit before Γ_r's)."""
@@ -244,8 +250,7 @@ def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved
     # to bfloat16 for the tensor cores anyway) and the output: it is stored in xp's dtype,
     # which halves the forward's heaviest read. The GRUs carry a<t> itself: float32.
     SA = _states(a0.to(xp.dtype if variant.has_cell else state), T, reverse)
-    # The GRUs' float32 state, copied in xp's 16-bit dtype for the products to read.
-    low_copy = SA.dtype != xp.dtype
+    low_copy = _low_copy(variant, xp.dtype)
     SAL = _states(a0.to(xp.dtype), T, reverse) if low_copy else SA
     SC = _states(c0.to(state), T, reverse) if variant.has_cell else None
     saved = _buffer(xp.new_empty(T if keep_saved else 1, B, variant.saved_blocks * H,
@@ -309,10 +314,8 @@ def _backward(variant: Variant, d_A, d_a_n, d_c_n, R, p, SA, SC, saved, mask, re
                 step(*args, t, prev, nxt, t_next, int(i > 0), B, H, has_mask, 0)
         last = order[-1]
         steps[0](*args, last, last, last, last, 1, B, H, has_mask, 1)
-    # The weight gradients: large GEMMs in the weights' dtype (bfloat16 on the tensor cores).
-    low = R.dtype
-    d_R, d_b_hh, d_p = weight_grads(variant, d_xp, SA.to(low),
-                                    SC.to(low) if SC is not None else None, saved.to(low),
-                                    reverse)
+    # The weight gradients: large GEMMs in the weights' dtype (bfloat16 on the tensor cores);
+    # of the float32 cell and gates, Variant.param_grads casts only what it reads.
+    d_R, d_b_hh, d_p = weight_grads(variant, d_xp, SA.to(R.dtype), SC, saved, reverse)
     return (d_xp, d_R, d_b_hh, d_p, CA.to(d_a_n.dtype),
             CC.to(d_c_n.dtype) if variant.has_cell else None)
