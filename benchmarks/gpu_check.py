@@ -1,7 +1,8 @@
 """The GPU check (issue 4): correctness first, then speed against cuDNN, in one run.
 
 1. Correctness: every variant, float32 and bfloat16, forwards and backwards in time with
-   lengths, in every launch mode of the triton backend ("step": a launch per step;
+   lengths, in every launch mode of the triton backend ("step": a launch per step; "graph":
+   those launches recorded into a CUDA graph, checked on a replay with new values;
    "sequence": one launch, a program per block of rows; "persistent": one launch over the chip
    with a grid-wide barrier per step), on fresh random inputs, against the NumPy reference in
    float64 (the "reference" backend, on the same rounded inputs). The backend's working buffers
@@ -94,6 +95,16 @@ def _outputs_and_grads(variant, leaves, mask, reverse, backend, weights):
     return {**dict(zip(("out", "a_n", "c_n"), outs)), **named}
 
 
+def _graph_counts() -> tuple[int, int]:
+    return triton_backend.graphs.replayed, triton_backend.graphs.recorded
+
+
+def _replays_since(counts: tuple[int, int]) -> str:
+    """How many of the graph mode's calls since `counts` replayed a recording, of how many."""
+    replayed, recorded = (now - then for now, then in zip(_graph_counts(), counts))
+    return f"{replayed}/{replayed + recorded}"
+
+
 def _rel(a, b) -> float:
     a, b = a.detach().double().cpu(), b.detach().double().cpu()
     if not torch.isfinite(a).all():
@@ -129,9 +140,16 @@ def correctness(variants, modes, seed: int, dry_run: bool) -> list[dict]:
                         triton_backend.settings.mode = mode
                         row = dict(variant=variant, dtype=dname, mode=mode, reverse=reverse)
                         try:
+                            if mode == "graph":   # recorded on other values: the run
+                                _outputs_and_grads(   # checked should replay that recording
+                                    variant, {k: (-v).to(DEVICE) for k, v in low.items()},
+                                    mask.to(DEVICE), reverse, "triton", weights)
+                            counts = _graph_counts()
                             got = _outputs_and_grads(
                                 variant, {k: v.to(DEVICE) for k, v in low.items()},
                                 mask.to(DEVICE), reverse, "triton", weights)
+                            if mode == "graph":
+                                row["replayed"] = _replays_since(counts)
                         except Exception as error:   # recorded: the run goes on to the table
                             rows.append(dict(row, max_rel_err=float("nan"), ok=False,
                                              worst=f"{type(error).__name__}: {error}"[:300]))
@@ -143,7 +161,9 @@ def correctness(variants, modes, seed: int, dry_run: bool) -> list[dict]:
                                          ok=errs[worst] <= TOLERANCE[dname]))
                         print(f"  {variant:16s} {dname:5s} {mode:10s} "
                               f"{'backward' if reverse else 'forward ':8s} "
-                              f"max rel err {errs[worst]:.1e} ({worst})", flush=True)
+                              f"max rel err {errs[worst]:.1e} ({worst})"
+                              + (f", replayed {row['replayed']}" if mode == "graph" else ""),
+                              flush=True)
     finally:
         triton_backend.settings = triton_backend.Settings()
     return rows
@@ -331,7 +351,10 @@ def _measure_row(row, sname, H, variant, x, peers, modes, repeats, loop_repeats)
     for mode in modes if variant in TARGET else ():
         if mode != row["mode"] and worth_timing(mode, B, H):
             try:
+                counts = _graph_counts()
                 row[f"train_{mode}"] = _train_in_mode(mode, variant, H, x, repeats)
+                if mode == "graph":   # warm-up included: the first call records
+                    row["graph_replayed"] = _replays_since(counts)
             except Exception as error:   # the row keeps its other numbers
                 row[f"train_{mode}"] = float("nan")
                 row[f"error_{mode}"] = f"{type(error).__name__}: {str(error)[:200]}"
@@ -431,13 +454,26 @@ def table(rows, device: str, modes) -> str:
         for m, column in zip(modes, per_mode):
             value = r["train"] if m == r["mode"] else r.get("train_" + m)
             cell[column] = "—" if value is None else f"{value:.2f}"
+            if m == "graph" and "graph_replayed" in r:
+                cell[column] += f" ({r['graph_replayed']} replayed)"
         cells.append(cell)
     return (f"GPU check on {device}. Times in ms (CUDA events, medians); ÷ cuDNN = gatedrnn / "
             "cuDNN (below 1: gatedrnn faster); loop ÷ = loop / gatedrnn (the speed-up over the "
             "PyTorch loop); float32 without TF32 on both sides; mode: the launch mode the plan "
-            "chose (the train columns per mode time the others too).\n\n" +
+            "chose (the train columns per mode time the others too; graph: how many recurrence calls "
+            "replayed a recorded CUDA graph, of all calls, warm-up included).\n\n" +
             markdown(cells, ["shape", "dtype", "variant", "mode", "infer ms", "÷ cuDNN",
                              "train ms", "÷ cuDNN (cuDNN ms)", "target", "loop ÷", *per_mode]))
+
+
+def _graph_summary(rows) -> str:
+    counts = [tuple(map(int, r["replayed"].split("/"))) for r in rows if "replayed" in r]
+    if not counts:
+        return ""
+    if not sum(c[1] for c in counts):
+        return "; graph mode: nothing recorded (the interpreter runs it as step)"
+    return (f"; graph mode: {sum(c[0] for c in counts)} of the {sum(c[1] for c in counts)} "
+            "checked calls replayed a recording")
 
 
 def _write(result: dict, folder: Path, start: float) -> None:
@@ -497,7 +533,7 @@ def main() -> None:
     print(f"gpu_check: {env}", flush=True)
 
     result = dict(env=env, date=datetime.date.today().isoformat(), quick=args.quick)
-    modes = ["step", "sequence"]
+    modes = ["step", "graph", "sequence"]
     child = None if args.no_correctness else probe_persistent(args)   # beside what follows
     if child is not None:
         print("correctness against the float64 reference:", flush=True)
@@ -531,7 +567,8 @@ def main() -> None:
                              f"{len(failed)} FAILED: " + ", ".join(
                                  f"{r['variant']} {r.get('dtype', '')} {r.get('mode', '')} "
                                  f"{r['max_rel_err']:.1e}" for r in failed))
-          + f"; persistent mode: {result.get('persistent', 'not checked')}")
+          + f"; persistent mode: {result.get('persistent', 'not checked')}"
+          + _graph_summary(result.get("correctness", [])))
     print()
     print(table(rows, device, modes))
 

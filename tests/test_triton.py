@@ -34,11 +34,14 @@ def small_tiles(monkeypatch):
     monkeypatch.setattr(triton_backend.settings, "poison", True)
 
 
-def _skip_persistent_on_a_gpu(mode):
+def _skip_where_not_its_own(mode):
     """On a GPU the persistent launch runs many programs and a barrier that never opens would
-    hang the test run: benchmarks/gpu_check.py checks it in a child process it can kill."""
+    hang the test run: benchmarks/gpu_check.py checks it in a child process it can kill. The
+    interpreter has no CUDA graphs: there "graph" runs exactly as "step"."""
     if mode == "persistent" and DEVICE == "cuda":
         pytest.skip("the persistent mode on a GPU is checked by benchmarks/gpu_check.py")
+    if mode == "graph" and DEVICE == "cpu":
+        pytest.skip("CUDA graphs need a GPU (tests/test_graphs.py checks the rest)")
 
 
 def _leaves(variant, dtype, seed=0):
@@ -79,10 +82,10 @@ def _compare(variant, dtype, mask, reverse, tol):
         assert rel_err(grads[name], w) <= tol, f"d{name}: {rel_err(grads[name], w):.2e}"
 
 
-@pytest.mark.parametrize("mode", ["step", "sequence", "persistent"])
+@pytest.mark.parametrize("mode", ["step", "graph", "sequence", "persistent"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_tile_matches_the_loop(variant, mode, small_tiles, monkeypatch):
-    _skip_persistent_on_a_gpu(mode)
+    _skip_where_not_its_own(mode)
     monkeypatch.setattr(triton_backend.settings, "mode", mode)
     mask = lengths_to_mask(torch.tensor(LENGTHS), T).to(DEVICE)
     _compare(variant, torch.float64, mask, reverse=False, tol=1e-10)
@@ -99,10 +102,10 @@ def test_bfloat16_inputs_keep_a_float32_state(variant, small_tiles):
     _compare(variant, torch.bfloat16, mask, reverse=True, tol=3e-2)
 
 
-@pytest.mark.parametrize("mode", ["step", "sequence", "persistent"])
+@pytest.mark.parametrize("mode", ["step", "graph", "sequence", "persistent"])
 @pytest.mark.parametrize("variant", ["gru", "lstm_peephole"])
 def test_inference_keeps_no_gates_and_agrees(variant, mode, small_tiles, monkeypatch):
-    _skip_persistent_on_a_gpu(mode)
+    _skip_where_not_its_own(mode)
     monkeypatch.setattr(triton_backend.settings, "mode", mode)
     leaves = _leaves(variant, torch.float32)
     args = [leaves[k] for k in ("x", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "a0", "c0")]
@@ -165,7 +168,7 @@ def test_cuda_tensors_fall_back_to_the_loop(missing, monkeypatch):
 def test_a_bad_mode_is_named(monkeypatch):
     monkeypatch.setattr(triton_backend.settings, "mode", "fast")
     with pytest.raises(ValueError, match=r"settings.mode: expected one of \['auto', 'step', "
-                                         r"'sequence', 'persistent'\], got 'fast'"):
+                                         r"'graph', 'sequence', 'persistent'\], got 'fast'"):
         triton_backend.plan(4, 8)
 
 

@@ -9,7 +9,9 @@ sequence instead ("sequence" mode): a program per block of rows walks through ti
 rows never read each other's state no program waits for another. The "persistent" mode (opt-in
 until timed on a GPU) also runs the whole sequence in one launch, but spreads every step over
 the chip: at most one program per multiprocessor, all meeting at a grid-wide barrier after each
-step (gatedrnn/kernels/gpu/common.py, grid_barrier).
+step (gatedrnn/kernels/gpu/common.py, grid_barrier). The "graph" mode (opt-in too) records
+the step mode's launches into a CUDA graph and replays it when a call comes again with the same
+buffers (gatedrnn/kernels/graphs.py).
 
 What is carried from step to step (the state, the LSTM's cell, the gradients carried back) and
 the saved gates are float32 (float64 for float64 inputs) whatever the inputs' dtype: bfloat16
@@ -35,6 +37,7 @@ import torch
 
 from ..cells import Variant
 from . import KERNEL_IDS
+from .graphs import StepGraphs
 from .states import initial_index, new_states, weight_grads
 
 
@@ -42,8 +45,10 @@ from .states import initial_index, new_states, weight_grads
 class Settings:
     """Launch choices; None means the heuristic in `plan`. For benchmarks and tests."""
 
-    # "step": a launch per step; "sequence": one launch, a program per block of rows;
-    # "persistent": one launch over the whole chip with a grid-wide barrier per step; "auto"
+    # "step": a launch per step; "graph": the step mode's launches recorded into a CUDA graph
+    # and replayed (gatedrnn/kernels/graphs.py); "sequence": one launch, a program per block
+    # of rows; "persistent": one launch over the whole chip with a grid-wide barrier per step;
+    # "auto"
     mode: str = "auto"
     block_b: int | None = None    # batch rows per program (a power of two ≥ 16)
     block_h: int | None = None    # hidden units per program (a power of two ≥ 16)
@@ -106,7 +111,7 @@ class Plan:
     num_warps: int
 
 
-MODES = ("auto", "step", "sequence", "persistent")
+MODES = ("auto", "step", "graph", "sequence", "persistent")
 
 
 def plan(B: int, H: int, dtype: torch.dtype = torch.float32) -> Plan:
@@ -120,7 +125,7 @@ def plan(B: int, H: int, dtype: torch.dtype = torch.float32) -> Plan:
       64 × 32 tile spill registers (benchmarks/compile_check.py);
     - mode: the whole sequence in one launch for tiny problems (B ≤ 16, H ≤ 128), where a
       launch per step would cost more than the step's work; else a launch per step.
-      "persistent" is not chosen until the GPU check has timed it on a GPU."""
+      "graph" and "persistent" are not chosen until the GPU check has timed them on a GPU."""
     s = settings
     if s.mode not in MODES:
         raise ValueError(f"settings.mode: expected one of {list(MODES)}, got {s.mode!r}")
@@ -170,17 +175,31 @@ class _Launcher:
     def __init__(self, kernel, grid, constants: dict):
         self.kernel, self.grid, self.constants = kernel, grid, constants
         self.compiled = None
+        self.stream = None   # the raw CUDA stream of the direct launches; the current one if None
+
+    def _keep(self, compiled, n_args: int) -> None:
+        if not settings.fast_launch or not hasattr(compiled, "packed_metadata"):
+            return
+        self.compiled = compiled
+        # The launcher takes every parameter in order, the constexprs' values too.
+        self.tail = [self.constants[name] for name in self.kernel.arg_names[n_args:]]
+        self.grid3 = tuple(self.grid) + (1,) * (3 - len(self.grid))
+        if self.stream is None:
+            self.stream = torch.cuda.current_stream().cuda_stream
+
+    def prepare(self, *args) -> None:
+        """Compile (or find) and load the kernel for these arguments without launching it:
+        a CUDA graph's recording (the "graph" mode) can hold launches, not compiling."""
+        compiled = self.kernel.warmup(*args, grid=self.grid, **self.constants)
+        if hasattr(compiled, "result"):   # a compilation Triton ran in the background
+            compiled = compiled.result()
+        compiled.run   # noqa: B018 -- the attribute loads the module onto the device
+        self._keep(compiled, len(args))
 
     def __call__(self, *args):
         c = self.compiled
         if c is None or not settings.fast_launch:
-            compiled = self.kernel[self.grid](*args, **self.constants)
-            if settings.fast_launch and hasattr(compiled, "packed_metadata"):
-                self.compiled = compiled
-                # The launcher takes every parameter in order, the constexprs' values too.
-                self.tail = [self.constants[name] for name in self.kernel.arg_names[len(args):]]
-                self.grid3 = tuple(self.grid) + (1,) * (3 - len(self.grid))
-                self.stream = torch.cuda.current_stream().cuda_stream
+            self._keep(self.kernel[self.grid](*args, **self.constants), len(args))
             return
         try:
             c.run(*self.grid3, self.stream, c.function, c.packed_metadata, None, None, None,
@@ -190,6 +209,43 @@ class _Launcher:
             warnings.warn(f"gatedrnn: Triton's launcher refused the direct call ({error}); "
                           "launching through the JIT from now on", stacklevel=2)
             self.kernel[self.grid](*args, **self.constants)
+
+
+graphs = StepGraphs()
+
+
+def _launch_steps(pl: Plan, device, steps, first_args, launch_all, key_parts) -> None:
+    """Issue a sequence's per-step launches (launch_all): directly in "step" mode; in "graph"
+    mode through the CUDA graph recorded for the same buffers, sizes and constants (key_parts),
+    recorded now if there is none (gatedrnn/kernels/graphs.py). first_args: any step's
+    arguments, to compile and load the kernels before recording. The interpreter has no CUDA
+    graphs: there "graph" launches as "step"."""
+    if pl.mode != "graph" or interpreting():
+        launch_all()
+        return
+
+    def prepare() -> None:
+        for step in steps:
+            step.prepare(*first_args)
+
+    def record(stream: int) -> None:
+        for step in steps:
+            step.stream = stream
+        launch_all()
+
+    graphs.run(_graph_key(key_parts), device, record, prepare)
+
+
+def _graph_key(parts) -> tuple:
+    """What a recorded launch depends on: tensors by address, dtype and shape (the kernels
+    read them through their addresses), everything else by value."""
+    if isinstance(parts, torch.Tensor):
+        return ("tensor", parts.data_ptr(), parts.dtype, tuple(parts.shape))
+    if isinstance(parts, dict):
+        return tuple((k, _graph_key(v)) for k, v in sorted(parts.items()))
+    if isinstance(parts, (tuple, list)):
+        return tuple(_graph_key(p) for p in parts)
+    return parts
 
 
 def _low_copy(variant: Variant, dtype: torch.dtype) -> bool:
@@ -273,10 +329,19 @@ def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved
     else:
         steps = [_Launcher(kernels.forward_step, (nb, nh), dict(common, PHASE=phase))
                  for phase in range(_phases(variant))]
-        for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        order = range(T - 1, -1, -1) if reverse else range(T)
+
+        def step_args(t):
             prev, nxt = (t + 1, t) if reverse else (t, t + 1)
-            for step in steps:
-                step(*args, t, prev, nxt, t if keep_saved else 0, B, H, has_mask)
+            return (*args, t, prev, nxt, t if keep_saved else 0, B, H, has_mask)
+
+        def launch_all():
+            for t in order:
+                for step in steps:
+                    step(*step_args(t))
+
+        _launch_steps(pl, xp.device, steps, step_args(order[0]), launch_all,
+                      ("forward", xp.device, T, reverse, keep_saved, common, step_args(0)))
     return SA, SC, (saved if keep_saved else None)
 
 
@@ -307,13 +372,21 @@ def _backward(variant: Variant, d_A, d_a_n, d_c_n, R, p, SA, SC, saved, mask, re
         steps = [_Launcher(kernels.backward_step, (nb, nh), dict(common, PHASE=phase))
                  for phase in range(_phases(variant))]
         order = list(range(T)) if reverse else list(range(T - 1, -1, -1))
-        for i, t in enumerate(order):
+
+        def step_args(i):
+            t = order[i]
             prev, nxt = (t + 1, t) if reverse else (t, t + 1)
-            t_next = order[i - 1] if i else t
-            for step in steps:
-                step(*args, t, prev, nxt, t_next, int(i > 0), B, H, has_mask, 0)
-        last = order[-1]
-        steps[0](*args, last, last, last, last, 1, B, H, has_mask, 1)
+            return (*args, t, prev, nxt, order[i - 1] if i else t, int(i > 0), B, H, has_mask, 0)
+
+        def launch_all():
+            for i in range(T):
+                for step in steps:
+                    step(*step_args(i))
+            last = order[-1]   # then d a<0> (and d c<0>)
+            steps[0](*args, last, last, last, last, 1, B, H, has_mask, 1)
+
+        _launch_steps(pl, d_A.device, steps, step_args(0), launch_all,
+                      ("backward", d_A.device, T, reverse, common, step_args(0)))
     # The weight gradients: large GEMMs in the weights' dtype (bfloat16 on the tensor cores);
     # of the float32 cell and gates, Variant.param_grads casts only what it reads.
     d_R, d_b_hh, d_p = weight_grads(variant, d_xp, SA.to(R.dtype), SC, saved, reverse)

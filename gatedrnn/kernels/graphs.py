@@ -1,0 +1,72 @@
+"""CUDA graphs of the triton backend's per-step launches (its "graph" launch mode).
+
+A sequence in "step" mode is T launches (2T for the lecture's GRU), each a few µs of Python
+and driver work. Recorded once into a CUDA graph, the same launches replay as one call, with
+the GPU's own gaps between kernels. A graph holds the addresses and sizes it was recorded with,
+so it may only be replayed for a call whose buffers lie at the same addresses with the same
+sizes, dtypes and launch constants: that is the key a recording is kept under. A training loop
+repeats its allocations step after step, and PyTorch's caching allocator hands them the same
+addresses, so from the second training step on every call finds its graph. A call with new
+addresses records a new graph (the cost of one step-mode run, plus instantiating the graph),
+and the least recently used of more than `capacity` graphs is dropped.
+
+Nothing is allocated while recording (the caller allocates every buffer first and the
+kernels are compiled and loaded before), so the graphs keep no memory of their own.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Callable, Hashable
+
+import torch
+
+# launch_all(stream): issue every launch of the sequence, in order, on that CUDA stream (its
+# raw handle, as Triton's launchers take it).
+LaunchAll = Callable[[int], None]
+
+
+class StepGraphs:
+    """Recorded sequences of launches, by key (see the module's doc)."""
+
+    def __init__(self, capacity: int = 32):
+        self.capacity = capacity
+        self._graphs: collections.OrderedDict = collections.OrderedDict()
+        self._streams: dict = {}
+        self.recorded = 0   # for benchmarks: how many calls recorded a graph ...
+        self.replayed = 0   # ... and how many found theirs
+
+    def run(self, key: Hashable, device: torch.device, launch_all: LaunchAll,
+            prepare: Callable[[], None]) -> None:
+        """Replay the graph recorded under `key`, or record launch_all into one (nothing runs
+        while recording) and replay that, on the current stream. prepare() is called before
+        recording: what cannot be recorded (compiling, loading kernels) happens there."""
+        graph = self._graphs.pop(key, None)
+        if graph is None:
+            prepare()
+            graph = self._record(device, launch_all)
+            self.recorded += 1
+            while len(self._graphs) >= self.capacity:
+                self._graphs.popitem(last=False)
+        else:
+            self.replayed += 1
+        self._graphs[key] = graph   # the most recently used last
+        graph.replay()
+
+    def _record(self, device: torch.device, launch_all: LaunchAll):
+        # Recording needs a stream of its own: the legacy default stream cannot be captured.
+        # "thread_local": other threads (a data loader) may go on calling CUDA meanwhile.
+        stream = self._streams.get(device)
+        if stream is None:
+            stream = self._streams[device] = torch.cuda.Stream(device)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.stream(stream):
+            graph.capture_begin(capture_error_mode="thread_local")
+            try:
+                launch_all(stream.cuda_stream)
+            finally:
+                graph.capture_end()
+        return graph
+
+    def clear(self) -> None:
+        self._graphs.clear()

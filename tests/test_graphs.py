@@ -1,0 +1,183 @@
+"""The triton backend's "graph" launch mode: CUDA graphs of the per-step launches.
+
+Recording needs a GPU. On the CPU these tests check what decides a replay (the key, the cache
+of recordings, the order of the launches handed to a recording, the compiling before it) with
+a stand-in for the CUDA graph that replays by issuing the recorded launches again; the GPU
+tests check real recordings against the step mode.
+"""
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+import gatedrnn  # noqa: E402
+from gatedrnn.kernels import graphs as graphs_module  # noqa: E402
+from gatedrnn.kernels import triton as triton_backend  # noqa: E402
+
+from conftest import VARIANTS, rel_err  # noqa: E402
+
+
+class _Replayable:
+    """Stands in for a recorded CUDA graph: replaying issues the recorded launches again."""
+
+    def __init__(self, launch_all, stream):
+        self.launch_all, self.stream = launch_all, stream
+
+    def replay(self):
+        self.launch_all(self.stream)
+
+
+class _FakeGraphs(graphs_module.StepGraphs):
+    def __init__(self, capacity=32):
+        super().__init__(capacity)
+        self.devices = []
+
+    def _record(self, device, launch_all):
+        self.devices.append(device)
+        return _Replayable(launch_all, stream=11)
+
+
+def test_a_key_seen_again_replays_its_recording():
+    cache = _FakeGraphs()
+    log = []
+    cache.run(("a",), "cuda:0", lambda stream: log.append(("first", stream)),
+              lambda: log.append("prepare first"))
+    cache.run(("a",), "cuda:0", lambda stream: log.append(("second", stream)),
+              lambda: log.append("prepare second"))
+    # The recording, not the new launches; nothing prepared for a replay.
+    assert log == ["prepare first", ("first", 11), ("first", 11)]
+    assert (cache.recorded, cache.replayed) == (1, 1)
+    cache.run(("b",), "cuda:1", lambda stream: log.append(("b", stream)), lambda: None)
+    assert log[-1] == ("b", 11) and cache.devices == ["cuda:0", "cuda:1"]
+    assert (cache.recorded, cache.replayed) == (2, 1)
+
+
+def test_the_least_recently_used_recording_goes_first():
+    cache = _FakeGraphs(capacity=2)
+    for key in ("a", "b", "a", "c"):   # "a" used after "b": "b" is dropped for "c"
+        cache.run(key, "cuda:0", lambda stream: None, lambda: None)
+    assert (cache.recorded, cache.replayed) == (3, 1)
+    cache.run("a", "cuda:0", lambda stream: None, lambda: None)
+    cache.run("b", "cuda:0", lambda stream: None, lambda: None)
+    assert (cache.recorded, cache.replayed) == (4, 2)
+
+
+def test_the_key_follows_addresses_dtypes_shapes_and_values():
+    x = torch.zeros(4, 6)
+    key = triton_backend._graph_key
+    same = key(("forward", 3, {"B": 4, "H": 6}, (x, 1)))
+    assert same == key(("forward", 3, {"H": 6, "B": 4}, (x, 1)))
+    assert same != key(("forward", 3, {"B": 4, "H": 6}, (x.view(6, 4), 1)))   # same address
+    assert same != key(("forward", 3, {"B": 4, "H": 6}, (x.clone(), 1)))
+    assert same != key(("forward", 3, {"B": 4, "H": 6}, (x, 2)))
+    assert same != key(("forward", 3, {"B": 4, "H": 6}, (x.view(torch.int32), 1)))
+    hash(same)
+
+
+class _FakeStep:
+    def __init__(self, name, log):
+        self.name, self.log, self.stream = name, log, None
+
+    def prepare(self, *args):
+        self.log.append(("prepare", self.name, args))
+
+    def __call__(self, *args):
+        self.log.append((self.name, self.stream, args))
+
+
+def test_graph_mode_compiles_first_then_records_every_launch_on_the_recording_stream(
+        monkeypatch):
+    cache = _FakeGraphs()
+    monkeypatch.setattr(triton_backend, "graphs", cache)
+    monkeypatch.setattr(triton_backend, "interpreting", lambda: False)
+    log = []
+    steps = [_FakeStep("phase0", log), _FakeStep("phase1", log)]
+
+    def launch_all():
+        for t in range(2):
+            for step in steps:
+                step(t)
+
+    plan = triton_backend.Plan("graph", 16, 16, 16, 4)
+    for _ in range(2):
+        triton_backend._launch_steps(plan, "cuda:0", steps, (0,), launch_all, ("k", 1))
+    recorded = [("prepare", "phase0", (0,)), ("prepare", "phase1", (0,)),
+                ("phase0", 11, (0,)), ("phase1", 11, (0,)), ("phase0", 11, (1,)),
+                ("phase1", 11, (1,))]
+    # The second call prepares nothing and replays the first one's recording.
+    assert log == recorded + recorded[2:]
+    assert (cache.recorded, cache.replayed) == (1, 1)
+
+
+def test_step_mode_and_the_interpreter_launch_directly(monkeypatch):
+    cache = _FakeGraphs()
+    monkeypatch.setattr(triton_backend, "graphs", cache)
+    log = []
+    step = _FakeStep("step", log)
+    for mode in ("step", "graph"):   # the interpreter (conftest, no GPU) has no CUDA graphs
+        monkeypatch.setattr(triton_backend, "interpreting", lambda: mode == "graph")
+        triton_backend._launch_steps(triton_backend.Plan(mode, 16, 16, 16, 4), "cuda:0",
+                                     [step], (0,), lambda: step(5), ("k",))
+    assert log == [("step", None, (5,)), ("step", None, (5,))]
+    assert cache.recorded == 0
+
+
+class _WarmableKernel:
+    arg_names = ["X", "t", "A"]
+
+    def __init__(self):
+        self.calls = []
+
+    def warmup(self, *args, grid, **constants):
+        self.calls.append(("warmup", grid, args, constants))
+        calls = self.calls
+
+        class Compiled:
+            function, packed_metadata = "function", "metadata"
+
+            @property
+            def run(self):   # reading it loads the module, as Triton's CompiledKernel does
+                calls.append("loaded")
+                return lambda *a: calls.append(("direct", a))
+        return Compiled()
+
+
+def test_prepare_compiles_and_loads_without_launching(monkeypatch):
+    monkeypatch.setattr(triton_backend, "settings", triton_backend.Settings())
+    kernel = _WarmableKernel()
+    step = triton_backend._Launcher(kernel, (2,), {"A": 3, "num_warps": 4})
+    step.stream = 9   # a recording's stream, set before any launch
+    step.prepare("x", 0)
+    assert kernel.calls == [("warmup", (2,), ("x", 0), {"A": 3, "num_warps": 4}), "loaded"]
+    step("x", 1)
+    assert kernel.calls[-1] == ("direct", (2, 1, 1, 9, "function", "metadata", None, None, None,
+                                           "x", 1, 3))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_graph_mode_replays_with_new_values_as_the_step_mode_computes(variant, monkeypatch):
+    """Training steps in "graph" mode against the same steps in "step" mode: the second and
+    third steps (new input values, and the caching allocator's same addresses) replay the
+    first one's recordings, and must compute what new launches would."""
+    torch.manual_seed(0)
+    module = gatedrnn.for_variant(variant, 32, 48, num_layers=2, bidirectional=True).cuda()
+    xs = [torch.randn(20, 5, 32, device="cuda") for _ in range(3)]
+    lengths = torch.tensor([20, 7, 13, 1, 20])
+    results = {}
+    for mode in ("step", "graph"):
+        monkeypatch.setattr(triton_backend.settings, "mode", mode)
+        monkeypatch.setattr(triton_backend, "graphs", graphs_module.StepGraphs())
+        results[mode] = []
+        for x in xs:
+            module.zero_grad()
+            packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+            out, _ = module(packed)
+            out.data.square().sum().backward()
+            results[mode].append([out.data.detach().clone()]
+                                 + [p.grad.clone() for p in module.parameters()])
+    assert triton_backend.graphs.replayed > 0, "no call found its recording"
+    for got, want in zip(results["graph"], results["step"]):
+        for g, w in zip(got, want):
+            assert rel_err(g, w) <= 1e-6
