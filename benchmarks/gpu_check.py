@@ -60,6 +60,7 @@ TARGET = {"gru": 1.25, "lstm": 1.25, "lstm_peephole": 1.4}   # train time ÷ cuD
 LOOP_SHAPES = ("G1", "G2")                                    # where ≥ 10× the loop is asked
 TOLERANCE = {"f32": 1e-4, "bf16": 3e-2}
 DEVICE = "cuda"
+MODES = ["step", "graph", "sequence", "persistent"]   # the triton backend's launch modes
 
 
 def worth_timing(mode: str, B: int, H: int) -> bool:
@@ -175,7 +176,8 @@ def probe_persistent(args) -> subprocess.Popen:
     killed and its failure recorded. Its kernels reach this process through Triton's cache on
     disk, while this process checks the other modes."""
     cmd = [sys.executable, __file__, "--probe", "--variants", *args.variants, "--shapes",
-           *args.shapes, "--dtypes", *args.dtypes, "--out", str(args.out)] + (
+           *args.shapes, "--dtypes", *args.dtypes, "--modes", *args.modes,
+           "--out", str(args.out)] + (
                ["--dry-run"] if args.dry_run else [])
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -263,7 +265,7 @@ def _train_in_mode(mode, variant, H, x, repeats):
         triton_backend.settings.mode = "auto"
 
 
-def precompile(shapes, dtypes, variants) -> float:
+def precompile(shapes, dtypes, variants, modes) -> float:
     """Compile, many at once, the step and one-launch kernels the timings launch, by running
     every shape, dtype and variant for two steps in those launch modes (each block shape and
     mode is a kernel of its own). Triton's compiler leaves the GIL to its C++ passes and
@@ -276,7 +278,8 @@ def precompile(shapes, dtypes, variants) -> float:
                                            for v in variants]),
               (triton_backend.Settings(mode="sequence"),
                [(s, d, v) for s in shapes for d in dtypes for v in variants
-                if v in TARGET and worth_timing("sequence", *SHAPES[s][1:])])]
+                if v in TARGET and "sequence" in modes
+                and worth_timing("sequence", *SHAPES[s][1:])])]
     threads = 1 if triton_backend.interpreting() else min(16, os.cpu_count() or 1)
     try:
         for settings, jobs in passes:   # the settings are global: one pass at a time
@@ -493,7 +496,11 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="*", default=list(SHAPES))
     parser.add_argument("--dtypes", nargs="*", default=list(DTYPES))
     parser.add_argument("--variants", nargs="*", default=VARIANTS)
-    parser.add_argument("--no-correctness", action="store_true")
+    parser.add_argument("--no-correctness", action="store_true",
+                        help="skip the correctness checks, but for the persistent mode's, which "
+                             "guards its timings against a hang")
+    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES,
+                        help="the launch modes to check and time (the plan's own always runs)")
     parser.add_argument("--dry-run", action="store_true",
                         help="no GPU: tiny shapes on the CPU under TRITON_INTERPRET=1, to test "
                              "the script (its times mean nothing)")
@@ -516,9 +523,10 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     if args.probe:   # the child of probe_persistent
-        seconds = precompile(args.shapes, args.dtypes, args.variants)
+        seconds = precompile(args.shapes, args.dtypes, args.variants, args.modes)
         print(f"  kernels for the timings compiled in {seconds:.0f} s", flush=True)
-        rows = correctness(args.variants, ["persistent"], int(time.time()), args.dry_run)
+        rows = (correctness(args.variants, ["persistent"], int(time.time()), args.dry_run)
+                if "persistent" in args.modes else [])
         print("PROBE " + json.dumps(rows), flush=True)
         return
     start = time.monotonic()
@@ -533,19 +541,22 @@ def main() -> None:
     print(f"gpu_check: {env}", flush=True)
 
     result = dict(env=env, date=datetime.date.today().isoformat(), quick=args.quick)
-    modes = ["step", "graph", "sequence"]
-    child = None if args.no_correctness else probe_persistent(args)   # beside what follows
-    if child is not None:
+    modes = [m for m in args.modes if m != "persistent"]
+    child = probe_persistent(args)   # compiles, then checks persistent, beside what follows
+    if not args.no_correctness:
         print("correctness against the float64 reference:", flush=True)
         result["correctness"] = correctness(args.variants, modes, int(time.time()),
                                             args.dry_run)
         result["against_cudnn"] = against_cudnn(int(time.time()) + 1, args.dry_run)
-        probe_rows, result["persistent"] = probe_result(child, timeout=180)
-        result["correctness"] += probe_rows
-        print(f"persistent mode: {result['persistent']}", flush=True)
-        if result["persistent"] == "ok":
+    probe_rows, status = probe_result(child, timeout=180)
+    if "persistent" in args.modes:
+        result["persistent"] = status
+        result["correctness" if "correctness" in result else "persistent_check"] = (
+            result.get("correctness", []) + probe_rows)
+        print(f"persistent mode: {status}", flush=True)
+        if status == "ok":
             modes.append("persistent")
-        print(f"  ({time.monotonic() - start:.0f} s so far)", flush=True)
+    print(f"  ({time.monotonic() - start:.0f} s so far)", flush=True)
     repeats = 3 if args.quick or args.dry_run else 10
     if args.tune:
         print("tuning:", flush=True)
@@ -560,7 +571,7 @@ def main() -> None:
     result["timings"] = rows
     _write(result, args.out, start)
     failed = [r for r in result.get("correctness", []) + result.get("against_cudnn", [])
-              if not r["ok"]]
+              + result.get("persistent_check", []) if not r["ok"]]
     checked = "correctness" in result
     print("correctness: " + ("not checked" if not checked else
                              "all within tolerance" if not failed else
