@@ -38,6 +38,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -170,30 +171,64 @@ def correctness(variants, modes, seed: int, dry_run: bool) -> list[dict]:
     return rows
 
 
-def probe_persistent(args) -> subprocess.Popen:
+PERSISTENT_START = "PERSISTENT START"   # the child's line before its persistent runs
+PROBE_MARK = "PROBE "                   # the child's last line: its rows, in JSON
+
+
+class Probe:
+    """A child process whose output lines are collected, with the time each came, as they
+    come: so that it can be judged hung by its silence, not only by a total timeout."""
+
+    def __init__(self, cmd: list[str]):
+        self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True, bufsize=1)
+        self.lines: list[tuple[float, str]] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append((time.monotonic(), line.rstrip("\n")))
+
+    def output(self) -> list[str]:
+        return [line for _, line in self.lines]
+
+
+def probe_persistent(args) -> Probe:
     """A child process that first compiles the timings' kernels (precompile) and then checks the
     persistent mode: a grid-wide barrier that never opens would hang the GPU, and a child can be
     killed and its failure recorded. Its kernels reach this process through Triton's cache on
     disk, while this process checks the other modes."""
-    cmd = [sys.executable, __file__, "--probe", "--variants", *args.variants, "--shapes",
-           *args.shapes, "--dtypes", *args.dtypes, "--modes", *args.modes,
-           "--out", str(args.out)] + (
-               ["--dry-run"] if args.dry_run else [])
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return Probe([sys.executable, __file__, "--probe", "--variants", *args.variants,
+                  "--shapes", *args.shapes, "--dtypes", *args.dtypes, "--modes", *args.modes,
+                  "--out", str(args.out)] + (["--dry-run"] if args.dry_run else []))
 
 
-def probe_result(child: subprocess.Popen, timeout: float) -> tuple[list[dict], str]:
-    try:
-        output, _ = child.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        return [], f"hung: killed after {timeout:.0f} s"
-    print(output.rstrip(), flush=True)
-    marker = "PROBE "
-    lines = [line for line in output.splitlines() if line.startswith(marker)]
-    if child.returncode != 0 or not lines:
-        return [], f"failed (exit {child.returncode})"
-    rows = json.loads(lines[-1][len(marker):])
+def probe_result(probe: Probe, timeout: float, quiet: float = 60) -> tuple[list[dict], str]:
+    """The child's rows and a word on them. It is killed as hung after `timeout` seconds from
+    now, or once its persistent runs have begun (PERSISTENT_START) and it has printed nothing
+    for `quiet` seconds: each run prints its line, and compiling a run's kernels takes seconds,
+    so a hung barrier costs `quiet` seconds of the GPU's time, not the whole timeout."""
+    deadline = time.monotonic() + timeout
+    while probe.process.poll() is None:
+        now = time.monotonic()
+        lines = list(probe.lines)
+        started = any(line == PERSISTENT_START for _, line in lines)
+        silent = now - lines[-1][0] if lines else 0.0
+        if now > deadline or (started and silent > quiet):
+            probe.process.kill()
+            probe.process.wait()
+            print("\n".join(probe.output()[-5:]), flush=True)
+            return [], (f"hung: killed after {silent:.0f} s without output" if now <= deadline
+                        else f"hung: killed after {timeout:.0f} s")
+        time.sleep(0.2)
+    probe.reader.join()
+    output = probe.output()
+    print("\n".join(line for line in output if not line.startswith(PROBE_MARK)), flush=True)
+    rows = [line for line in output if line.startswith(PROBE_MARK)]
+    if probe.process.returncode != 0 or not rows:
+        return [], f"failed (exit {probe.process.returncode})"
+    rows = json.loads(rows[-1][len(PROBE_MARK):])
     return rows, ("ok" if all(r["ok"] for r in rows) else "wrong results")
 
 
@@ -525,9 +560,11 @@ def main() -> None:
     if args.probe:   # the child of probe_persistent
         seconds = precompile(args.shapes, args.dtypes, args.variants, args.modes)
         print(f"  kernels for the timings compiled in {seconds:.0f} s", flush=True)
-        rows = (correctness(args.variants, ["persistent"], int(time.time()), args.dry_run)
-                if "persistent" in args.modes else [])
-        print("PROBE " + json.dumps(rows), flush=True)
+        rows = []
+        if "persistent" in args.modes:
+            print(PERSISTENT_START, flush=True)
+            rows = correctness(args.variants, ["persistent"], int(time.time()), args.dry_run)
+        print(PROBE_MARK + json.dumps(rows), flush=True)
         return
     start = time.monotonic()
     deadline = start + args.budget

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,35 @@ def test_dry_run_prints_the_table(tmp_path):
     assert {r["mode"] for r in result["correctness"]} == {"step", "graph", "sequence",
                                                             "persistent"}
     assert result["timings"][0]["cudnn"] == "LSTM"
+
+
+@pytest.fixture
+def gpu_check(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import gpu_check
+    return gpu_check
+
+
+def _probe(gpu_check, code: str):
+    return gpu_check.Probe([sys.executable, "-c", code])
+
+
+def test_a_probe_silent_in_its_persistent_runs_is_killed_as_hung(gpu_check):
+    probe = _probe(gpu_check, f"print({gpu_check.PERSISTENT_START!r}, flush=True)\n"
+                              "import time; time.sleep(60)")
+    start = time.monotonic()
+    rows, status = gpu_check.probe_result(probe, timeout=50, quiet=1)
+    assert time.monotonic() - start < 20
+    assert (rows, status[:len("hung: killed after")]) == ([], "hung: killed after")
+    assert "without output" in status
+
+
+def test_a_probe_may_be_silent_while_it_compiles(gpu_check):
+    probe = _probe(gpu_check, "import time; time.sleep(2)\n"
+                              f"print({gpu_check.PROBE_MARK!r} + '[{{\"ok\": true}}]')")
+    assert gpu_check.probe_result(probe, timeout=50, quiet=0.5) == ([{"ok": True}], "ok")
+
+
+def test_a_probe_that_fails_says_so(gpu_check):
+    probe = _probe(gpu_check, "import sys; sys.exit(3)")
+    assert gpu_check.probe_result(probe, timeout=50) == ([], "failed (exit 3)")
