@@ -39,9 +39,12 @@ from gatedrnn import VARIANTS, get_variant  # noqa: E402
 from gatedrnn.kernels import triton as triton_backend  # noqa: E402
 from gatedrnn.kernels.gpu import backward, forward  # noqa: E402
 
-# name: (kernel, constants beyond the variant's): the one-launch kernels in both launch modes
-KERNELS = {"forward_step": (forward.forward_step, {}),
-           "backward_step": (backward.backward_step, {}),
+# name: (kernel, constants beyond the variant's): the step kernels with their own product or
+# cuBLAS's ("gemm" mode), the one-launch kernels in both launch modes
+KERNELS = {"forward_step": (forward.forward_step, {"GIVEN": False}),
+           "backward_step": (backward.backward_step, {"GIVEN": False}),
+           "forward_gemm": (forward.forward_step, {"GIVEN": True}),
+           "backward_gemm": (backward.backward_step, {"GIVEN": True}),
            "forward_sequence": (forward.forward_sequence, {"GRID_SYNC": False}),
            "backward_sequence": (backward.backward_sequence, {"GRID_SYNC": False}),
            "forward_persistent": (forward.forward_sequence, {"GRID_SYNC": True}),

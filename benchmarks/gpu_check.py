@@ -2,10 +2,11 @@
 
 1. Correctness: every variant, float32 and bfloat16, forwards and backwards in time with
    lengths, in every launch mode of the triton backend ("step": a launch per step; "graph":
-   those launches recorded into a CUDA graph, checked on a replay with new values;
-   "sequence": one launch, a program per block of rows; "persistent": one launch over the chip
-   with a grid-wide barrier per step), on fresh random inputs, against the NumPy reference in
-   float64 (the "reference" backend, on the same rounded inputs). The backend's working buffers
+   those launches recorded into a CUDA graph, checked on a replay with new values; "gemm": a
+   cuBLAS product, then a launch for the gates, per step; "sequence": one launch, a program
+   per block of rows; "persistent": one launch over the chip with a grid-wide barrier per
+   step), on fresh random inputs, against the NumPy reference in float64 (the "reference"
+   backend, on the same rounded inputs). The backend's working buffers
    are filled with NaN first, so an element no kernel writes shows. The persistent mode is
    checked in a child process that is killed if its barrier hangs; it is timed only if it
    passed. That child first compiles the timings' kernels, many threads at once (they reach
@@ -17,7 +18,8 @@
    gradients included), at
    G1 T=1024 B=16 H=768, G2 T=256 B=64 H=256, G3 T=128 B=256 H=1024, G4 T=1024 B=1 H=256
    (I = H), float32 (TF32 off for both gatedrnn and cuDNN) and bfloat16. Training is timed in
-   every launch mode, to set the plan's choice.
+   every launch mode, to set the plan's choice ("gemm": each step's recurrent product by
+   cuBLAS, then a kernel for the gates).
 
 One table printed last; raw numbers in a JSON file. A time budget keeps the whole run inside the
 GPU machine's lease: what it leaves out is listed as not measured.
@@ -61,12 +63,15 @@ TARGET = {"gru": 1.25, "lstm": 1.25, "lstm_peephole": 1.4}   # train time ÷ cuD
 LOOP_SHAPES = ("G1", "G2")                                    # where ≥ 10× the loop is asked
 TOLERANCE = {"f32": 1e-4, "bf16": 3e-2}
 DEVICE = "cuda"
-MODES = ["step", "graph", "sequence", "persistent"]   # the triton backend's launch modes
+MODES = ["step", "graph", "gemm", "sequence", "persistent"]   # the triton backend's launch modes
 
 
 def worth_timing(mode: str, B: int, H: int) -> bool:
-    """"sequence" gives a block of rows' whole state to one program: only for small B·H."""
-    return mode != "sequence" or B * H <= 64 * 256
+    """"sequence" gives a block of rows' whole state to one program: only for small B·H.
+    "gemm" adds a cuBLAS call per step: it can only lose where a step is a vector (B = 1)."""
+    if mode == "sequence":
+        return B * H <= 64 * 256
+    return mode != "gemm" or B > 1
 
 
 def peer_class(variant: str):
@@ -311,10 +316,10 @@ def precompile(shapes, dtypes, variants, modes) -> float:
     start = time.monotonic()
     passes = [(triton_backend.Settings(), [(s, d, v) for s in shapes for d in dtypes
                                            for v in variants]),
-              (triton_backend.Settings(mode="sequence"),
-               [(s, d, v) for s in shapes for d in dtypes for v in variants
-                if v in TARGET and "sequence" in modes
-                and worth_timing("sequence", *SHAPES[s][1:])])]
+              *[(triton_backend.Settings(mode=mode),
+                 [(s, d, v) for s in shapes for d in dtypes for v in variants
+                  if v in TARGET and worth_timing(mode, *SHAPES[s][1:])])
+                for mode in ("sequence", "gemm") if mode in modes]]
     threads = 1 if triton_backend.interpreting() else min(16, os.cpu_count() or 1)
     try:
         for settings, jobs in passes:   # the settings are global: one pass at a time
@@ -498,8 +503,8 @@ def table(rows, device: str, modes) -> str:
     return (f"GPU check on {device}. Times in ms (CUDA events, medians); ÷ cuDNN = gatedrnn / "
             "cuDNN (below 1: gatedrnn faster); loop ÷ = loop / gatedrnn (the speed-up over the "
             "PyTorch loop); float32 without TF32 on both sides; mode: the launch mode the plan "
-            "chose (the train columns per mode time the others too; graph: how many recurrence calls "
-            "replayed a recorded CUDA graph, of all calls, warm-up included).\n\n" +
+            "chose (the train columns per mode time the others too; graph: how many recurrence "
+            "calls replayed a recorded CUDA graph, of all calls, warm-up included).\n\n" +
             markdown(cells, ["shape", "dtype", "variant", "mode", "infer ms", "÷ cuDNN",
                              "train ms", "÷ cuDNN (cuDNN ms)", "target", "loop ÷", *per_mode]))
 

@@ -27,8 +27,8 @@ def test_dry_run_prints_the_table(tmp_path):
             "recorded (the interpreter runs it as step)") in run.stdout
     assert "| G2 | f32 | lstm_peephole |" in run.stdout.splitlines()[-1]
     result = json.loads(next(tmp_path.glob("gpu-check-*.json")).read_text())
-    assert {r["mode"] for r in result["correctness"]} == {"step", "graph", "sequence",
-                                                            "persistent"}
+    assert {r["mode"] for r in result["correctness"]} == {"step", "graph", "gemm",
+                                                            "sequence", "persistent"}
     assert result["timings"][0]["cudnn"] == "LSTM"
 
 

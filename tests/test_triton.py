@@ -82,7 +82,7 @@ def _compare(variant, dtype, mask, reverse, tol):
         assert rel_err(grads[name], w) <= tol, f"d{name}: {rel_err(grads[name], w):.2e}"
 
 
-@pytest.mark.parametrize("mode", ["step", "graph", "sequence", "persistent"])
+@pytest.mark.parametrize("mode", ["step", "graph", "gemm", "sequence", "persistent"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_tile_matches_the_loop(variant, mode, small_tiles, monkeypatch):
     _skip_where_not_its_own(mode)
@@ -92,17 +92,19 @@ def test_every_tile_matches_the_loop(variant, mode, small_tiles, monkeypatch):
     _compare(variant, torch.float64, None, reverse=True, tol=1e-10)
 
 
+@pytest.mark.parametrize("mode", ["auto", "gemm"])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_bfloat16_inputs_keep_a_float32_state(variant, small_tiles):
+def test_bfloat16_inputs_keep_a_float32_state(variant, mode, small_tiles, monkeypatch):
     """bfloat16 weights and inputs against the float64 loop on the same (rounded) values: the
     error is the rounding of the products' operands, outputs and gradients, not of the carried
     state. 3e-2, as in benchmarks/gpu_check.py: the interpreter truncates to bfloat16 where a
     GPU rounds to nearest, which doubles the rounding error."""
+    monkeypatch.setattr(triton_backend.settings, "mode", mode)
     mask = lengths_to_mask(torch.tensor(LENGTHS), T).to(DEVICE)
     _compare(variant, torch.bfloat16, mask, reverse=True, tol=3e-2)
 
 
-@pytest.mark.parametrize("mode", ["step", "graph", "sequence", "persistent"])
+@pytest.mark.parametrize("mode", ["step", "graph", "gemm", "sequence", "persistent"])
 @pytest.mark.parametrize("variant", ["gru", "lstm_peephole"])
 def test_inference_keeps_no_gates_and_agrees(variant, mode, small_tiles, monkeypatch):
     _skip_where_not_its_own(mode)
@@ -168,7 +170,8 @@ def test_cuda_tensors_fall_back_to_the_loop(missing, monkeypatch):
 def test_a_bad_mode_is_named(monkeypatch):
     monkeypatch.setattr(triton_backend.settings, "mode", "fast")
     with pytest.raises(ValueError, match=r"settings.mode: expected one of \['auto', 'step', "
-                                         r"'graph', 'sequence', 'persistent'\], got 'fast'"):
+                                         r"'graph', 'gemm', 'sequence', 'persistent'\], "
+                                         r"got 'fast'"):
         triton_backend.plan(4, 8)
 
 

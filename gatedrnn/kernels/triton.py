@@ -11,7 +11,9 @@ until timed on a GPU) also runs the whole sequence in one launch, but spreads ev
 the chip: at most one program per multiprocessor, all meeting at a grid-wide barrier after each
 step (gatedrnn/kernels/gpu/common.py, grid_barrier). The "graph" mode (opt-in too) records
 the step mode's launches into a CUDA graph and replays it when a call comes again with the same
-buffers (gatedrnn/kernels/graphs.py).
+buffers (gatedrnn/kernels/graphs.py). The "gemm" mode (opt-in too) leaves each step's recurrent
+product to cuBLAS and launches a kernel only for the gates (gatedrnn/kernels/gemm.py), as cuDNN
+does for large problems.
 
 What is carried from step to step (the state, the LSTM's cell, the gradients carried back) and
 the saved gates are float32 (float64 for float64 inputs) whatever the inputs' dtype: bfloat16
@@ -37,6 +39,7 @@ import torch
 
 from ..cells import Variant
 from . import KERNEL_IDS
+from .gemm import BackwardProducts, ForwardProducts
 from .graphs import StepGraphs
 from .states import initial_index, new_states, weight_grads
 
@@ -46,9 +49,10 @@ class Settings:
     """Launch choices; None means the heuristic in `plan`. For benchmarks and tests."""
 
     # "step": a launch per step; "graph": the step mode's launches recorded into a CUDA graph
-    # and replayed (gatedrnn/kernels/graphs.py); "sequence": one launch, a program per block
-    # of rows; "persistent": one launch over the whole chip with a grid-wide barrier per step;
-    # "auto"
+    # and replayed (gatedrnn/kernels/graphs.py); "gemm": a launch per step, after cuBLAS
+    # computed its recurrent product (gatedrnn/kernels/gemm.py); "sequence": one launch, a
+    # program per block of rows; "persistent": one launch over the whole chip with a grid-wide
+    # barrier per step; "auto"
     mode: str = "auto"
     block_b: int | None = None    # batch rows per program (a power of two ≥ 16)
     block_h: int | None = None    # hidden units per program (a power of two ≥ 16)
@@ -111,7 +115,7 @@ class Plan:
     num_warps: int
 
 
-MODES = ("auto", "step", "graph", "sequence", "persistent")
+MODES = ("auto", "step", "graph", "gemm", "sequence", "persistent")
 
 
 def plan(B: int, H: int, dtype: torch.dtype = torch.float32) -> Plan:
@@ -125,7 +129,8 @@ def plan(B: int, H: int, dtype: torch.dtype = torch.float32) -> Plan:
       64 × 32 tile spill registers (benchmarks/compile_check.py);
     - mode: the whole sequence in one launch for tiny problems (B ≤ 16, H ≤ 128), where a
       launch per step would cost more than the step's work; else a launch per step.
-      "graph" and "persistent" are not chosen until the GPU check has timed them on a GPU."""
+      "graph", "gemm" and "persistent" are not chosen until the GPU check has timed them on a
+      GPU."""
     s = settings
     if s.mode not in MODES:
         raise ValueError(f"settings.mode: expected one of {list(MODES)}, got {s.mode!r}")
@@ -327,9 +332,12 @@ def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved
                                        GRID_SYNC=grid_sync, launch_cooperative_grid=grid_sync,
                                        **common)
     else:
-        steps = [_Launcher(kernels.forward_step, (nb, nh), dict(common, PHASE=phase))
+        gemm = pl.mode == "gemm"
+        steps = [_Launcher(kernels.forward_step, (nb, nh), dict(common, PHASE=phase, GIVEN=gemm))
                  for phase in range(_phases(variant))]
         order = range(T - 1, -1, -1) if reverse else range(T)
+        products = ForwardProducts(variant, SAL, RA, RT, state) if gemm else None
+        no_product = (xp, 0)
 
         def step_args(t):
             prev, nxt = (t + 1, t) if reverse else (t, t + 1)
@@ -337,10 +345,11 @@ def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved
 
         def launch_all():
             for t in order:
-                for step in steps:
-                    step(*step_args(t))
+                at_t = step_args(t)
+                for phase, step in enumerate(steps):
+                    step(*at_t, *(products(phase, t + reverse) if gemm else no_product))
 
-        _launch_steps(pl, xp.device, steps, step_args(order[0]), launch_all,
+        _launch_steps(pl, xp.device, steps, step_args(order[0]) + no_product, launch_all,
                       ("forward", xp.device, T, reverse, keep_saved, common, step_args(0)))
     return SA, SC, (saved if keep_saved else None)
 
@@ -369,23 +378,35 @@ def _backward(variant: Variant, d_A, d_a_n, d_c_n, R, p, SA, SC, saved, mask, re
                                         nb * nh, PHASES=_phases(variant), GRID_SYNC=grid_sync,
                                         launch_cooperative_grid=grid_sync, **common)
     else:
-        steps = [_Launcher(kernels.backward_step, (nb, nh), dict(common, PHASE=phase))
+        gemm = pl.mode == "gemm"
+        steps = [_Launcher(kernels.backward_step, (nb, nh), dict(common, PHASE=phase, GIVEN=gemm))
                  for phase in range(_phases(variant))]
         order = list(range(T)) if reverse else list(range(T - 1, -1, -1))
+        products = BackwardProducts(variant, d_xp, R, saved, state) if gemm else None
 
         def step_args(i):
             t = order[i]
             prev, nxt = (t + 1, t) if reverse else (t, t + 1)
             return (*args, t, prev, nxt, order[i - 1] if i else t, int(i > 0), B, H, has_mask, 0)
 
+        def given(i, phase):
+            """PRB of step i's launch of `phase` ("gemm" mode; the first step sends nothing)."""
+            if not gemm:
+                return d_A
+            if phase == 1:
+                return products.reset(order[i])
+            return products.through_r(order[i - 1]) if i else products.out
+
         def launch_all():
             for i in range(T):
-                for step in steps:
-                    step(*step_args(i))
+                at_i = step_args(i)
+                for phase, step in enumerate(steps):
+                    step(*at_i, given(i, phase))
             last = order[-1]   # then d a<0> (and d c<0>)
-            steps[0](*args, last, last, last, last, 1, B, H, has_mask, 1)
+            steps[0](*args, last, last, last, last, 1, B, H, has_mask, 1,
+                     products.through_r(last) if gemm else d_A)
 
-        _launch_steps(pl, d_A.device, steps, step_args(0), launch_all,
+        _launch_steps(pl, d_A.device, steps, step_args(0) + (d_A,), launch_all,
                       ("backward", d_A.device, T, reverse, common, step_args(0)))
     # The weight gradients: large GEMMs in the weights' dtype (bfloat16 on the tensor cores);
     # of the float32 cell and gates, Variant.param_grads casts only what it reads.

@@ -10,6 +10,8 @@ Arguments beyond forward.py's:
         the part through R, (d_xp of step t_next) R, is added at step t from DXP
     t_next the step done just before (t + 1 forwards, t - 1 backwards); has_next 0 at the first
     final: no step, only d_a<0> = CA + (d_xp of t_next) R, written to CA
+    PRB with GIVEN ("gemm" mode, gatedrnn/kernels/gemm.py): (B, H), the phase's product
+        through R, computed before the launch
 
 The lecture's GRU (2) runs in two phases: PHASE 0 the gradients of Γ_u and c̃; PHASE 1 that of
 Γ_r, which needs (d c̃ pre-activation) R_c summed over every unit.
@@ -24,9 +26,10 @@ from .forward import wide
 
 @triton.jit
 def backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next, has_next,
-                  B, H, has_mask, final, rows, cols, VARIANT: tl.constexpr, PHASE: tl.constexpr,
-                  G: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-                  BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+                  B, H, has_mask, final, PRB, rows, cols, VARIANT: tl.constexpr,
+                  PHASE: tl.constexpr, G: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr,
+                  BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+                  UPCAST: tl.constexpr, GIVEN: tl.constexpr):
     GH = G * H
     row_ok = rows < B
     col_ok = cols < H
@@ -39,10 +42,13 @@ def backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_n
         keep = (tl.load(MASK + wide(t) * B + rows, mask=row_ok, other=0) != 0)[:, None]
 
     if VARIANT == 2 and PHASE == 1:   # gru: Γ_r, through (d c̃ pre-activation) R_c
-        d_pre_c = DXP + wide(t) * B * GH + 2 * H
-        d_reset = times_r(tl.zeros((BLOCK_B, BLOCK_H), CA.dtype.element_ty), d_pre_c, GH,
-                          d_pre_c, 0, rows, row_ok, R, 2 * H, cols, col_ok, H, H, False, BLOCK_K,
-                          PRECISION, UPCAST)
+        if GIVEN:
+            d_reset = tl.load(PRB + tile, mask=ok, other=0.0)
+        else:
+            d_pre_c = DXP + wide(t) * B * GH + 2 * H
+            d_reset = times_r(tl.zeros((BLOCK_B, BLOCK_H), CA.dtype.element_ty), d_pre_c, GH,
+                              d_pre_c, 0, rows, row_ok, R, 2 * H, cols, col_ok, H, H, False,
+                              BLOCK_K, PRECISION, UPCAST)
         gamma_r = tl.load(sv + H, mask=ok, other=0.0)
         a_prev = tl.load(SA + wide(prev) * B * H + tile, mask=ok, other=0.0)
         tl.store(dxp + H, d_reset * a_prev * gamma_r * (1.0 - gamma_r), mask=ok)
@@ -53,7 +59,9 @@ def backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_n
             d_a += tl.load(D_A + wide(t) * B * H + tile, mask=ok, other=0.0)
         if has_next:   # what step t_next sends back through R
             d_next = DXP + wide(t_next) * B * GH
-            if VARIANT == 2:
+            if GIVEN:
+                d_a += tl.load(PRB + tile, mask=ok, other=0.0)
+            elif VARIANT == 2:
                 d_a = times_r(d_a, d_next, GH, d_next, 0, rows, row_ok, R, 0, cols, col_ok,
                               2 * H, H, False, BLOCK_K, PRECISION, UPCAST)
             elif VARIANT == 3:   # the candidate's recurrent part sits inside Γ_r ⊙ (...)
@@ -120,16 +128,17 @@ def backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_n
 @triton.jit(do_not_specialize=["t", "prev", "nxt", "t_next", "has_next", "B", "has_mask",
                                "final"])
 def backward_step(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next, has_next,
-                  B, H, has_mask, final, VARIANT: tl.constexpr, PHASE: tl.constexpr,
+                  B, H, has_mask, final, PRB, VARIANT: tl.constexpr, PHASE: tl.constexpr,
                   G: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr,
                   BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
-                  UPCAST: tl.constexpr):
-    """One step (one phase): a program per tile, grid (⌈B/BLOCK_B⌉, ⌈H/BLOCK_H⌉)."""
+                  UPCAST: tl.constexpr, GIVEN: tl.constexpr):
+    """One step (one phase): a program per tile, grid (⌈B/BLOCK_B⌉, ⌈H/BLOCK_H⌉). With GIVEN
+    ("gemm" mode) the phase's product through R is read from PRB (B, H)."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next, has_next,
-                  B, H, has_mask, final, rows, cols, VARIANT, PHASE, G, S, BLOCK_B, BLOCK_H,
-                  BLOCK_K, PRECISION, UPCAST)
+                  B, H, has_mask, final, PRB, rows, cols, VARIANT, PHASE, G, S, BLOCK_B,
+                  BLOCK_H, BLOCK_K, PRECISION, UPCAST, GIVEN)
 
 
 @triton.jit
@@ -141,10 +150,10 @@ def backward_tiles(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_
     """One phase of step t on the tiles first, first + stride, ... < stop."""
     for tile in range(first, stop, stride):
         backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next,
-                      has_next, B, H, has_mask, final,
+                      has_next, B, H, has_mask, final, D_A,
                       (tile // n_h) * BLOCK_B + tl.arange(0, BLOCK_B),
                       (tile % n_h) * BLOCK_H + tl.arange(0, BLOCK_H), VARIANT, PHASE, G, S,
-                      BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
+                      BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST, False)
 
 
 @triton.jit(do_not_specialize=["T", "B", "has_mask", "reverse", "n_h", "n_tiles"])

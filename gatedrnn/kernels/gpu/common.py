@@ -37,27 +37,40 @@ def _dot(v, w, acc, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
 
 @triton.jit
 def times_rt(acc0, acc1, acc2, acc3, V, v_stride, rows, row_ok, RT, rt_stride, col0, cols, col_ok,
-             K, H, N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
-             UPCAST: tl.constexpr):
+             K, H, N: tl.constexpr, GIVEN: tl.constexpr, BLOCK_K: tl.constexpr,
+             PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """(acc_g + V[rows, :K] @ RT[:K, col0 + g·H + cols] for the first N gates g; the others
     returned as they came): the forward's v R_g^T for up to four gates in one pass over V,
-    with RT = R^T (H, G*H) so that every load runs along contiguous memory."""
-    for k0 in range(0, K, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < K
-        v = tl.load(V + rows[:, None] * v_stride + ks[None, :],
-                    mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(acc0.dtype)
-        w_ptr = RT + ks[:, None] * rt_stride + col0 + cols[None, :]
-        w_ok = k_ok[:, None] & col_ok[None, :]
-        acc0 = _dot(v, tl.load(w_ptr, mask=w_ok, other=0.0), acc0, PRECISION, UPCAST)
+    with RT = R^T (H, G*H) so that every load runs along contiguous memory.
+    GIVEN ("gemm" mode): that product was computed before the launch (cuBLAS) into V, gate g
+    at columns g·H + cols of rows of v_stride elements, and is only added."""
+    if GIVEN:
+        ok = row_ok[:, None] & col_ok[None, :]
+        given = V + rows[:, None] * v_stride + cols[None, :]
+        acc0 += tl.load(given, mask=ok, other=0.0)
         if N > 1:
-            acc1 = _dot(v, tl.load(w_ptr + H, mask=w_ok, other=0.0), acc1, PRECISION, UPCAST)
+            acc1 += tl.load(given + H, mask=ok, other=0.0)
         if N > 2:
-            acc2 = _dot(v, tl.load(w_ptr + 2 * H, mask=w_ok, other=0.0), acc2, PRECISION,
-                        UPCAST)
+            acc2 += tl.load(given + 2 * H, mask=ok, other=0.0)
         if N > 3:
-            acc3 = _dot(v, tl.load(w_ptr + 3 * H, mask=w_ok, other=0.0), acc3, PRECISION,
-                        UPCAST)
+            acc3 += tl.load(given + 3 * H, mask=ok, other=0.0)
+    else:
+        for k0 in range(0, K, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            k_ok = ks < K
+            v = tl.load(V + rows[:, None] * v_stride + ks[None, :],
+                        mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(acc0.dtype)
+            w_ptr = RT + ks[:, None] * rt_stride + col0 + cols[None, :]
+            w_ok = k_ok[:, None] & col_ok[None, :]
+            acc0 = _dot(v, tl.load(w_ptr, mask=w_ok, other=0.0), acc0, PRECISION, UPCAST)
+            if N > 1:
+                acc1 = _dot(v, tl.load(w_ptr + H, mask=w_ok, other=0.0), acc1, PRECISION, UPCAST)
+            if N > 2:
+                acc2 = _dot(v, tl.load(w_ptr + 2 * H, mask=w_ok, other=0.0), acc2, PRECISION,
+                            UPCAST)
+            if N > 3:
+                acc3 = _dot(v, tl.load(w_ptr + 3 * H, mask=w_ok, other=0.0), acc3, PRECISION,
+                            UPCAST)
     return acc0, acc1, acc2, acc3
 
 

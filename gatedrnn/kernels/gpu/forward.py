@@ -13,6 +13,8 @@ or float64 for float64 inputs):
         inputs' dtype: it only feeds that product)
     MASK (T, B) int8, 1 inside each sequence (read only if has_mask)
     t the time step; prev, nxt its state rows in SA/SC; save_row its row of SAVED
+    PR, pr_stride with GIVEN ("gemm" mode, gatedrnn/kernels/gemm.py): the phase's recurrent
+        product, computed before the launch, gate g at columns g·H of rows of pr_stride
 
 VARIANT numbers as in gatedrnn/kernels/triton.py: 0 rnn, 1 gru_simple, 2 gru, 3 gru_reset_after,
 4 lstm, 5 lstm_peephole. The lecture's GRU (2) runs in two phases, each a whole pass over the
@@ -34,31 +36,41 @@ def wide(i):
 
 @triton.jit
 def forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
-                 has_mask, rows, cols, VARIANT: tl.constexpr, PHASE: tl.constexpr,
-                 G: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr,
+                 has_mask, PR, pr_stride, rows, cols, VARIANT: tl.constexpr,
+                 PHASE: tl.constexpr, G: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr,
                  BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
-                 UPCAST: tl.constexpr, LOW_COPY: tl.constexpr):
+                 UPCAST: tl.constexpr, LOW_COPY: tl.constexpr, GIVEN: tl.constexpr):
     GH = G * H
     row_ok = rows < B
     col_ok = cols < H
     ok = row_ok[:, None] & col_ok[None, :]
     tile = rows[:, None] * H + cols[None, :]
     a_prev = tl.load(SA + wide(prev) * B * H + tile, mask=ok, other=0.0)
-    A_prev = SAL + wide(prev) * B * H   # the rows of a<t-1> the products read
+    # What this phase's recurrent product reads: rows of a<t-1> (of Γ_r ⊙ c<t-1> in the GRU's
+    # second phase), or with GIVEN ("gemm" mode) the product itself, computed before the launch.
+    if GIVEN:
+        V = PR
+        v_stride = pr_stride
+    elif VARIANT == 2 and PHASE == 1:
+        V = RA
+        v_stride = H
+    else:
+        V = SAL + wide(prev) * B * H
+        v_stride = H
     zero = tl.zeros((BLOCK_B, BLOCK_H), SAVED.dtype.element_ty)   # in the state's dtype
     xp = XP + wide(t) * B * GH + rows[:, None] * GH + cols[None, :]   # gate g at + g * H
     sv = SAVED + wide(save_row) * B * S * H + rows[:, None] * S * H + cols[None, :]
 
     if VARIANT == 0:    # rnn
         pre, _, _, _ = times_rt(tl.load(xp, mask=ok, other=0.0).to(zero.dtype), zero, zero, zero,
-                                A_prev, H, rows, row_ok, RT, GH, 0, cols, col_ok, H, H, 1,
-                                BLOCK_K, PRECISION, UPCAST)
+                                V, v_stride, rows, row_ok, RT, GH, 0, cols, col_ok, H, H, 1,
+                                GIVEN, BLOCK_K, PRECISION, UPCAST)
         a = tanh(pre)
     elif VARIANT == 1:  # gru_simple
         pre_u, pre_c, _, _ = times_rt(tl.load(xp, mask=ok, other=0.0).to(zero.dtype),
                                       tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype), zero,
-                                      zero, A_prev, H, rows, row_ok, RT, GH, 0, cols, col_ok, H,
-                                      H, 2, BLOCK_K, PRECISION, UPCAST)
+                                      zero, V, v_stride, rows, row_ok, RT, GH, 0, cols, col_ok,
+                                      H, H, 2, GIVEN, BLOCK_K, PRECISION, UPCAST)
         gamma_u = sigmoid(pre_u)
         c_tilde = tanh(pre_c)
         a = gamma_u * c_tilde + (1.0 - gamma_u) * a_prev
@@ -68,8 +80,8 @@ def forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, sav
         if PHASE == 0:
             pre_u, pre_r, _, _ = times_rt(tl.load(xp, mask=ok, other=0.0).to(zero.dtype),
                                           tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype),
-                                          zero, zero, A_prev, H, rows, row_ok, RT, GH, 0, cols,
-                                          col_ok, H, H, 2, BLOCK_K, PRECISION, UPCAST)
+                                          zero, zero, V, v_stride, rows, row_ok, RT, GH, 0, cols,
+                                          col_ok, H, H, 2, GIVEN, BLOCK_K, PRECISION, UPCAST)
             gamma_u = sigmoid(pre_u)
             gamma_r = sigmoid(pre_r)
             tl.store(sv, gamma_u, mask=ok)
@@ -77,8 +89,8 @@ def forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, sav
             tl.store(RA + tile, gamma_r * a_prev, mask=ok)
         else:
             pre_c, _, _, _ = times_rt(tl.load(xp + 2 * H, mask=ok, other=0.0).to(zero.dtype),
-                                      zero, zero, zero, RA, H, rows, row_ok, RT, GH, 2 * H, cols,
-                                      col_ok, H, H, 1, BLOCK_K, PRECISION, UPCAST)
+                                      zero, zero, zero, V, v_stride, rows, row_ok, RT, GH, 2 * H,
+                                      cols, col_ok, H, H, 1, GIVEN, BLOCK_K, PRECISION, UPCAST)
             c_tilde = tanh(pre_c)
             gamma_u = tl.load(sv, mask=ok, other=0.0)
             a = gamma_u * c_tilde + (1.0 - gamma_u) * a_prev
@@ -88,7 +100,8 @@ def forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, sav
         pre_u, pre_r, recurrent_c, _ = times_rt(
             tl.load(xp, mask=ok, other=0.0).to(zero.dtype),
             tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype), zero + b_cc[None, :], zero,
-            A_prev, H, rows, row_ok, RT, GH, 0, cols, col_ok, H, H, 3, BLOCK_K, PRECISION, UPCAST)
+            V, v_stride, rows, row_ok, RT, GH, 0, cols, col_ok, H, H, 3, GIVEN, BLOCK_K, PRECISION,
+            UPCAST)
         gamma_u = sigmoid(pre_u)
         gamma_r = sigmoid(pre_r)
         c_tilde = tanh(tl.load(xp + 2 * H, mask=ok, other=0.0).to(zero.dtype)
@@ -105,7 +118,8 @@ def forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, sav
             tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype),
             tl.load(xp + 2 * H, mask=ok, other=0.0).to(zero.dtype),
             tl.load(xp + 3 * H, mask=ok, other=0.0).to(zero.dtype),
-            A_prev, H, rows, row_ok, RT, GH, 0, cols, col_ok, H, H, 4, BLOCK_K, PRECISION, UPCAST)
+            V, v_stride, rows, row_ok, RT, GH, 0, cols, col_ok, H, H, 4, GIVEN, BLOCK_K, PRECISION,
+            UPCAST)
         if VARIANT == 5:   # peepholes: unit k of c reaches only unit k of a gate
             pre_u += tl.load(P + cols, mask=col_ok, other=0.0).to(zero.dtype)[None, :] * c_prev
             pre_f += tl.load(P + H + cols, mask=col_ok, other=0.0).to(zero.dtype)[None, :] * c_prev
@@ -139,16 +153,17 @@ def forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, sav
 # multiples of 16) would compile each kernel once more for each kind of value.
 @triton.jit(do_not_specialize=["t", "prev", "nxt", "save_row", "B", "has_mask"])
 def forward_step(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
-                 has_mask, VARIANT: tl.constexpr, PHASE: tl.constexpr, G: tl.constexpr,
-                 S: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-                 BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-                 LOW_COPY: tl.constexpr):
-    """One step (one phase): a program per tile, grid (⌈B/BLOCK_B⌉, ⌈H/BLOCK_H⌉)."""
+                 has_mask, PR, pr_stride, VARIANT: tl.constexpr, PHASE: tl.constexpr,
+                 G: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr,
+                 BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+                 UPCAST: tl.constexpr, LOW_COPY: tl.constexpr, GIVEN: tl.constexpr):
+    """One step (one phase): a program per tile, grid (⌈B/BLOCK_B⌉, ⌈H/BLOCK_H⌉). With GIVEN
+    ("gemm" mode) the phase's recurrent product is read from PR (rows of pr_stride)."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
-                 has_mask, rows, cols, VARIANT, PHASE, G, S, BLOCK_B, BLOCK_H, BLOCK_K,
-                 PRECISION, UPCAST, LOW_COPY)
+                 has_mask, PR, pr_stride, rows, cols, VARIANT, PHASE, G, S, BLOCK_B, BLOCK_H,
+                 BLOCK_K, PRECISION, UPCAST, LOW_COPY, GIVEN)
 
 
 @triton.jit
@@ -161,9 +176,9 @@ def forward_tiles(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, sa
     n_h + unit block)."""
     for tile in range(first, stop, stride):
         forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
-                     has_mask, (tile // n_h) * BLOCK_B + tl.arange(0, BLOCK_B),
+                     has_mask, XP, 0, (tile // n_h) * BLOCK_B + tl.arange(0, BLOCK_B),
                      (tile % n_h) * BLOCK_H + tl.arange(0, BLOCK_H), VARIANT, PHASE, G, S,
-                     BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST, LOW_COPY)
+                     BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST, LOW_COPY, False)
 
 
 @triton.jit(do_not_specialize=["T", "B", "has_mask", "reverse", "keep_saved", "n_h", "n_tiles"])

@@ -1,0 +1,90 @@
+"""The triton backend's "gemm" launch mode: each step's recurrent product by cuBLAS.
+
+In the other modes a Triton kernel computes a step's product with R itself, tile by tile. For
+large batches and hidden sizes, cuBLAS multiplies faster than those tiles can (float32
+without TF32 above all, where Triton's products run on the CUDA cores as plain FMAs): this is
+how cuDNN itself runs large problems. So here, before each launch, torch.mm computes what the
+phase's kernel would have (float32 accumulation and output for bfloat16 operands, the
+tensor cores' way), and the kernel (GIVEN=True) only adds it in and applies the gates.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from ..cells import Variant
+
+
+class _OutDtype:
+    """Whether this torch's cuBLAS path takes torch.mm(..., out_dtype=): if not (an older
+    torch), products of 16-bit operands are taken in float32 instead: the same numbers, slower."""
+
+    works = True
+
+
+def product(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out = a @ b, accumulated and written in out's dtype (float32 for bfloat16 a and b)."""
+    if a.dtype == out.dtype:
+        return torch.mm(a, b, out=out)
+    if a.is_cuda and _OutDtype.works:
+        try:
+            return torch.mm(a, b, out_dtype=out.dtype, out=out)
+        except (TypeError, RuntimeError) as error:
+            _OutDtype.works = False
+            warnings.warn(f"gatedrnn: torch.mm(out_dtype=) refused ({error}); the 'gemm' mode "
+                          "multiplies 16-bit operands in float32 instead", stacklevel=2)
+    # The interpreter's CPU tensors (torch.mm has no CPU kernel for out_dtype), or the above.
+    return torch.mm(a.to(out.dtype), b.to(out.dtype), out=out)
+
+
+class ForwardProducts:
+    """Before each forward launch: what the phase reads (a<t-1>, or the lecture GRU's
+    Γ_r ⊙ c<t-1> in its second phase) times that phase's columns of R^T."""
+
+    def __init__(self, variant: Variant, SAL: torch.Tensor, RA: torch.Tensor, RT: torch.Tensor,
+                 dtype: torch.dtype):
+        _, B, H = SAL.shape
+        flat = SAL.new_empty(B * variant.num_gates * H, dtype=dtype)
+        self.SAL = SAL
+        if variant.name == "gru":   # Γ_u and Γ_r from a<t-1>, then c̃ from Γ_r ⊙ c<t-1>
+            self.phases = [(flat[:2 * B * H].view(B, 2 * H), RT[:, :2 * H], None),
+                           (flat[2 * B * H:].view(B, H), RT[:, 2 * H:], RA)]
+        else:
+            self.phases = [(flat.view(B, -1), RT, None)]
+
+    def __call__(self, phase: int, prev: int) -> tuple[torch.Tensor, int]:
+        """(the product, its row stride) for the launch of `phase` reading state row `prev`."""
+        out, weights, reads = self.phases[phase]
+        product(self.SAL[prev] if reads is None else reads, weights, out)
+        return out, out.shape[1]
+
+
+class BackwardProducts:
+    """Before each backward launch, into one (B, H) buffer: what step t_next sends back through
+    R to a<t> (phase 0, and the last launch's d a<0>), or the lecture GRU's (d c̃ pre) R_c of
+    step t, which Γ_r's gradient needs (phase 1)."""
+
+    def __init__(self, variant: Variant, d_xp: torch.Tensor, R: torch.Tensor,
+                 saved: torch.Tensor, dtype: torch.dtype):
+        _, B, _ = d_xp.shape
+        H = R.shape[1]
+        self.variant, self.d_xp, self.R, self.saved, self.H = variant, d_xp, R, saved, H
+        self.out = d_xp.new_empty(B, H, dtype=dtype)
+        self.part = d_xp.new_empty(B, H, dtype=dtype) if variant.name == "gru_reset_after" else None
+
+    def through_r(self, t_next: int) -> torch.Tensor:
+        H, R, d_next = self.H, self.R, self.d_xp[t_next]
+        if self.variant.name == "gru":   # the candidate's part goes through Γ_r (phase 1)
+            return product(d_next[:, :2 * H], R[:2 * H], self.out)
+        if self.variant.name == "gru_reset_after":   # the candidate's part: Γ_r ⊙ (R_c a + b)
+            product(d_next[:, :2 * H], R[:2 * H], self.out)
+            gamma_r = self.saved[t_next][:, H:2 * H]
+            scaled = (d_next[:, 2 * H:] * gamma_r).to(R.dtype)   # rounded as the kernels do
+            return self.out.add_(product(scaled, R[2 * H:], self.part))
+        return product(d_next, R, self.out)
+
+    def reset(self, t: int) -> torch.Tensor:
+        H = self.H
+        return product(self.d_xp[t][:, 2 * H:], self.R[2 * H:], self.out)
