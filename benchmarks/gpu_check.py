@@ -1,11 +1,11 @@
 """The GPU check (issue 4): correctness first, then speed against cuDNN, in one run.
 
 1. Correctness: every variant, float32 and bfloat16, forwards and backwards in time with
-   lengths, in every launch mode of the triton backend ("step": a launch per step; "graph":
-   those launches recorded into a CUDA graph, checked on a replay with new values; "gemm": a
-   cuBLAS product, then a launch for the gates, per step; "sequence": one launch, a program
-   per block of rows; "persistent": one launch over the chip with a grid-wide barrier per
-   step), on fresh random inputs, against the NumPy reference in float64 (the "reference"
+   lengths, in every launch of the triton backend ("step": a launch per step; "gemm": a cuBLAS
+   product, then a launch for the gates, per step; "+graphs": those launches recorded into a
+   CUDA graph, checked on a replay with new values; "sequence": one launch, a program per
+   block of rows; "persistent": one launch over the chip with a grid-wide barrier per step),
+   on fresh random inputs, against the NumPy reference in float64 (the "reference"
    backend, on the same rounded inputs). The backend's working buffers
    are filled with NaN first, so an element no kernel writes shows. The persistent mode is
    checked in a child process that is killed if its barrier hangs; it is timed only if it
@@ -63,12 +63,13 @@ TARGET = {"gru": 1.25, "lstm": 1.25, "lstm_peephole": 1.4}   # train time ÷ cuD
 LOOP_SHAPES = ("G1", "G2")                                    # where ≥ 10× the loop is asked
 TOLERANCE = {"f32": 1e-4, "bf16": 3e-2}
 DEVICE = "cuda"
-MODES = ["step", "graph", "gemm", "sequence", "persistent"]   # the triton backend's launch modes
+LAUNCHES = list(triton_backend.LAUNCHES)   # "step", "step+graphs", "gemm", ...
 
 
-def worth_timing(mode: str, B: int, H: int) -> bool:
+def worth_timing(launch: str, B: int, H: int) -> bool:
     """"sequence" gives a block of rows' whole state to one program: only for small B·H.
     "gemm" adds a cuBLAS call per step: it can only lose where a step is a vector (B = 1)."""
+    mode = triton_backend.launch(launch)["mode"]
     if mode == "sequence":
         return B * H <= 64 * 256
     return mode != "gemm" or B > 1
@@ -107,7 +108,7 @@ def _graph_counts() -> tuple[int, int]:
 
 
 def _replays_since(counts: tuple[int, int]) -> str:
-    """How many of the graph mode's calls since `counts` replayed a recording, of how many."""
+    """How many calls with graphs since `counts` replayed a recording, of how many."""
     replayed, recorded = (now - then for now, then in zip(_graph_counts(), counts))
     return f"{replayed}/{replayed + recorded}"
 
@@ -119,7 +120,7 @@ def _rel(a, b) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
 
 
-def correctness(variants, modes, seed: int, dry_run: bool) -> list[dict]:
+def correctness(variants, launches, seed: int, dry_run: bool) -> list[dict]:
     """Max relative error over outputs, final states and every gradient, per variant, dtype,
     direction and launch mode, against the reference on the same (rounded) inputs."""
     T, B, I, H = (5, 17, 8, 40) if dry_run else (24, 21, 48, 160)   # several tiles each way
@@ -143,11 +144,11 @@ def correctness(variants, modes, seed: int, dry_run: bool) -> list[dict]:
                            _random_leaves(variant, T, B, I, H, torch.float64, g).items()}
                     want = _outputs_and_grads(variant, {k: v.double() for k, v in low.items()},
                                               mask, reverse, "reference", weights)
-                    for mode in modes:
-                        triton_backend.settings.mode = mode
+                    for mode in launches:
+                        graphs = _use(mode)
                         row = dict(variant=variant, dtype=dname, mode=mode, reverse=reverse)
                         try:
-                            if mode == "graph":   # recorded on other values: the run
+                            if graphs:   # recorded on other values: the run
                                 _outputs_and_grads(   # checked should replay that recording
                                     variant, {k: (-v).to(DEVICE) for k, v in low.items()},
                                     mask.to(DEVICE), reverse, "triton", weights)
@@ -155,7 +156,7 @@ def correctness(variants, modes, seed: int, dry_run: bool) -> list[dict]:
                             got = _outputs_and_grads(
                                 variant, {k: v.to(DEVICE) for k, v in low.items()},
                                 mask.to(DEVICE), reverse, "triton", weights)
-                            if mode == "graph":
+                            if graphs:
                                 row["replayed"] = _replays_since(counts)
                         except Exception as error:   # recorded: the run goes on to the table
                             rows.append(dict(row, max_rel_err=float("nan"), ok=False,
@@ -169,7 +170,7 @@ def correctness(variants, modes, seed: int, dry_run: bool) -> list[dict]:
                         print(f"  {variant:16s} {dname:5s} {mode:10s} "
                               f"{'backward' if reverse else 'forward ':8s} "
                               f"max rel err {errs[worst]:.1e} ({worst})"
-                              + (f", replayed {row['replayed']}" if mode == "graph" else ""),
+                              + (f", replayed {row['replayed']}" if graphs else ""),
                               flush=True)
     finally:
         triton_backend.settings = triton_backend.Settings()
@@ -205,7 +206,8 @@ def probe_persistent(args) -> Probe:
     killed and its failure recorded. Its kernels reach this process through Triton's cache on
     disk, while this process checks the other modes."""
     return Probe([sys.executable, __file__, "--probe", "--variants", *args.variants,
-                  "--shapes", *args.shapes, "--dtypes", *args.dtypes, "--modes", *args.modes,
+                  "--shapes", *args.shapes, "--dtypes", *args.dtypes, "--launches",
+                  *args.launches,
                   "--out", str(args.out)] + (["--dry-run"] if args.dry_run else []))
 
 
@@ -297,15 +299,23 @@ def _module(variant, H, dtype, backend=None):
     return gatedrnn.for_variant(variant, H, H, backend=backend).to(DEVICE, dtype)
 
 
-def _train_in_mode(mode, variant, H, x, repeats):
-    triton_backend.settings.mode = mode
+def _use(launch: str) -> bool:
+    """Launch the triton backend's sequences as `launch` from now on; with graphs?"""
+    fields = triton_backend.launch(launch)
+    for name, value in fields.items():
+        setattr(triton_backend.settings, name, value)
+    return fields["graphs"]
+
+
+def _train_in_mode(launch, variant, H, x, repeats):
+    _use(launch)
     try:
         return time_ms(train_step(_module(variant, H, x.dtype), x), repeats)
     finally:
-        triton_backend.settings.mode = "auto"
+        triton_backend.settings.mode, triton_backend.settings.graphs = "auto", False
 
 
-def precompile(shapes, dtypes, variants, modes) -> float:
+def precompile(shapes, dtypes, variants, launches) -> float:
     """Compile, many at once, the step and one-launch kernels the timings launch, by running
     every shape, dtype and variant for two steps in those launch modes (each block shape and
     mode is a kernel of its own). Triton's compiler leaves the GIL to its C++ passes and
@@ -319,7 +329,7 @@ def precompile(shapes, dtypes, variants, modes) -> float:
               *[(triton_backend.Settings(mode=mode),
                  [(s, d, v) for s in shapes for d in dtypes for v in variants
                   if v in TARGET and worth_timing(mode, *SHAPES[s][1:])])
-                for mode in ("sequence", "gemm") if mode in modes]]
+                for mode in ("sequence", "gemm") if mode in launches]]
     threads = 1 if triton_backend.interpreting() else min(16, os.cpu_count() or 1)
     try:
         for settings, jobs in passes:   # the settings are global: one pass at a time
@@ -363,8 +373,9 @@ def timings(shapes, dtypes, variants, modes, repeats, deadline, loop_repeats) ->
 
 def _time_row(sname, T, B, H, dname, variant, x, peers, modes, repeats, deadline,
               loop_repeats) -> dict:
+    chosen = triton_backend.plan(B, H, x.dtype)
     row = dict(shape=sname, T=T, B=B, H=H, dtype=dname, variant=variant,
-               mode=triton_backend.plan(B, H, x.dtype).mode)
+               mode=chosen.mode + ("+graphs" if chosen.graphs else ""))
     if time.monotonic() > deadline:
         return {**row, "skipped": "time budget"}
     try:
@@ -396,8 +407,8 @@ def _measure_row(row, sname, H, variant, x, peers, modes, repeats, loop_repeats)
             try:
                 counts = _graph_counts()
                 row[f"train_{mode}"] = _train_in_mode(mode, variant, H, x, repeats)
-                if mode == "graph":   # warm-up included: the first call records
-                    row["graph_replayed"] = _replays_since(counts)
+                if triton_backend.launch(mode)["graphs"]:   # warm-up included: the first
+                    row[f"replayed_{mode}"] = _replays_since(counts)   # call records
             except Exception as error:   # the row keeps its other numbers
                 row[f"train_{mode}"] = float("nan")
                 row[f"error_{mode}"] = f"{type(error).__name__}: {str(error)[:200]}"
@@ -420,7 +431,7 @@ def _candidates(base, B: int, H: int, modes) -> list[dict]:
                 plans.append(dataclasses.replace(base, **{field: value}))
     for mode in modes:
         if mode != base.mode and worth_timing(mode, B, H):
-            plans.append(dataclasses.replace(base, mode=mode))
+            plans.append(dataclasses.replace(base, **triton_backend.launch(mode)))
     out = [dict(dataclasses.asdict(p), fast_launch=True) for p in plans]
     if base.mode == "step":
         out.append(dict(dataclasses.asdict(base), fast_launch=False))
@@ -457,7 +468,8 @@ def tune(shapes, dtypes, variant, modes, repeats, deadline) -> list[dict]:
 
 def tuning_table(rows) -> str:
     chosen = {(r["shape"], r["dtype"]): r.get("train") for r in rows if r["chosen"]}
-    cells = [{**r, "mode": r["mode"] + (" (plan)" if r["chosen"] else ""),
+    cells = [{**r, "mode": r["mode"] + ("+graphs" if r["graphs"] else "")
+              + (" (plan)" if r["chosen"] else ""),
               "warps": r["num_warps"], "launch": "direct" if r["fast_launch"] else "JIT",
               "train ms": (f"{r['train']:.2f}" if "train" in r else
                            r.get("error", r.get("skipped", ""))),
@@ -497,13 +509,13 @@ def table(rows, device: str, modes) -> str:
         for m, column in zip(modes, per_mode):
             value = r["train"] if m == r["mode"] else r.get("train_" + m)
             cell[column] = "—" if value is None else f"{value:.2f}"
-            if m == "graph" and "graph_replayed" in r:
-                cell[column] += f" ({r['graph_replayed']} replayed)"
+            if f"replayed_{m}" in r:
+                cell[column] += f" ({r['replayed_' + m]} replayed)"
         cells.append(cell)
     return (f"GPU check on {device}. Times in ms (CUDA events, medians); ÷ cuDNN = gatedrnn / "
             "cuDNN (below 1: gatedrnn faster); loop ÷ = loop / gatedrnn (the speed-up over the "
             "PyTorch loop); float32 without TF32 on both sides; mode: the launch mode the plan "
-            "chose (the train columns per mode time the others too; graph: how many recurrence "
+            "chose (the train columns time the other launches too; +graphs: how many recurrence "
             "calls replayed a recorded CUDA graph, of all calls, warm-up included).\n\n" +
             markdown(cells, ["shape", "dtype", "variant", "mode", "infer ms", "÷ cuDNN",
                              "train ms", "÷ cuDNN (cuDNN ms)", "target", "loop ÷", *per_mode]))
@@ -514,8 +526,8 @@ def _graph_summary(rows) -> str:
     if not counts:
         return ""
     if not sum(c[1] for c in counts):
-        return "; graph mode: nothing recorded (the interpreter runs it as step)"
-    return (f"; graph mode: {sum(c[0] for c in counts)} of the {sum(c[1] for c in counts)} "
+        return "; graphs: nothing recorded (the interpreter launches directly)"
+    return (f"; graphs: {sum(c[0] for c in counts)} of the {sum(c[1] for c in counts)} "
             "checked calls replayed a recording")
 
 
@@ -539,8 +551,8 @@ def main() -> None:
     parser.add_argument("--no-correctness", action="store_true",
                         help="skip the correctness checks, but for the persistent mode's, which "
                              "guards its timings against a hang")
-    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES,
-                        help="the launch modes to check and time (the plan's own always runs)")
+    parser.add_argument("--launches", nargs="*", default=LAUNCHES, choices=LAUNCHES,
+                        help="the launches to check and time (the plan's own always runs)")
     parser.add_argument("--dry-run", action="store_true",
                         help="no GPU: tiny shapes on the CPU under TRITON_INTERPRET=1, to test "
                              "the script (its times mean nothing)")
@@ -563,10 +575,10 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     if args.probe:   # the child of probe_persistent
-        seconds = precompile(args.shapes, args.dtypes, args.variants, args.modes)
+        seconds = precompile(args.shapes, args.dtypes, args.variants, args.launches)
         print(f"  kernels for the timings compiled in {seconds:.0f} s", flush=True)
         rows = []
-        if "persistent" in args.modes:
+        if "persistent" in args.launches:
             print(PERSISTENT_START, flush=True)
             rows = correctness(args.variants, ["persistent"], int(time.time()), args.dry_run)
         print(PROBE_MARK + json.dumps(rows), flush=True)
@@ -583,7 +595,7 @@ def main() -> None:
     print(f"gpu_check: {env}", flush=True)
 
     result = dict(env=env, date=datetime.date.today().isoformat(), quick=args.quick)
-    modes = [m for m in args.modes if m != "persistent"]
+    modes = [m for m in args.launches if m != "persistent"]
     child = probe_persistent(args)   # compiles, then checks persistent, beside what follows
     if not args.no_correctness:
         print("correctness against the float64 reference:", flush=True)
@@ -591,7 +603,7 @@ def main() -> None:
                                             args.dry_run)
         result["against_cudnn"] = against_cudnn(int(time.time()) + 1, args.dry_run)
     probe_rows, status = probe_result(child, timeout=180)
-    if "persistent" in args.modes:
+    if "persistent" in args.launches:
         result["persistent"] = status
         result["correctness" if "correctness" in result else "persistent_check"] = (
             result.get("correctness", []) + probe_rows)

@@ -23,12 +23,13 @@ def test_dry_run_prints_the_table(tmp_path):
                           "--out", str(tmp_path)], env=env, capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert ("correctness: all within tolerance; persistent mode: ok; graph mode: nothing "
-            "recorded (the interpreter runs it as step)") in run.stdout
+    assert ("correctness: all within tolerance; persistent mode: ok; graphs: nothing "
+            "recorded (the interpreter launches directly)") in run.stdout
     assert "| G2 | f32 | lstm_peephole |" in run.stdout.splitlines()[-1]
     result = json.loads(next(tmp_path.glob("gpu-check-*.json")).read_text())
-    assert {r["mode"] for r in result["correctness"]} == {"step", "graph", "gemm",
-                                                            "sequence", "persistent"}
+    assert {r["mode"] for r in result["correctness"]} == {"step", "step+graphs", "gemm",
+                                                            "gemm+graphs", "sequence",
+                                                            "persistent"}
     assert result["timings"][0]["cudnn"] == "LSTM"
 
 

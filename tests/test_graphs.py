@@ -1,4 +1,5 @@
-"""The triton backend's "graph" launch mode: CUDA graphs of the per-step launches.
+"""The triton backend's CUDA graphs of the per-step launches (settings.graphs, with the "step"
+and "gemm" modes).
 
 Recording needs a GPU. On the CPU these tests check what decides a replay (the key, the cache
 of recordings, the order of the launches handed to a recording, the compiling before it) with
@@ -86,7 +87,7 @@ class _FakeStep:
         self.log.append((self.name, self.stream, args))
 
 
-def test_graph_mode_compiles_first_then_records_every_launch_on_the_recording_stream(
+def test_graphs_compile_first_then_record_every_launch_on_the_recording_stream(
         monkeypatch):
     cache = _FakeGraphs()
     monkeypatch.setattr(triton_backend, "graphs", cache)
@@ -99,7 +100,7 @@ def test_graph_mode_compiles_first_then_records_every_launch_on_the_recording_st
             for step in steps:
                 step(t)
 
-    plan = triton_backend.Plan("graph", 16, 16, 16, 4)
+    plan = triton_backend.Plan("step", 16, 16, 16, 4, graphs=True)
     for _ in range(2):
         triton_backend._launch_steps(plan, "cuda:0", steps, (0,), launch_all, ("k", 1))
     recorded = [("prepare", "phase0", (0,)), ("prepare", "phase1", (0,)),
@@ -110,17 +111,28 @@ def test_graph_mode_compiles_first_then_records_every_launch_on_the_recording_st
     assert (cache.recorded, cache.replayed) == (1, 1)
 
 
-def test_step_mode_and_the_interpreter_launch_directly(monkeypatch):
+def test_without_graphs_and_in_the_interpreter_launches_are_direct(monkeypatch):
     cache = _FakeGraphs()
     monkeypatch.setattr(triton_backend, "graphs", cache)
     log = []
     step = _FakeStep("step", log)
-    for mode in ("step", "graph"):   # the interpreter (conftest, no GPU) has no CUDA graphs
-        monkeypatch.setattr(triton_backend, "interpreting", lambda: mode == "graph")
-        triton_backend._launch_steps(triton_backend.Plan(mode, 16, 16, 16, 4), "cuda:0",
-                                     [step], (0,), lambda: step(5), ("k",))
+    for graphs in (False, True):   # the interpreter (conftest, no GPU) has no CUDA graphs
+        monkeypatch.setattr(triton_backend, "interpreting", lambda: graphs)
+        triton_backend._launch_steps(triton_backend.Plan("step", 16, 16, 16, 4, graphs),
+                                     "cuda:0", [step], (0,), lambda: step(5), ("k",))
     assert log == [("step", None, (5,)), ("step", None, (5,))]
     assert cache.recorded == 0
+
+
+def test_graphs_are_planned_only_for_the_launches_per_step(monkeypatch):
+    for mode in ("step", "gemm", "sequence", "persistent"):
+        monkeypatch.setattr(triton_backend, "settings",
+                            triton_backend.Settings(mode=mode, graphs=True))
+        assert triton_backend.plan(40, 64).graphs == (mode in ("step", "gemm"))
+    assert triton_backend.launch("gemm+graphs") == {"mode": "gemm", "graphs": True}
+    with pytest.raises(ValueError, match=r"launch: expected one of \['step', 'step\+graphs', "
+                                         r".*got 'sequence\+graphs'"):
+        triton_backend.launch("sequence+graphs")
 
 
 class _WarmableKernel:
@@ -156,28 +168,30 @@ def test_prepare_compiles_and_loads_without_launching(monkeypatch):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["step", "gemm"])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_graph_mode_replays_with_new_values_as_the_step_mode_computes(variant, monkeypatch):
-    """Training steps in "graph" mode against the same steps in "step" mode: the second and
-    third steps (new input values, and the caching allocator's same addresses) replay the
-    first one's recordings, and must compute what new launches would."""
+def test_graphs_replay_with_new_values_what_direct_launches_compute(variant, mode, monkeypatch):
+    """Training steps with graphs against the same steps without: the second and third steps
+    (new input values, and the caching allocator's same addresses) replay the first one's
+    recordings, and must compute what new launches would."""
     torch.manual_seed(0)
     module = gatedrnn.for_variant(variant, 32, 48, num_layers=2, bidirectional=True).cuda()
     xs = [torch.randn(20, 5, 32, device="cuda") for _ in range(3)]
     lengths = torch.tensor([20, 7, 13, 1, 20])
     results = {}
-    for mode in ("step", "graph"):
-        monkeypatch.setattr(triton_backend.settings, "mode", mode)
+    monkeypatch.setattr(triton_backend.settings, "mode", mode)
+    for graphs in (False, True):
+        monkeypatch.setattr(triton_backend.settings, "graphs", graphs)
         monkeypatch.setattr(triton_backend, "graphs", graphs_module.StepGraphs())
-        results[mode] = []
+        results[graphs] = []
         for x in xs:
             module.zero_grad()
             packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
             out, _ = module(packed)
             out.data.square().sum().backward()
-            results[mode].append([out.data.detach().clone()]
+            results[graphs].append([out.data.detach().clone()]
                                  + [p.grad.clone() for p in module.parameters()])
     assert triton_backend.graphs.replayed > 0, "no call found its recording"
-    for got, want in zip(results["graph"], results["step"]):
+    for got, want in zip(results[True], results[False]):
         for g, w in zip(got, want):
             assert rel_err(g, w) <= 1e-6

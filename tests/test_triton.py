@@ -34,14 +34,18 @@ def small_tiles(monkeypatch):
     monkeypatch.setattr(triton_backend.settings, "poison", True)
 
 
-def _skip_where_not_its_own(mode):
-    """On a GPU the persistent launch runs many programs and a barrier that never opens would
-    hang the test run: benchmarks/gpu_check.py checks it in a child process it can kill. The
-    interpreter has no CUDA graphs: there "graph" runs exactly as "step"."""
-    if mode == "persistent" and DEVICE == "cuda":
+def _use(launch, monkeypatch):
+    """Launch the triton backend's sequences as `launch` (triton.LAUNCHES) in this test. On a
+    GPU the persistent launch runs many programs and a barrier that never opens would hang the
+    test run: benchmarks/gpu_check.py checks it in a child process it can kill. The
+    interpreter has no CUDA graphs: there "+graphs" would run exactly as without."""
+    settings = triton_backend.launch(launch)
+    if settings["mode"] == "persistent" and DEVICE == "cuda":
         pytest.skip("the persistent mode on a GPU is checked by benchmarks/gpu_check.py")
-    if mode == "graph" and DEVICE == "cpu":
+    if settings["graphs"] and DEVICE == "cpu":
         pytest.skip("CUDA graphs need a GPU (tests/test_graphs.py checks the rest)")
+    for name, value in settings.items():
+        monkeypatch.setattr(triton_backend.settings, name, value)
 
 
 def _leaves(variant, dtype, seed=0):
@@ -82,11 +86,10 @@ def _compare(variant, dtype, mask, reverse, tol):
         assert rel_err(grads[name], w) <= tol, f"d{name}: {rel_err(grads[name], w):.2e}"
 
 
-@pytest.mark.parametrize("mode", ["step", "graph", "gemm", "sequence", "persistent"])
+@pytest.mark.parametrize("launch", triton_backend.LAUNCHES)
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_every_tile_matches_the_loop(variant, mode, small_tiles, monkeypatch):
-    _skip_where_not_its_own(mode)
-    monkeypatch.setattr(triton_backend.settings, "mode", mode)
+def test_every_tile_matches_the_loop(variant, launch, small_tiles, monkeypatch):
+    _use(launch, monkeypatch)
     mask = lengths_to_mask(torch.tensor(LENGTHS), T).to(DEVICE)
     _compare(variant, torch.float64, mask, reverse=False, tol=1e-10)
     _compare(variant, torch.float64, None, reverse=True, tol=1e-10)
@@ -104,11 +107,10 @@ def test_bfloat16_inputs_keep_a_float32_state(variant, mode, small_tiles, monkey
     _compare(variant, torch.bfloat16, mask, reverse=True, tol=3e-2)
 
 
-@pytest.mark.parametrize("mode", ["step", "graph", "gemm", "sequence", "persistent"])
+@pytest.mark.parametrize("launch", triton_backend.LAUNCHES)
 @pytest.mark.parametrize("variant", ["gru", "lstm_peephole"])
-def test_inference_keeps_no_gates_and_agrees(variant, mode, small_tiles, monkeypatch):
-    _skip_where_not_its_own(mode)
-    monkeypatch.setattr(triton_backend.settings, "mode", mode)
+def test_inference_keeps_no_gates_and_agrees(variant, launch, small_tiles, monkeypatch):
+    _use(launch, monkeypatch)
     leaves = _leaves(variant, torch.float32)
     args = [leaves[k] for k in ("x", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "a0", "c0")]
     with torch.no_grad():
@@ -170,7 +172,7 @@ def test_cuda_tensors_fall_back_to_the_loop(missing, monkeypatch):
 def test_a_bad_mode_is_named(monkeypatch):
     monkeypatch.setattr(triton_backend.settings, "mode", "fast")
     with pytest.raises(ValueError, match=r"settings.mode: expected one of \['auto', 'step', "
-                                         r"'graph', 'gemm', 'sequence', 'persistent'\], "
+                                         r"'gemm', 'sequence', 'persistent'\], "
                                          r"got 'fast'"):
         triton_backend.plan(4, 8)
 

@@ -48,6 +48,7 @@ class ForwardProducts:
         _, B, H = SAL.shape
         flat = SAL.new_empty(B * variant.num_gates * H, dtype=dtype)
         self.SAL = SAL
+        self.buffers = (flat,)   # what a CUDA graph of these products writes (graphs.py)
         if variant.name == "gru":   # Γ_u and Γ_r from a<t-1>, then c̃ from Γ_r ⊙ c<t-1>
             self.phases = [(flat[:2 * B * H].view(B, 2 * H), RT[:, :2 * H], None),
                            (flat[2 * B * H:].view(B, H), RT[:, 2 * H:], RA)]
@@ -73,6 +74,7 @@ class BackwardProducts:
         self.variant, self.d_xp, self.R, self.saved, self.H = variant, d_xp, R, saved, H
         self.out = d_xp.new_empty(B, H, dtype=dtype)
         self.part = d_xp.new_empty(B, H, dtype=dtype) if variant.name == "gru_reset_after" else None
+        self.buffers = (self.out, self.part)
 
     def through_r(self, t_next: int) -> torch.Tensor:
         H, R, d_next = self.H, self.R, self.d_xp[t_next]

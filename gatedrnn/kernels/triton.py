@@ -9,11 +9,11 @@ sequence instead ("sequence" mode): a program per block of rows walks through ti
 rows never read each other's state no program waits for another. The "persistent" mode (opt-in
 until timed on a GPU) also runs the whole sequence in one launch, but spreads every step over
 the chip: at most one program per multiprocessor, all meeting at a grid-wide barrier after each
-step (gatedrnn/kernels/gpu/common.py, grid_barrier). The "graph" mode (opt-in too) records
-the step mode's launches into a CUDA graph and replays it when a call comes again with the same
-buffers (gatedrnn/kernels/graphs.py). The "gemm" mode (opt-in too) leaves each step's recurrent
-product to cuBLAS and launches a kernel only for the gates (gatedrnn/kernels/gemm.py), as cuDNN
-does for large problems.
+step (gatedrnn/kernels/gpu/common.py, grid_barrier). The "gemm" mode (opt-in too) leaves each
+step's recurrent product to cuBLAS and launches a kernel only for the gates
+(gatedrnn/kernels/gemm.py), as cuDNN does for large problems. The launches of a sequence in
+"step" or "gemm" mode can be recorded into a CUDA graph and replayed when a call comes again
+with the same buffers (settings.graphs, opt-in; gatedrnn/kernels/graphs.py).
 
 What is carried from step to step (the state, the LSTM's cell, the gradients carried back) and
 the saved gates are float32 (float64 for float64 inputs) whatever the inputs' dtype: bfloat16
@@ -48,12 +48,14 @@ from .states import initial_index, new_states, weight_grads
 class Settings:
     """Launch choices; None means the heuristic in `plan`. For benchmarks and tests."""
 
-    # "step": a launch per step; "graph": the step mode's launches recorded into a CUDA graph
-    # and replayed (gatedrnn/kernels/graphs.py); "gemm": a launch per step, after cuBLAS
-    # computed its recurrent product (gatedrnn/kernels/gemm.py); "sequence": one launch, a
-    # program per block of rows; "persistent": one launch over the whole chip with a grid-wide
-    # barrier per step; "auto"
+    # "step": a launch per step; "gemm": a launch per step, after cuBLAS computed its
+    # recurrent product (gatedrnn/kernels/gemm.py); "sequence": one launch, a program per block
+    # of rows; "persistent": one launch over the whole chip with a grid-wide barrier per step;
+    # "auto"
     mode: str = "auto"
+    # The step and gemm modes' launches recorded into a CUDA graph and replayed when a call
+    # comes with the same buffers again (gatedrnn/kernels/graphs.py)
+    graphs: bool = False
     block_b: int | None = None    # batch rows per program (a power of two ≥ 16)
     block_h: int | None = None    # hidden units per program (a power of two ≥ 16)
     block_k: int | None = None    # reduction chunk of the recurrent product (power of two ≥ 16)
@@ -113,9 +115,20 @@ class Plan:
     block_h: int
     block_k: int
     num_warps: int
+    graphs: bool = False   # step and gemm modes only
 
 
-MODES = ("auto", "step", "graph", "gemm", "sequence", "persistent")
+MODES = ("auto", "step", "gemm", "sequence", "persistent")
+# Every way to launch a sequence, by name: a mode, "+graphs" with CUDA graphs of its launches.
+LAUNCHES = ("step", "step+graphs", "gemm", "gemm+graphs", "sequence", "persistent")
+
+
+def launch(name: str) -> dict:
+    """The Settings fields of a launch named as in LAUNCHES (for benchmarks and tests)."""
+    if name not in LAUNCHES:
+        raise ValueError(f"launch: expected one of {list(LAUNCHES)}, got {name!r}")
+    mode, _, graphs = name.partition("+")
+    return dict(mode=mode, graphs=bool(graphs))
 
 
 def plan(B: int, H: int, dtype: torch.dtype = torch.float32) -> Plan:
@@ -129,7 +142,7 @@ def plan(B: int, H: int, dtype: torch.dtype = torch.float32) -> Plan:
       64 × 32 tile spill registers (benchmarks/compile_check.py);
     - mode: the whole sequence in one launch for tiny problems (B ≤ 16, H ≤ 128), where a
       launch per step would cost more than the step's work; else a launch per step.
-      "graph", "gemm" and "persistent" are not chosen until the GPU check has timed them on a
+      "gemm", "persistent" and graphs are not chosen until the GPU check has timed them on a
       GPU."""
     s = settings
     if s.mode not in MODES:
@@ -140,7 +153,8 @@ def plan(B: int, H: int, dtype: torch.dtype = torch.float32) -> Plan:
     block_h = s.block_h or (32 if tiles_of_32 >= 64 or mode == "sequence" else 16)
     block_k = s.block_k or (32 if dtype in (torch.float32, torch.float64) else 64)
     num_warps = s.num_warps or (8 if block_b * block_h >= 2048 else 4)
-    return Plan(mode, block_b, block_h, block_k, num_warps)
+    return Plan(mode, block_b, block_h, block_k, num_warps,
+                s.graphs and mode in ("step", "gemm"))
 
 
 def _state_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -220,12 +234,12 @@ graphs = StepGraphs()
 
 
 def _launch_steps(pl: Plan, device, steps, first_args, launch_all, key_parts) -> None:
-    """Issue a sequence's per-step launches (launch_all): directly in "step" mode; in "graph"
-    mode through the CUDA graph recorded for the same buffers, sizes and constants (key_parts),
-    recorded now if there is none (gatedrnn/kernels/graphs.py). first_args: any step's
-    arguments, to compile and load the kernels before recording. The interpreter has no CUDA
-    graphs: there "graph" launches as "step"."""
-    if pl.mode != "graph" or interpreting():
+    """Issue a sequence's per-step launches (launch_all, with the gemm mode's products):
+    directly, or with pl.graphs through the CUDA graph recorded for the same buffers, sizes and
+    constants (key_parts), recorded now if there is none (gatedrnn/kernels/graphs.py).
+    first_args: any step's arguments, to compile and load the kernels before recording. The
+    interpreter has no CUDA graphs: there every launch is direct."""
+    if not pl.graphs or interpreting():
         launch_all()
         return
 
@@ -350,7 +364,8 @@ def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved
                     step(*at_t, *(products(phase, t + reverse) if gemm else no_product))
 
         _launch_steps(pl, xp.device, steps, step_args(order[0]) + no_product, launch_all,
-                      ("forward", xp.device, T, reverse, keep_saved, common, step_args(0)))
+                      ("forward", xp.device, T, reverse, keep_saved, common, step_args(0),
+                       products.buffers if gemm else ()))
     return SA, SC, (saved if keep_saved else None)
 
 
@@ -407,7 +422,8 @@ def _backward(variant: Variant, d_A, d_a_n, d_c_n, R, p, SA, SC, saved, mask, re
                      products.through_r(last) if gemm else d_A)
 
         _launch_steps(pl, d_A.device, steps, step_args(0) + (d_A,), launch_all,
-                      ("backward", d_A.device, T, reverse, common, step_args(0)))
+                      ("backward", d_A.device, T, reverse, common, step_args(0),
+                       products.buffers if gemm else ()))
     # The weight gradients: large GEMMs in the weights' dtype (bfloat16 on the tensor cores);
     # of the float32 cell and gates, Variant.param_grads casts only what it reads.
     d_R, d_b_hh, d_p = weight_grads(variant, d_xp, SA.to(R.dtype), SC, saved, reverse)
