@@ -351,27 +351,41 @@ def _two_steps(sname: str, dname: str, variant: str) -> None:
 
 
 def timings(shapes, dtypes, variants, modes, repeats, deadline, loop_repeats) -> list[dict]:
-    """A row per shape, dtype and variant; the variants with targets first, so that a run cut
-    short by its budget still has them."""
+    """A row per shape, dtype and variant, first the plan's launch against cuDNN and the loop
+    (the variants with targets first), then the other launches for the variants with targets:
+    a run cut short by its budget still has the whole table it is judged by."""
     rows = []
     first = [v for v in variants if v in TARGET]
     for group in (first, [v for v in variants if v not in TARGET]):
         for sname in shapes:
             T, B, H = SHAPES[sname]
             for dname in dtypes:
-                dtype = DTYPES[dname]
-                x = torch.randn(T, B, H, device=DEVICE, dtype=dtype)
+                x = torch.randn(T, B, H, device=DEVICE, dtype=DTYPES[dname])
                 peers = {}
                 for variant in group:
                     rows.append(_time_row(sname, T, B, H, dname, variant, x, peers,
-                                          modes, repeats, deadline, loop_repeats))
+                                          repeats, deadline, loop_repeats))
                 del x
-                if DEVICE == "cuda":
-                    torch.cuda.empty_cache()
+                _release_memory()
+    for sname in shapes:
+        T, B, H = SHAPES[sname]
+        for dname in dtypes:
+            x = torch.randn(T, B, H, device=DEVICE, dtype=DTYPES[dname])
+            for row in rows:
+                if (row["shape"], row["dtype"], row["variant"] in TARGET) == (sname, dname, True):
+                    _time_launches(row, x, modes, repeats, deadline)
+            del x
+            _release_memory()
     return rows
 
 
-def _time_row(sname, T, B, H, dname, variant, x, peers, modes, repeats, deadline,
+def _release_memory() -> None:
+    """Give the caching allocator's blocks back between shapes: the next may need larger."""
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _time_row(sname, T, B, H, dname, variant, x, peers, repeats, deadline,
               loop_repeats) -> dict:
     chosen = triton_backend.plan(B, H, x.dtype)
     row = dict(shape=sname, T=T, B=B, H=H, dtype=dname, variant=variant,
@@ -379,7 +393,7 @@ def _time_row(sname, T, B, H, dname, variant, x, peers, modes, repeats, deadline
     if time.monotonic() > deadline:
         return {**row, "skipped": "time budget"}
     try:
-        _measure_row(row, sname, H, variant, x, peers, modes, repeats, loop_repeats)
+        _measure_row(row, sname, H, variant, x, peers, repeats, loop_repeats)
     except Exception as error:   # one failing row must not cost the whole run its table
         triton_backend.settings = triton_backend.Settings()
         row = {k: v for k, v in row.items() if not k.startswith(("train", "infer"))}
@@ -388,8 +402,8 @@ def _time_row(sname, T, B, H, dname, variant, x, peers, modes, repeats, deadline
     return row
 
 
-def _measure_row(row, sname, H, variant, x, peers, modes, repeats, loop_repeats) -> None:
-    B, dname = row["B"], row["dtype"]
+def _measure_row(row, sname, H, variant, x, peers, repeats, loop_repeats) -> None:
+    dname = row["dtype"]
     cls = peer_class(variant)
     if cls not in peers:
         peer = cls(H, H).to(DEVICE, x.dtype)
@@ -400,23 +414,34 @@ def _measure_row(row, sname, H, variant, x, peers, modes, repeats, loop_repeats)
                train=time_ms(train_step(ours, x), repeats),
                cudnn=cls.__name__, cudnn_infer=peers[cls]["infer"],
                cudnn_train=peers[cls]["train"])
-    # The launch modes the plan did not choose, where they are worth timing: the numbers
-    # that should set the plan (for the variants with targets: each mode compiles anew).
-    for mode in modes if variant in TARGET else ():
-        if mode != row["mode"] and worth_timing(mode, B, H):
-            try:
-                counts = _graph_counts()
-                row[f"train_{mode}"] = _train_in_mode(mode, variant, H, x, repeats)
-                if triton_backend.launch(mode)["graphs"]:   # warm-up included: the first
-                    row[f"replayed_{mode}"] = _replays_since(counts)   # call records
-            except Exception as error:   # the row keeps its other numbers
-                row[f"train_{mode}"] = float("nan")
-                row[f"error_{mode}"] = f"{type(error).__name__}: {str(error)[:200]}"
     if sname in LOOP_SHAPES and loop_repeats:
         row["loop_train"] = time_ms(train_step(_module(variant, H, x.dtype, "loop"), x),
                                     loop_repeats, warmup=1)
     print(f"  {sname} {dname:4s} {variant:16s} train {row['train']:8.2f} ms  "
           f"cuDNN {row['cudnn_train']:8.2f} ms", flush=True)
+
+
+def _time_launches(row, x, launches, repeats, deadline) -> None:
+    """Training time in the launches the plan did not choose, where they are worth timing:
+    the numbers that should set the plan (each launch's kernels compile anew)."""
+    if "train" not in row:   # the row itself was not measured
+        return
+    for launch in launches:
+        if launch == row["mode"] or not worth_timing(launch, row["B"], row["H"]):
+            continue
+        if time.monotonic() > deadline:
+            row[f"error_{launch}"] = "time budget"
+            continue
+        try:
+            counts = _graph_counts()
+            row[f"train_{launch}"] = _train_in_mode(launch, row["variant"], row["H"], x, repeats)
+            if triton_backend.launch(launch)["graphs"]:   # warm-up included: the first call
+                row[f"replayed_{launch}"] = _replays_since(counts)   # records
+        except Exception as error:   # the row keeps its other numbers
+            row[f"train_{launch}"] = float("nan")
+            row[f"error_{launch}"] = f"{type(error).__name__}: {str(error)[:200]}"
+        print(f"  {row['shape']} {row['dtype']:4s} {row['variant']:16s} {launch:12s} train "
+              f"{row[f'train_{launch}']:8.2f} ms", flush=True)
 
 
 def _candidates(base, B: int, H: int, modes) -> list[dict]:

@@ -91,7 +91,7 @@ def test_graphs_compile_first_then_record_every_launch_on_the_recording_stream(
         monkeypatch):
     cache = _FakeGraphs()
     monkeypatch.setattr(triton_backend, "graphs", cache)
-    monkeypatch.setattr(triton_backend, "interpreting", lambda: False)
+    monkeypatch.setattr(triton_backend, "can_record", lambda: True)
     log = []
     steps = [_FakeStep("phase0", log), _FakeStep("phase1", log)]
 
@@ -102,7 +102,7 @@ def test_graphs_compile_first_then_record_every_launch_on_the_recording_stream(
 
     plan = triton_backend.Plan("step", 16, 16, 16, 4, graphs=True)
     for _ in range(2):
-        triton_backend._launch_steps(plan, "cuda:0", steps, (0,), launch_all, ("k", 1))
+        triton_backend._launch_steps(plan, "cuda:0", steps, [(0,), (0,)], launch_all, ("k", 1))
     recorded = [("prepare", "phase0", (0,)), ("prepare", "phase1", (0,)),
                 ("phase0", 11, (0,)), ("phase1", 11, (0,)), ("phase0", 11, (1,)),
                 ("phase1", 11, (1,))]
@@ -117,9 +117,9 @@ def test_without_graphs_and_in_the_interpreter_launches_are_direct(monkeypatch):
     log = []
     step = _FakeStep("step", log)
     for graphs in (False, True):   # the interpreter (conftest, no GPU) has no CUDA graphs
-        monkeypatch.setattr(triton_backend, "interpreting", lambda: graphs)
+        monkeypatch.setattr(triton_backend, "can_record", lambda: not graphs)
         triton_backend._launch_steps(triton_backend.Plan("step", 16, 16, 16, 4, graphs),
-                                     "cuda:0", [step], (0,), lambda: step(5), ("k",))
+                                     "cuda:0", [step], [(0,)], lambda: step(5), ("k",))
     assert log == [("step", None, (5,)), ("step", None, (5,))]
     assert cache.recorded == 0
 
@@ -133,6 +133,48 @@ def test_graphs_are_planned_only_for_the_launches_per_step(monkeypatch):
     with pytest.raises(ValueError, match=r"launch: expected one of \['step', 'step\+graphs', "
                                          r".*got 'sequence\+graphs'"):
         triton_backend.launch("sequence+graphs")
+
+
+def _signature(args) -> list:
+    """What picks a compiled kernel: each tensor's dtype and alignment, each number's kind."""
+    return [(a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor) else
+            ("one" if a == 1 else "multiple of 16" if a % 16 == 0 else "int")
+            if isinstance(a, int) else a for a in args]
+
+
+@pytest.mark.parametrize("mode", ["step", "gemm"])
+@pytest.mark.parametrize("variant", ["gru", "gru_reset_after", "lstm"])
+def test_graphs_prepare_the_kernels_they_then_launch(variant, mode, monkeypatch):
+    """The kernels compiled before recording are those the recorded launches use: the same
+    arguments' dtypes, in bfloat16 too (where the gemm mode's float32 products differ from the
+    inputs' dtype), phase by phase; and what they compute agrees with the loop backend. Run
+    in the interpreter with a stand-in recording, which replays by launching again."""
+    monkeypatch.setattr(triton_backend, "settings", triton_backend.Settings(mode=mode,
+                                                                            graphs=True))
+    monkeypatch.setattr(triton_backend, "graphs", _FakeGraphs())
+    monkeypatch.setattr(triton_backend, "can_record", lambda: True)
+    prepared, launched = {}, {}
+
+    def prepare(self, *args):
+        prepared.setdefault(id(self), _signature(args))
+
+    def call(self, *args):
+        launched.setdefault(id(self), _signature(args))
+        self.kernel[self.grid](*args, **self.constants)
+
+    monkeypatch.setattr(triton_backend._Launcher, "prepare", prepare)
+    monkeypatch.setattr(triton_backend._Launcher, "__call__", call)
+    layer = gatedrnn.for_variant(variant, 8, 32).bfloat16()
+    x = torch.randn(3, 2, 8, dtype=torch.bfloat16, requires_grad=True)
+    got = {}
+    for backend in ("triton", "loop"):
+        layer.backend = backend
+        out, _ = layer(x)
+        got[backend] = [out, *torch.autograd.grad(out.float().square().sum(), x)]
+    assert len(launched) == 2 * (2 if variant == "gru" else 1)   # forward and backward
+    assert prepared == launched
+    for g, w in zip(got["triton"], got["loop"]):   # and the recorded launches compute
+        assert rel_err(g.float(), w.float()) <= 3e-2
 
 
 class _WarmableKernel:

@@ -55,11 +55,16 @@ class ForwardProducts:
         else:
             self.phases = [(flat.view(B, -1), RT, None)]
 
+    def given(self, phase: int) -> tuple[torch.Tensor, int]:
+        """(the product's buffer, its row stride): the launch arguments of `phase`."""
+        out = self.phases[phase][0]
+        return out, out.shape[1]
+
     def __call__(self, phase: int, prev: int) -> tuple[torch.Tensor, int]:
-        """(the product, its row stride) for the launch of `phase` reading state row `prev`."""
+        """The product for the launch of `phase` reading state row `prev`, and its stride."""
         out, weights, reads = self.phases[phase]
         product(self.SAL[prev] if reads is None else reads, weights, out)
-        return out, out.shape[1]
+        return self.given(phase)
 
 
 class BackwardProducts:

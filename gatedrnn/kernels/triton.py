@@ -237,15 +237,16 @@ def _launch_steps(pl: Plan, device, steps, first_args, launch_all, key_parts) ->
     """Issue a sequence's per-step launches (launch_all, with the gemm mode's products):
     directly, or with pl.graphs through the CUDA graph recorded for the same buffers, sizes and
     constants (key_parts), recorded now if there is none (gatedrnn/kernels/graphs.py).
-    first_args: any step's arguments, to compile and load the kernels before recording. The
-    interpreter has no CUDA graphs: there every launch is direct."""
-    if not pl.graphs or interpreting():
+    first_args: each launcher's arguments at any step, to compile and load its kernel before
+    recording (the same dtypes and alignments as its launches: they choose the compiled kernel).
+    The interpreter has no CUDA graphs: there every launch is direct."""
+    if not pl.graphs or not can_record():
         launch_all()
         return
 
     def prepare() -> None:
-        for step in steps:
-            step.prepare(*first_args)
+        for step, args in zip(steps, first_args):
+            step.prepare(*args)
 
     def record(stream: int) -> None:
         for step in steps:
@@ -253,6 +254,11 @@ def _launch_steps(pl: Plan, device, steps, first_args, launch_all, key_parts) ->
         launch_all()
 
     graphs.run(_graph_key(key_parts), device, record, prepare)
+
+
+def can_record() -> bool:
+    """CUDA graphs need CUDA: the interpreter runs kernels on the CPU."""
+    return not interpreting()
 
 
 def _graph_key(parts) -> tuple:
@@ -363,7 +369,9 @@ def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved
                 for phase, step in enumerate(steps):
                     step(*at_t, *(products(phase, t + reverse) if gemm else no_product))
 
-        _launch_steps(pl, xp.device, steps, step_args(order[0]) + no_product, launch_all,
+        first = [step_args(order[0]) + (products.given(phase) if gemm else no_product)
+                 for phase in range(len(steps))]
+        _launch_steps(pl, xp.device, steps, first, launch_all,
                       ("forward", xp.device, T, reverse, keep_saved, common, step_args(0),
                        products.buffers if gemm else ()))
     return SA, SC, (saved if keep_saved else None)
@@ -421,7 +429,8 @@ def _backward(variant: Variant, d_A, d_a_n, d_c_n, R, p, SA, SC, saved, mask, re
             steps[0](*args, last, last, last, last, 1, B, H, has_mask, 1,
                      products.through_r(last) if gemm else d_A)
 
-        _launch_steps(pl, d_A.device, steps, step_args(0) + (d_A,), launch_all,
+        first = [step_args(0) + (products.out if gemm else d_A,)] * len(steps)
+        _launch_steps(pl, d_A.device, steps, first, launch_all,
                       ("backward", d_A.device, T, reverse, common, step_args(0),
                        products.buffers if gemm else ()))
     # The weight gradients: large GEMMs in the weights' dtype (bfloat16 on the tensor cores);
