@@ -26,6 +26,18 @@ import torch
 LaunchAll = Callable[[int], None]
 
 
+def graph_key(parts) -> tuple:
+    """What a recorded launch depends on: tensors by address, dtype and shape (the kernels
+    read them through their addresses), everything else by value, nested as it comes."""
+    if isinstance(parts, torch.Tensor):
+        return ("tensor", parts.data_ptr(), parts.dtype, tuple(parts.shape))
+    if isinstance(parts, dict):
+        return tuple((k, graph_key(v)) for k, v in sorted(parts.items()))
+    if isinstance(parts, (tuple, list)):
+        return tuple(graph_key(p) for p in parts)
+    return parts
+
+
 class StepGraphs:
     """Recorded sequences of launches, by key (see the module's doc)."""
 

@@ -40,7 +40,7 @@ import torch
 from ..cells import Variant
 from . import KERNEL_IDS
 from .gemm import BackwardProducts, ForwardProducts
-from .graphs import StepGraphs
+from .graphs import StepGraphs, graph_key
 from .states import initial_index, new_states, weight_grads
 
 
@@ -208,7 +208,7 @@ class _Launcher:
 
     def prepare(self, *args) -> None:
         """Compile (or find) and load the kernel for these arguments without launching it:
-        a CUDA graph's recording (the "graph" mode) can hold launches, not compiling."""
+        a CUDA graph's recording (settings.graphs) can hold launches, not compiling."""
         compiled = self.kernel.warmup(*args, grid=self.grid, **self.constants)
         if hasattr(compiled, "result"):   # a compilation Triton ran in the background
             compiled = compiled.result()
@@ -253,24 +253,12 @@ def _launch_steps(pl: Plan, device, steps, first_args, launch_all, key_parts) ->
             step.stream = stream
         launch_all()
 
-    graphs.run(_graph_key(key_parts), device, record, prepare)
+    graphs.run(graph_key(key_parts), device, record, prepare)
 
 
 def can_record() -> bool:
     """CUDA graphs need CUDA: the interpreter runs kernels on the CPU."""
     return not interpreting()
-
-
-def _graph_key(parts) -> tuple:
-    """What a recorded launch depends on: tensors by address, dtype and shape (the kernels
-    read them through their addresses), everything else by value."""
-    if isinstance(parts, torch.Tensor):
-        return ("tensor", parts.data_ptr(), parts.dtype, tuple(parts.shape))
-    if isinstance(parts, dict):
-        return tuple((k, _graph_key(v)) for k, v in sorted(parts.items()))
-    if isinstance(parts, (tuple, list)):
-        return tuple(_graph_key(p) for p in parts)
-    return parts
 
 
 def _low_copy(variant: Variant, dtype: torch.dtype) -> bool:
