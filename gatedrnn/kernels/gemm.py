@@ -17,26 +17,40 @@ import torch
 from ..cells import Variant
 
 
-class _OutDtype:
-    """Whether this torch's cuBLAS path takes torch.mm(..., out_dtype=): if not (an older
-    torch), products of 16-bit operands are taken in float32 instead: the same numbers, slower."""
+def _into(a, b, out):
+    torch.mm(a, b, out_dtype=out.dtype, out=out)
 
-    works = True
+
+def _copied(a, b, out):   # a torch whose mm takes out_dtype but not with out=
+    out.copy_(torch.mm(a, b, out_dtype=out.dtype))
+
+
+def _widened(a, b, out):   # a torch without out_dtype: the same numbers, slower
+    torch.mm(a.to(out.dtype), b.to(out.dtype), out=out)
+
+
+# The ways to multiply 16-bit operands into a float32 `out` on the GPU, best first; the first
+# this torch refuses is dropped, with a warning.
+_WAYS = [_into, _copied, _widened]
 
 
 def product(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """out = a @ b, accumulated and written in out's dtype (float32 for bfloat16 a and b)."""
     if a.dtype == out.dtype:
         return torch.mm(a, b, out=out)
-    if a.is_cuda and _OutDtype.works:
+    if not a.is_cuda:   # the interpreter's CPU tensors: torch.mm has no CPU kernel for out_dtype
+        _widened(a, b, out)
+        return out
+    while True:
         try:
-            return torch.mm(a, b, out_dtype=out.dtype, out=out)
+            _WAYS[0](a, b, out)
+            return out
         except (TypeError, RuntimeError) as error:
-            _OutDtype.works = False
-            warnings.warn(f"gatedrnn: torch.mm(out_dtype=) refused ({error}); the 'gemm' mode "
-                          "multiplies 16-bit operands in float32 instead", stacklevel=2)
-    # The interpreter's CPU tensors (torch.mm has no CPU kernel for out_dtype), or the above.
-    return torch.mm(a.to(out.dtype), b.to(out.dtype), out=out)
+            if len(_WAYS) == 1:
+                raise
+            warnings.warn(f"gatedrnn: {_WAYS[0].__name__} products refused ({error}); the "
+                          f"'gemm' mode goes on with {_WAYS[1].__name__} ones", stacklevel=2)
+            del _WAYS[0]
 
 
 class ForwardProducts:
