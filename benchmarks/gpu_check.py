@@ -50,6 +50,7 @@ import torch
 import gatedrnn
 from gatedrnn.functional import lengths_to_mask, recurrence
 from gatedrnn.interop.torch_nn import from_torch
+from gatedrnn.kernels import gemm
 from gatedrnn.kernels import triton as triton_backend
 from speed import inference, train_step   # benchmarks/speed.py: a training step, inference
 from tasks.report import table as markdown   # benchmarks/tasks/report.py
@@ -546,6 +547,11 @@ def table(rows, device: str, modes) -> str:
                              "train ms", "÷ cuDNN (cuDNN ms)", "target", "loop ÷", *per_mode]))
 
 
+def gemm_products() -> str:
+    """How the gemm mode multiplied 16-bit operands: the best way this torch took."""
+    return "widened (CPU tensors)" if DEVICE == "cpu" else gemm._WAYS[0].__name__.strip("_")
+
+
 def _graph_summary(rows) -> str:
     counts = [tuple(map(int, r["replayed"].split("/"))) for r in rows if "replayed" in r]
     if not counts:
@@ -648,6 +654,7 @@ def main() -> None:
     rows = timings(args.shapes, args.dtypes, args.variants, modes, repeats, deadline,
                    loop_repeats=1 if args.quick or args.dry_run else 2)
     result["timings"] = rows
+    result["gemm_products"] = gemm_products()
     _write(result, args.out, start)
     failed = [r for r in result.get("correctness", []) + result.get("against_cudnn", [])
               + result.get("persistent_check", []) if not r["ok"]]
@@ -658,7 +665,8 @@ def main() -> None:
                                  f"{r['variant']} {r.get('dtype', '')} {r.get('mode', '')} "
                                  f"{r['max_rel_err']:.1e}" for r in failed))
           + f"; persistent mode: {result.get('persistent', 'not checked')}"
-          + _graph_summary(result.get("correctness", [])))
+          + _graph_summary(result.get("correctness", []))
+          + f"; gemm's 16-bit products: {gemm_products()}")
     print()
     print(table(rows, device, modes))
 

@@ -24,7 +24,8 @@ def test_dry_run_prints_the_table(tmp_path):
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert ("correctness: all within tolerance; persistent mode: ok; graphs: nothing "
-            "recorded (the interpreter launches directly)") in run.stdout
+            "recorded (the interpreter launches directly); gemm's 16-bit products: widened "
+            "(CPU tensors)") in run.stdout
     assert "| G2 | f32 | lstm_peephole |" in run.stdout.splitlines()[-1]
     result = json.loads(next(tmp_path.glob("gpu-check-*.json")).read_text())
     assert {r["mode"] for r in result["correctness"]} == {"step", "step+graphs", "gemm",
