@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import statistics
@@ -121,61 +122,94 @@ def _rel(a, b) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
 
 
+@dataclasses.dataclass
+class Case:
+    """One correctness case: inputs rounded to `dtype`, and what the reference makes of them."""
+
+    variant: str
+    dname: str
+    reverse: bool
+    low: dict           # the leaves, rounded to the dtype
+    mask: torch.Tensor
+    weights: list       # of the outputs in the loss
+    want: dict | None = None
+
+
 def correctness(variants, launches, seed: int, dry_run: bool) -> list[dict]:
     """Max relative error over outputs, final states and every gradient, per variant, dtype,
-    direction and launch mode, against the reference on the same (rounded) inputs."""
+    direction and launch, against the reference on the same (rounded) inputs. The cases of a
+    launch run in threads, so that their kernels compile side by side (compiling is most of
+    this check's time); those with graphs one after the other (a recording is on its own)."""
     T, B, I, H = (5, 17, 8, 40) if dry_run else (24, 21, 48, 160)   # several tiles each way
     g = torch.Generator().manual_seed(seed)
-    rows = []
-    # 16 × 16 tiles, as the plan gives G1 and G4: the timings then find these kernels compiled
-    # (each block shape compiles anew, and compiling is much of this script's device time).
-    triton_backend.settings = triton_backend.Settings(poison=True, block_b=16, block_h=16)
-    try:
-        for variant in variants:
-            for dname, dtype in DTYPES.items():
-                for reverse in (False, True):
-                    lengths = torch.randint(1, T + 1, (B,), generator=g)
-                    lengths[0] = T
-                    mask = lengths_to_mask(lengths, T)
-                    weights = [torch.randn(s, generator=g, dtype=torch.float64)
-                               for s in ((T, B, H), (B, H), (B, H))]
-                    # The reference sees the rounded values in float64: the error measured is
-                    # the kernels', not the rounding of the inputs.
-                    low = {k: v.to(dtype) for k, v in
-                           _random_leaves(variant, T, B, I, H, torch.float64, g).items()}
-                    want = _outputs_and_grads(variant, {k: v.double() for k, v in low.items()},
-                                              mask, reverse, "reference", weights)
-                    for mode in launches:
-                        graphs = _use(mode)
-                        row = dict(variant=variant, dtype=dname, mode=mode, reverse=reverse)
-                        try:
-                            if graphs:   # recorded on other values: the run
-                                _outputs_and_grads(   # checked should replay that recording
-                                    variant, {k: (-v).to(DEVICE) for k, v in low.items()},
-                                    mask.to(DEVICE), reverse, "triton", weights)
-                            counts = _graph_counts()
-                            got = _outputs_and_grads(
-                                variant, {k: v.to(DEVICE) for k, v in low.items()},
-                                mask.to(DEVICE), reverse, "triton", weights)
-                            if graphs:
-                                row["replayed"] = _replays_since(counts)
-                        except Exception as error:   # recorded: the run goes on to the table
-                            rows.append(dict(row, max_rel_err=float("nan"), ok=False,
-                                             worst=f"{type(error).__name__}: {error}"[:300]))
-                            print(f"  {variant} {dname} {mode}: {rows[-1]['worst']}", flush=True)
-                            continue
-                        errs = {k: _rel(got[k], want[k]) for k in want}
-                        worst = max(errs, key=lambda k: (errs[k] != errs[k], errs[k]))
-                        rows.append(dict(row, max_rel_err=errs[worst], worst=worst,
-                                         ok=errs[worst] <= TOLERANCE[dname]))
-                        print(f"  {variant:16s} {dname:5s} {mode:10s} "
-                              f"{'backward' if reverse else 'forward ':8s} "
-                              f"max rel err {errs[worst]:.1e} ({worst})"
-                              + (f", replayed {row['replayed']}" if graphs else ""),
-                              flush=True)
-    finally:
-        triton_backend.settings = triton_backend.Settings()
+    cases = []
+    for variant in variants:
+        for dname, dtype in DTYPES.items():
+            for reverse in (False, True):
+                lengths = torch.randint(1, T + 1, (B,), generator=g)
+                lengths[0] = T
+                weights = [torch.randn(s, generator=g, dtype=torch.float64)
+                           for s in ((T, B, H), (B, H), (B, H))]
+                # The reference sees the rounded values in float64: the error measured is the
+                # kernels', not the rounding of the inputs.
+                low = {k: v.to(dtype) for k, v in
+                       _random_leaves(variant, T, B, I, H, torch.float64, g).items()}
+                cases.append(Case(variant, dname, reverse, low, lengths_to_mask(lengths, T),
+                                  weights))
+    with ThreadPoolExecutor(_threads()) as pool:
+        for case, want in zip(cases, pool.map(_reference, cases)):
+            case.want = want
+        rows = []
+        # 16 × 16 tiles, as the plan gives G1 and G4: the timings then find these kernels
+        # compiled (each block shape compiles anew).
+        triton_backend.settings = triton_backend.Settings(poison=True, block_b=16, block_h=16)
+        try:
+            for launch in launches:
+                graphs = _use(launch)
+                check = functools.partial(_check, launch, graphs)
+                rows += list(map(check, cases) if graphs else pool.map(check, cases))
+        finally:
+            triton_backend.settings = triton_backend.Settings()
     return rows
+
+
+def _threads() -> int:
+    """Threads for work that compiles kernels: Triton's compiler leaves the GIL (2.5× on two
+    cores, measured). The interpreter is not thread-safe: one thread there."""
+    return 1 if triton_backend.interpreting() else min(16, os.cpu_count() or 1)
+
+
+def _reference(case: Case) -> dict:
+    return _outputs_and_grads(case.variant, {k: v.double() for k, v in case.low.items()},
+                              case.mask, case.reverse, "reference", case.weights)
+
+
+def _check(launch: str, graphs: bool, case: Case) -> dict:
+    """The row of one case in one launch (which the caller has set)."""
+    row = dict(variant=case.variant, dtype=case.dname, mode=launch, reverse=case.reverse)
+    mask = case.mask.to(DEVICE)
+    try:
+        if graphs:   # recorded on other values: the run checked should replay that recording
+            _outputs_and_grads(case.variant, {k: (-v).to(DEVICE) for k, v in case.low.items()},
+                               mask, case.reverse, "triton", case.weights)
+        counts = _graph_counts()
+        got = _outputs_and_grads(case.variant, {k: v.to(DEVICE) for k, v in case.low.items()},
+                                 mask, case.reverse, "triton", case.weights)
+        if graphs:
+            row["replayed"] = _replays_since(counts)
+    except Exception as error:   # recorded: the run goes on to the table
+        row.update(max_rel_err=float("nan"), ok=False,
+                   worst=f"{type(error).__name__}: {error}"[:300])
+        print(f"  {case.variant} {case.dname} {launch}: {row['worst']}", flush=True)
+        return row
+    errs = {k: _rel(got[k], case.want[k]) for k in case.want}
+    worst = max(errs, key=lambda k: (errs[k] != errs[k], errs[k]))
+    row.update(max_rel_err=errs[worst], worst=worst, ok=errs[worst] <= TOLERANCE[case.dname])
+    print(f"  {case.variant:16s} {case.dname:5s} {launch:12s} "
+          f"{'backward' if case.reverse else 'forward ':8s} "
+          f"max rel err {errs[worst]:.1e} ({worst})"
+          + (f", replayed {row['replayed']}" if graphs else ""), flush=True)
+    return row
 
 
 PERSISTENT_START = "PERSISTENT START"   # the child's line before its persistent runs
@@ -319,11 +353,9 @@ def _train_in_mode(launch, variant, H, x, repeats):
 def precompile(shapes, dtypes, variants, launches) -> float:
     """Compile, many at once, the step and one-launch kernels the timings launch, by running
     every shape, dtype and variant for two steps in those launch modes (each block shape and
-    mode is a kernel of its own). Triton's compiler leaves the GIL to its C++ passes and
-    ptxas, so threads compile in parallel (2.5× on two cores, measured); one after the other
-    this would be much of the script's device time. Done in the child of probe_persistent, so
-    that a failure here costs nothing but time. The interpreter is not thread-safe: one thread
-    there. Returns the seconds it took."""
+    mode is a kernel of its own), in threads (_threads): one after the other this would be
+    much of the script's device time. Done in the child of probe_persistent, so that a failure
+    here costs nothing but time. Returns the seconds it took."""
     start = time.monotonic()
     passes = [(triton_backend.Settings(), [(s, d, v) for s in shapes for d in dtypes
                                            for v in variants]),
@@ -331,11 +363,10 @@ def precompile(shapes, dtypes, variants, launches) -> float:
                  [(s, d, v) for s in shapes for d in dtypes for v in variants
                   if v in TARGET and worth_timing(mode, *SHAPES[s][1:])])
                 for mode in ("sequence", "gemm") if mode in launches]]
-    threads = 1 if triton_backend.interpreting() else min(16, os.cpu_count() or 1)
     try:
         for settings, jobs in passes:   # the settings are global: one pass at a time
             triton_backend.settings = settings
-            with ThreadPoolExecutor(threads) as pool:
+            with ThreadPoolExecutor(_threads()) as pool:
                 list(pool.map(lambda job: _two_steps(*job), jobs))
     except Exception as error:   # the timings compile what is missing themselves
         print(f"  precompile stopped: {type(error).__name__}: {error}", flush=True)
