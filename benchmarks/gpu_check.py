@@ -239,7 +239,7 @@ def probe_persistent(args) -> Probe:
     """A child process that first compiles the timings' kernels (precompile) and then checks the
     persistent mode: a grid-wide barrier that never opens would hang the GPU, and a child can be
     killed and its failure recorded. Its kernels reach this process through Triton's cache on
-    disk, while this process checks the other modes."""
+    disk, while this process checks the other launches."""
     return Probe([sys.executable, __file__, "--probe", "--variants", *args.variants,
                   "--shapes", *args.shapes, "--dtypes", *args.dtypes, "--launches",
                   *args.launches,
@@ -342,7 +342,7 @@ def _use(launch: str) -> bool:
     return fields["graphs"]
 
 
-def _train_in_mode(launch, variant, H, x, repeats):
+def _train_as(launch, variant, H, x, repeats):
     _use(launch)
     try:
         return time_ms(train_step(_module(variant, H, x.dtype), x), repeats)
@@ -382,7 +382,7 @@ def _two_steps(sname: str, dname: str, variant: str) -> None:
     inference(module, x)()
 
 
-def timings(shapes, dtypes, variants, modes, repeats, deadline, loop_repeats) -> list[dict]:
+def timings(shapes, dtypes, variants, launches, repeats, deadline, loop_repeats) -> list[dict]:
     """A row per shape, dtype and variant, first the plan's launch against cuDNN and the loop
     (the variants with targets first), then the other launches for the variants with targets:
     a run cut short by its budget still has the whole table it is judged by."""
@@ -405,7 +405,7 @@ def timings(shapes, dtypes, variants, modes, repeats, deadline, loop_repeats) ->
             x = torch.randn(T, B, H, device=DEVICE, dtype=DTYPES[dname])
             for row in rows:
                 if (row["shape"], row["dtype"], row["variant"] in TARGET) == (sname, dname, True):
-                    _time_launches(row, x, modes, repeats, deadline)
+                    _time_launches(row, x, launches, repeats, deadline)
             del x
             _release_memory()
     return rows
@@ -466,7 +466,7 @@ def _time_launches(row, x, launches, repeats, deadline) -> None:
             continue
         try:
             counts = _graph_counts()
-            row[f"train_{launch}"] = _train_in_mode(launch, row["variant"], row["H"], x, repeats)
+            row[f"train_{launch}"] = _train_as(launch, row["variant"], row["H"], x, repeats)
             if triton_backend.launch(launch)["graphs"]:   # warm-up included: the first call
                 row[f"replayed_{launch}"] = _replays_since(counts)   # records
         except Exception as error:   # the row keeps its other numbers
@@ -476,9 +476,9 @@ def _time_launches(row, x, launches, repeats, deadline) -> None:
               f"{row[f'train_{launch}']:8.2f} ms", flush=True)
 
 
-def _candidates(base, B: int, H: int, modes) -> list[dict]:
+def _candidates(base, B: int, H: int, launches) -> list[dict]:
     """Settings for the plan's launch and its neighbours: each block size halved or doubled,
-    the other reduction chunk and warp count, the other modes with the plan's tiles, and the
+    the other reduction chunk and warp count, the other launches with the plan's tiles, and the
     step mode's launches through Triton's JIT instead of the direct call."""
     plans = [base]
     for field, values in (("block_h", (16, 32, 64)), ("block_b", (16, 32, 64)),
@@ -486,16 +486,16 @@ def _candidates(base, B: int, H: int, modes) -> list[dict]:
         for value in values:
             if value != getattr(base, field) and (field != "block_b" or value <= max(16, B)):
                 plans.append(dataclasses.replace(base, **{field: value}))
-    for mode in modes:
-        if mode != base.mode and worth_timing(mode, B, H):
-            plans.append(dataclasses.replace(base, **triton_backend.launch(mode)))
+    for launch in launches:
+        if launch != base.mode and worth_timing(launch, B, H):
+            plans.append(dataclasses.replace(base, **triton_backend.launch(launch)))
     out = [dict(dataclasses.asdict(p), fast_launch=True) for p in plans]
     if base.mode == "step":
         out.append(dict(dataclasses.asdict(base), fast_launch=False))
     return out
 
 
-def tune(shapes, dtypes, variant, modes, repeats, deadline) -> list[dict]:
+def tune(shapes, dtypes, variant, launches, repeats, deadline) -> list[dict]:
     """Training time of `variant` under the plan's launch and its neighbours, per shape and
     dtype: the numbers to set the plan by (gatedrnn.kernels.triton.plan)."""
     rows = []
@@ -504,7 +504,7 @@ def tune(shapes, dtypes, variant, modes, repeats, deadline) -> list[dict]:
         for dname in dtypes:
             dtype = DTYPES[dname]
             x = torch.randn(T, B, H, device=DEVICE, dtype=dtype)
-            candidates = _candidates(triton_backend.plan(B, H, dtype), B, H, modes)
+            candidates = _candidates(triton_backend.plan(B, H, dtype), B, H, launches)
             for k, cand in enumerate(candidates):
                 row = dict(shape=sname, dtype=dname, variant=variant, chosen=k == 0, **cand)
                 if time.monotonic() > deadline:
@@ -543,8 +543,8 @@ def _ratio(a, b):
     return f"{a / b:.2f}" if a is not None and b else "—"
 
 
-def table(rows, device: str, modes) -> str:
-    per_mode = [f"train {m}" for m in modes]
+def table(rows, device: str, launches) -> str:
+    per_launch = [f"train {m}" for m in launches]
     cells = []
     for r in rows:
         cell = dict(r)
@@ -563,7 +563,7 @@ def table(rows, device: str, modes) -> str:
                       ("met" if ratio <= target else f"missed (≤ {target})"),
             "loop ÷": "—" if loop is None else
                       f"{loop / r['train']:.1f}" + ("" if loop / r["train"] >= 10 else " (< 10)")})
-        for m, column in zip(modes, per_mode):
+        for m, column in zip(launches, per_launch):
             value = r["train"] if m == r["mode"] else r.get("train_" + m)
             cell[column] = "—" if value is None else f"{value:.2f}"
             if f"replayed_{m}" in r:
@@ -575,7 +575,7 @@ def table(rows, device: str, modes) -> str:
             "chose (the train columns time the other launches too; +graphs: how many recurrence "
             "calls replayed a recorded CUDA graph, of all calls, warm-up included).\n\n" +
             markdown(cells, ["shape", "dtype", "variant", "mode", "infer ms", "÷ cuDNN",
-                             "train ms", "÷ cuDNN (cuDNN ms)", "target", "loop ÷", *per_mode]))
+                             "train ms", "÷ cuDNN (cuDNN ms)", "target", "loop ÷", *per_launch]))
 
 
 def gemm_products() -> str:
@@ -657,11 +657,11 @@ def main() -> None:
     print(f"gpu_check: {env}", flush=True)
 
     result = dict(env=env, date=datetime.date.today().isoformat(), quick=args.quick)
-    modes = [m for m in args.launches if m != "persistent"]
+    launches = [m for m in args.launches if m != "persistent"]
     child = probe_persistent(args)   # compiles, then checks persistent, beside what follows
     if not args.no_correctness:
         print("correctness against the float64 reference:", flush=True)
-        result["correctness"] = correctness(args.variants, modes, int(time.time()),
+        result["correctness"] = correctness(args.variants, launches, int(time.time()),
                                             args.dry_run)
         result["against_cudnn"] = against_cudnn(int(time.time()) + 1, args.dry_run)
     probe_rows, status = probe_result(child, timeout=180)
@@ -671,18 +671,18 @@ def main() -> None:
             result.get("correctness", []) + probe_rows)
         print(f"persistent mode: {status}", flush=True)
         if status == "ok":
-            modes.append("persistent")
+            launches.append("persistent")
     print(f"  ({time.monotonic() - start:.0f} s so far)", flush=True)
     repeats = 3 if args.quick or args.dry_run else 10
     if args.tune:
         print("tuning:", flush=True)
-        result["tuning"] = tune(args.shapes, args.dtypes, args.tune, modes, min(repeats, 5),
+        result["tuning"] = tune(args.shapes, args.dtypes, args.tune, launches, min(repeats, 5),
                                 deadline)
         _write(result, args.out, start)
         print(tuning_table(result["tuning"]))
         return
     print("timings:", flush=True)
-    rows = timings(args.shapes, args.dtypes, args.variants, modes, repeats, deadline,
+    rows = timings(args.shapes, args.dtypes, args.variants, launches, repeats, deadline,
                    loop_repeats=1 if args.quick or args.dry_run else 2)
     result["timings"] = rows
     result["gemm_products"] = gemm_products()
@@ -699,7 +699,7 @@ def main() -> None:
           + _graph_summary(result.get("correctness", []))
           + f"; gemm's 16-bit products: {gemm_products()}")
     print()
-    print(table(rows, device, modes))
+    print(table(rows, device, launches))
 
 
 if __name__ == "__main__":
