@@ -1,5 +1,5 @@
 """A built wheel holds every file of the package that git tracks, not only its Python: the
-compiled CPU backend's C++ source."""
+compiled CPU backend's C++ source, the GPU plan's measured choices."""
 
 import shutil
 import subprocess

@@ -6,14 +6,15 @@ for every unit before the candidate's recurrent product): each program owns a ti
 cores, and applies the gates in the same pass, so the gate pre-activations never leave the chip.
 For small problems, where a launch costs more than a step's work, one launch runs the whole
 sequence instead ("sequence" mode): a program per block of rows walks through time, and since
-rows never read each other's state no program waits for another. The "persistent" mode (opt-in
-until timed on a GPU) also runs the whole sequence in one launch, but spreads every step over
-the chip: at most one program per multiprocessor, all meeting at a grid-wide barrier after each
-step (gatedrnn/kernels/gpu/common.py, grid_barrier). The "gemm" mode (opt-in too) leaves each
-step's recurrent product to cuBLAS and launches a kernel only for the gates
-(gatedrnn/kernels/gemm.py), as cuDNN does for large problems. The launches of a sequence in
-"step" or "gemm" mode can be recorded into a CUDA graph and replayed when a call comes again
-with the same buffers (settings.graphs, opt-in; gatedrnn/kernels/graphs.py).
+rows never read each other's state no program waits for another. The "persistent" mode also
+runs the whole sequence in one launch, but spreads every step over the chip: at most one
+program per multiprocessor, all meeting at a grid-wide barrier after each step
+(gatedrnn/kernels/gpu/common.py, grid_barrier). The "gemm" mode leaves each step's recurrent
+product to cuBLAS and launches a kernel only for the gates (gatedrnn/kernels/gemm.py), as cuDNN
+does for large problems. The launches of a sequence in "step" or "gemm" mode can be recorded
+into a CUDA graph and replayed when a call comes again with the same buffers (settings.graphs;
+gatedrnn/kernels/graphs.py). These three the plan chooses only where the GPU check measured
+them fastest (gatedrnn/kernels/choices.py); settings.mode and settings.graphs choose by hand.
 
 What is carried from step to step (the state, the LSTM's cell, the gradients carried back) and
 the saved gates are float32 (float64 for float64 inputs) whatever the inputs' dtype: bfloat16
@@ -38,7 +39,7 @@ import warnings
 import torch
 
 from ..cells import Variant
-from . import KERNEL_IDS
+from . import KERNEL_IDS, choices
 from .gemm import BackwardProducts, ForwardProducts
 from .graphs import StepGraphs, graph_key
 from .states import initial_index, new_states, weight_grads
@@ -131,30 +132,68 @@ def launch(name: str) -> dict:
     return dict(mode=mode, graphs=bool(graphs))
 
 
-def plan(B: int, H: int, dtype: torch.dtype = torch.float32) -> Plan:
-    """How to launch a (B, H) problem with weights of `dtype`. First guesses, to be set by the
-    GPU check's timings (benchmarks/gpu-notes.md):
+# "sequence" gives a block of rows' whole recurrence to one program: only for problems this
+# small (B·H) is it worth a launch of its own, measured or not.
+SEQUENCE_MAX = 64 * 256
+
+
+def plan(B: int, H: int, dtype: torch.dtype = torch.float32, variant: str | None = None) -> Plan:
+    """How to launch a (B, H) problem of `variant` with weights of `dtype`.
+    - mode and graphs: settings.mode if not "auto"; else the launch the GPU check timed fastest
+      at the nearest measured problem (gatedrnn/kernels/choices.py), where there is one near
+      enough; else the whole sequence in one launch for tiny problems (B ≤ 16, H ≤ 128), where
+      a launch per step would cost more than the step's work, and a launch per step for the
+      rest. settings.graphs adds graphs to a per-step mode.
     - rows per program: B rounded up to a power of two, 16 to 64 (tl.dot needs 16 or more);
     - units per program: 32, or 16 where 32 would give fewer than 64 tiles, so that a step
       still spreads over half of an H100's 132 multiprocessors;
     - reduction chunk: 64 for 16-bit weights (tensor-core operands), 32 for float32;
     - 8 warps for tiles of 2048 elements or more: with 4, the four gates' accumulators of a
-      64 × 32 tile spill registers (benchmarks/compile_check.py);
-    - mode: the whole sequence in one launch for tiny problems (B ≤ 16, H ≤ 128), where a
-      launch per step would cost more than the step's work; else a launch per step.
-      "gemm", "persistent" and graphs are not chosen until the GPU check has timed them on a
-      GPU."""
+      64 × 32 tile spill registers (benchmarks/compile_check.py).
+    The tiles are first guesses, to be set by the GPU check's --tune (benchmarks/gpu-notes.md).
+    """
     s = settings
     if s.mode not in MODES:
         raise ValueError(f"settings.mode: expected one of {list(MODES)}, got {s.mode!r}")
-    mode = s.mode if s.mode != "auto" else ("sequence" if B <= 16 and H <= 128 else "step")
+    mode, graphs = s.mode, s.graphs
+    if mode == "auto":
+        measured = _measured_launch(B, H, dtype, variant)
+        if measured is not None:
+            mode, graphs = measured["mode"], measured["graphs"] or graphs
+        else:
+            mode = "sequence" if B <= 16 and H <= 128 else "step"
     block_b = s.block_b or _pow2(B, 16, 64)
     tiles_of_32 = -(-B // block_b) * -(-H // 32)
     block_h = s.block_h or (32 if tiles_of_32 >= 64 or mode == "sequence" else 16)
     block_k = s.block_k or (32 if dtype in (torch.float32, torch.float64) else 64)
     num_warps = s.num_warps or (8 if block_b * block_h >= 2048 else 4)
-    return Plan(mode, block_b, block_h, block_k, num_warps,
-                s.graphs and mode in ("step", "gemm"))
+    return Plan(mode, block_b, block_h, block_k, num_warps, graphs and mode in ("step", "gemm"))
+
+
+def _measured_launch(B: int, H: int, dtype: torch.dtype, variant: str | None) -> dict | None:
+    """The Settings fields of the launch measured fastest near (B, H), if one was; never under
+    the interpreter, whose tests choose their launches, nor a "sequence" too large for it."""
+    if variant is None or interpreting():
+        return None
+    name = choices.nearest(_choices(), variant, B, H, dtype)
+    if name is None or (name == "sequence" and B * H > SEQUENCE_MAX):
+        return None
+    return launch(name)
+
+
+@functools.cache
+def _choices() -> tuple[choices.Choice, ...]:
+    found = choices.load()
+    unknown = sorted({c.launch for c in found} - set(LAUNCHES))
+    if unknown:
+        raise ValueError(f"{choices.PATH}: launch: expected one of {list(LAUNCHES)}, "
+                         f"got {unknown}")
+    return found
+
+
+def launch_name(p: Plan) -> str:
+    """The name in LAUNCHES of how `p` launches."""
+    return p.mode + ("+graphs" if p.graphs else "")
 
 
 def _state_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -328,7 +367,7 @@ def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved
     RA = _buffer(xp.new_empty(B, H)) if variant.name == "gru" else SA
     RT = R.t().contiguous()
     m, has_mask = _mask(mask, xp)
-    pl = plan(B, H, R.dtype)
+    pl = plan(B, H, R.dtype, variant.name)
     args = (xp, RT, b_hh if b_hh is not None else xp, p if p is not None else xp, SA, SAL,
             SC if SC is not None else SA, saved if saved.numel() else SA, RA, m)
     common = dict(_common(variant, R.dtype, pl), LOW_COPY=low_copy)
@@ -378,7 +417,7 @@ def _backward(variant: Variant, d_A, d_a_n, d_c_n, R, p, SA, SC, saved, mask, re
     CA = d_a_n.to(state, copy=True).contiguous()
     CC = d_c_n.to(state, copy=True).contiguous() if variant.has_cell else CA
     m, has_mask = _mask(mask, d_A)
-    pl = plan(B, H, R.dtype)
+    pl = plan(B, H, R.dtype, variant.name)
     args = (d_A, R, p if p is not None else d_A, SA, SC if SC is not None else SA,
             saved if saved.numel() else SA, d_xp, CA, CC, m)
     common = _common(variant, R.dtype, pl)

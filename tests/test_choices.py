@@ -1,0 +1,107 @@
+"""The plan takes the launch the GPU check measured fastest at the nearest measured problem
+(gatedrnn/kernels/choices.py), and its heuristic elsewhere."""
+
+import json
+
+import pytest
+import torch
+
+from gatedrnn.kernels import choices
+from gatedrnn.kernels import triton as triton_backend
+from gatedrnn.kernels.choices import Choice
+
+MEASURED = (Choice("lstm", "bf16", 16, 768, "persistent"),
+            Choice("lstm", "bf16", 256, 1024, "gemm+graphs"),
+            Choice("lstm", "f32", 16, 768, "step+graphs"),
+            Choice("gru", "bf16", 16, 768, "step"),
+            Choice("gru_simple", "bf16", 16, 768, "step"),
+            Choice("lstm", "bf16", 1, 256, "sequence"))
+
+
+@pytest.fixture
+def measured(monkeypatch):
+    """The plan as on a GPU, with MEASURED as the GPU check's choices."""
+    monkeypatch.setattr(triton_backend, "_choices", lambda: MEASURED)
+    monkeypatch.setattr(triton_backend, "interpreting", lambda: False)
+
+
+def test_the_nearest_measured_problem_of_the_variant_and_dtype_chooses():
+    assert choices.nearest(MEASURED, "lstm", 16, 768, torch.bfloat16) == "persistent"
+    assert choices.nearest(MEASURED, "lstm", 32, 512, torch.bfloat16) == "persistent"
+    assert choices.nearest(MEASURED, "lstm", 128, 1024, torch.bfloat16) == "gemm+graphs"
+    assert choices.nearest(MEASURED, "lstm", 16, 768, torch.float32) == "step+graphs"
+    assert choices.nearest(MEASURED, "lstm", 16, 768, torch.float16) == "persistent"
+
+
+def test_an_unmeasured_variant_takes_what_most_measured_variants_took_there():
+    assert choices.nearest(MEASURED, "rnn", 16, 768, torch.bfloat16) == "step"
+
+
+def test_nothing_is_chosen_far_from_every_measured_problem_nor_in_float64():
+    assert choices.nearest(MEASURED, "lstm", 4, 4096, torch.bfloat16) is None
+    assert choices.nearest(MEASURED, "lstm", 16, 768, torch.float64) is None
+    assert choices.nearest((), "lstm", 16, 768, torch.bfloat16) is None
+
+
+def test_the_plan_launches_as_measured(measured):
+    chosen = triton_backend.plan(16, 768, torch.bfloat16, "lstm")
+    assert (chosen.mode, chosen.graphs) == ("persistent", False)
+    chosen = triton_backend.plan(256, 1024, torch.bfloat16, "lstm")
+    assert triton_backend.launch_name(chosen) == "gemm+graphs"
+    assert (chosen.block_b, chosen.block_h, chosen.block_k) == (64, 32, 64)   # tiles as before
+
+
+def test_the_heuristic_plans_where_nothing_near_was_measured(measured):
+    assert triton_backend.plan(4, 4096, torch.bfloat16, "lstm").mode == "step"
+    assert triton_backend.plan(1, 64, torch.float64, "lstm").mode == "sequence"
+    assert triton_backend.plan(16, 768, torch.bfloat16).mode == "step"   # no variant named
+
+
+def test_a_measured_sequence_launch_is_not_taken_for_a_large_problem(measured):
+    assert triton_backend.plan(1, 256, torch.bfloat16, "lstm").mode == "sequence"
+    assert triton_backend.plan(4, 1024, torch.bfloat16, "lstm").mode == "step"
+
+
+def test_settings_override_what_was_measured(measured, monkeypatch):
+    monkeypatch.setattr(triton_backend.settings, "mode", "step")
+    assert triton_backend.plan(16, 768, torch.bfloat16, "lstm").mode == "step"
+    monkeypatch.setattr(triton_backend.settings, "mode", "auto")
+    monkeypatch.setattr(triton_backend.settings, "graphs", True)
+    assert triton_backend.launch_name(triton_backend.plan(16, 768, torch.bfloat16, "gru")) == \
+        "step+graphs"
+
+
+def test_the_interpreter_plans_by_the_heuristic(monkeypatch):
+    monkeypatch.setattr(triton_backend, "_choices", lambda: MEASURED)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert triton_backend.plan(16, 768, torch.bfloat16, "lstm").mode == "step"
+
+
+def test_the_shipped_file_loads():
+    assert all(c.launch in triton_backend.LAUNCHES for c in choices.load())
+
+
+def test_a_missing_file_has_no_choices(tmp_path):
+    assert choices.load(tmp_path / "none.json") == ()
+
+
+def test_a_malformed_file_is_named(tmp_path):
+    path = tmp_path / "choices.json"
+    path.write_text(json.dumps({"choices": [{"variant": "lstm", "dtype": "bf16", "B": 16}]}))
+    with pytest.raises(ValueError, match=r"choices.json: expected \{'choices': \[\{variant, "
+                                         r"dtype, B, H, launch\}, \.\.\.\]\}, got an entry "
+                                         r"without 'H'"):
+        choices.load(path)
+
+
+def test_an_unknown_launch_in_the_file_is_named(tmp_path, monkeypatch):
+    path = tmp_path / "choices.json"
+    path.write_text(json.dumps({"choices": [dict(variant="lstm", dtype="bf16", B=16, H=768,
+                                                 launch="warp")]}))
+    monkeypatch.setattr(choices, "PATH", path)
+    triton_backend._choices.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=r"launch: expected one of \['step', .*got \['warp'\]"):
+            triton_backend._choices()
+    finally:
+        triton_backend._choices.cache_clear()
