@@ -17,9 +17,10 @@
    gradients) and forward+backward (a training step on the sum of the outputs, parameter
    gradients included), at
    G1 T=1024 B=16 H=768, G2 T=256 B=64 H=256, G3 T=128 B=256 H=1024, G4 T=1024 B=1 H=256
-   (I = H), float32 (TF32 off for both gatedrnn and cuDNN) and bfloat16. Training is timed in
-   every launch mode, to set the plan's choice ("gemm": each step's recurrent product by
-   cuBLAS, then a kernel for the gates).
+   (I = H), float32 (TF32 off for both gatedrnn and cuDNN) and bfloat16. Then every variant
+   is timed in every other launch too, so that `python benchmarks/gpu_table.py RESULT.json
+   --choose` can set the plan's choices (gatedrnn/kernels/choices.py) from this one run and
+   print its table as the plan then launches.
 
 One table printed last; raw numbers in a JSON file. A time budget keeps the whole run inside the
 GPU machine's lease: what it leaves out is listed as not measured.
@@ -53,15 +54,14 @@ from gatedrnn.functional import lengths_to_mask, recurrence
 from gatedrnn.interop.torch_nn import from_torch
 from gatedrnn.kernels import gemm
 from gatedrnn.kernels import triton as triton_backend
+from gpu_table import TARGET, table, tuning_table   # benchmarks/gpu_table.py
 from speed import inference, train_step   # benchmarks/speed.py: a training step, inference
-from tasks.report import table as markdown   # benchmarks/tasks/report.py
 
 SHAPES = {"G1": (1024, 16, 768), "G2": (256, 64, 256), "G3": (128, 256, 1024),
           "G4": (1024, 1, 256)}   # T, B, H (I = H)
 VARIANTS = ["gru", "lstm", "lstm_peephole", "gru_reset_after", "gru_simple", "rnn"]
 DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
 PEER = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "lstm_peephole": torch.nn.LSTM}
-TARGET = {"gru": 1.25, "lstm": 1.25, "lstm_peephole": 1.4}   # train time ÷ cuDNN, at most
 LOOP_SHAPES = ("G1", "G2")                                    # where ≥ 10× the loop is asked
 TOLERANCE = {"f32": 1e-4, "bf16": 3e-2}
 DEVICE = "cuda"
@@ -69,11 +69,12 @@ LAUNCHES = list(triton_backend.LAUNCHES)   # "step", "step+graphs", "gemm", ...
 
 
 def worth_timing(launch: str, B: int, H: int) -> bool:
-    """"sequence" gives a block of rows' whole state to one program: only for small B·H.
-    "gemm" adds a cuBLAS call per step: it can only lose where a step is a vector (B = 1)."""
+    """"sequence" gives a block of rows' whole state to one program: only for small B·H (the
+    plan's own limit). "gemm" adds a cuBLAS call per step: it can only lose where a step is a
+    vector (B = 1)."""
     mode = triton_backend.launch(launch)["mode"]
     if mode == "sequence":
-        return B * H <= 64 * 256
+        return B * H <= triton_backend.SEQUENCE_MAX
     return mode != "gemm" or B > 1
 
 
@@ -342,10 +343,12 @@ def _use(launch: str) -> bool:
     return fields["graphs"]
 
 
-def _train_as(launch, variant, H, x, repeats):
+def _time_as(launch, variant, H, x, repeats) -> tuple[float, float]:
+    """Inference and training times of `variant` launched as `launch`."""
     _use(launch)
     try:
-        return time_ms(train_step(_module(variant, H, x.dtype), x), repeats)
+        module = _module(variant, H, x.dtype)
+        return time_ms(inference(module, x), repeats), time_ms(train_step(module, x), repeats)
     finally:
         triton_backend.settings.mode, triton_backend.settings.graphs = "auto", False
 
@@ -361,7 +364,7 @@ def precompile(shapes, dtypes, variants, launches) -> float:
                                            for v in variants]),
               *[(triton_backend.Settings(mode=mode),
                  [(s, d, v) for s in shapes for d in dtypes for v in variants
-                  if v in TARGET and worth_timing(mode, *SHAPES[s][1:])])
+                  if worth_timing(mode, *SHAPES[s][1:])])
                 for mode in ("sequence", "gemm") if mode in launches]]
     try:
         for settings, jobs in passes:   # the settings are global: one pass at a time
@@ -383,32 +386,34 @@ def _two_steps(sname: str, dname: str, variant: str) -> None:
 
 
 def timings(shapes, dtypes, variants, launches, repeats, deadline, loop_repeats) -> list[dict]:
-    """A row per shape, dtype and variant, first the plan's launch against cuDNN and the loop
-    (the variants with targets first), then the other launches for the variants with targets:
-    a run cut short by its budget still has the whole table it is judged by."""
+    """A row per shape, dtype and variant: first the plan's launch against cuDNN and the loop
+    for every row (the variants with targets first), then the other launches, again the
+    variants with targets first: a run cut short by its budget still has the whole table it
+    is judged by, and the plan's choices (benchmarks/gpu_table.py) what it could time."""
     rows = []
     first = [v for v in variants if v in TARGET]
-    for group in (first, [v for v in variants if v not in TARGET]):
-        for sname in shapes:
-            T, B, H = SHAPES[sname]
-            for dname in dtypes:
-                x = torch.randn(T, B, H, device=DEVICE, dtype=DTYPES[dname])
-                peers = {}
-                for variant in group:
-                    rows.append(_time_row(sname, T, B, H, dname, variant, x, peers,
-                                          repeats, deadline, loop_repeats))
-                del x
-                _release_memory()
+    groups = (first, [v for v in variants if v not in TARGET])
+    for group in groups:
+        for sname, dname, x in _inputs(shapes, dtypes):
+            peers = {}
+            for variant in group:
+                rows.append(_time_row(sname, dname, variant, x, peers, repeats, deadline,
+                                      loop_repeats))
+    for group in groups:
+        for sname, dname, x in _inputs(shapes, dtypes):
+            for row in rows:
+                if (row["shape"], row["dtype"]) == (sname, dname) and row["variant"] in group:
+                    _time_launches(row, x, launches, repeats, deadline)
+    return rows
+
+
+def _inputs(shapes, dtypes):
+    """(shape, dtype, x) for each shape and dtype, one x at a time."""
     for sname in shapes:
         T, B, H = SHAPES[sname]
         for dname in dtypes:
-            x = torch.randn(T, B, H, device=DEVICE, dtype=DTYPES[dname])
-            for row in rows:
-                if (row["shape"], row["dtype"], row["variant"] in TARGET) == (sname, dname, True):
-                    _time_launches(row, x, launches, repeats, deadline)
-            del x
+            yield sname, dname, torch.randn(T, B, H, device=DEVICE, dtype=DTYPES[dname])
             _release_memory()
-    return rows
 
 
 def _release_memory() -> None:
@@ -417,63 +422,68 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _time_row(sname, T, B, H, dname, variant, x, peers, repeats, deadline,
-              loop_repeats) -> dict:
-    chosen = triton_backend.plan(B, H, x.dtype)
-    row = dict(shape=sname, T=T, B=B, H=H, dtype=dname, variant=variant,
-               mode=chosen.mode + ("+graphs" if chosen.graphs else ""))
+def _time_row(sname, dname, variant, x, peers, repeats, deadline, loop_repeats) -> dict:
+    """The row of the plan's launch, with cuDNN's and the loop's times (by launch: "infer",
+    "train", "replayed" and "errors" map launch names to what was measured in each)."""
+    T, B, H = x.shape
+    launch = triton_backend.launch_name(triton_backend.plan(B, H, x.dtype, variant))
+    row = dict(shape=sname, T=T, B=B, H=H, dtype=dname, variant=variant, mode=launch,
+               infer={}, train={}, replayed={}, errors={})
     if time.monotonic() > deadline:
         return {**row, "skipped": "time budget"}
     try:
-        _measure_row(row, sname, H, variant, x, peers, repeats, loop_repeats)
+        _measure_row(row, variant, x, peers, repeats, loop_repeats)
     except Exception as error:   # one failing row must not cost the whole run its table
         triton_backend.settings = triton_backend.Settings()
-        row = {k: v for k, v in row.items() if not k.startswith(("train", "infer"))}
-        row["skipped"] = f"{type(error).__name__}: {str(error)[:120]}"
+        row.update(infer={}, train={}, skipped=f"{type(error).__name__}: {str(error)[:120]}")
         print(f"  {sname} {dname:4s} {variant:16s} failed: {row['skipped']}", flush=True)
     return row
 
 
-def _measure_row(row, sname, H, variant, x, peers, repeats, loop_repeats) -> None:
-    dname = row["dtype"]
+def _measure_row(row, variant, x, peers, repeats, loop_repeats) -> None:
+    H, launch = row["H"], row["mode"]
     cls = peer_class(variant)
     if cls not in peers:
         peer = cls(H, H).to(DEVICE, x.dtype)
         peers[cls] = dict(infer=time_ms(inference(peer, x), repeats),
                           train=time_ms(train_step(peer, x), repeats))
-    ours = _module(variant, H, x.dtype)
-    row.update(infer=time_ms(inference(ours, x), repeats),
-               train=time_ms(train_step(ours, x), repeats),
-               cudnn=cls.__name__, cudnn_infer=peers[cls]["infer"],
+    ours = _module(variant, H, x.dtype)   # launched as the plan says
+    counts = _graph_counts()
+    row["infer"][launch] = time_ms(inference(ours, x), repeats)
+    row["train"][launch] = time_ms(train_step(ours, x), repeats)
+    if triton_backend.launch(launch)["graphs"]:
+        row["replayed"][launch] = _replays_since(counts)
+    row.update(cudnn=cls.__name__, cudnn_infer=peers[cls]["infer"],
                cudnn_train=peers[cls]["train"])
-    if sname in LOOP_SHAPES and loop_repeats:
+    if row["shape"] in LOOP_SHAPES and loop_repeats:
         row["loop_train"] = time_ms(train_step(_module(variant, H, x.dtype, "loop"), x),
                                     loop_repeats, warmup=1)
-    print(f"  {sname} {dname:4s} {variant:16s} train {row['train']:8.2f} ms  "
-          f"cuDNN {row['cudnn_train']:8.2f} ms", flush=True)
+    print(f"  {row['shape']} {row['dtype']:4s} {variant:16s} {launch:12s} train "
+          f"{row['train'][launch]:8.2f} ms  cuDNN {row['cudnn_train']:8.2f} ms", flush=True)
 
 
 def _time_launches(row, x, launches, repeats, deadline) -> None:
-    """Training time in the launches the plan did not choose, where they are worth timing:
-    the numbers that should set the plan (each launch's kernels compile anew)."""
-    if "train" not in row:   # the row itself was not measured
+    """Inference and training times in the launches the plan did not choose, where they are
+    worth timing: the numbers that set the plan (each launch's kernels compile anew)."""
+    if "skipped" in row:   # the row itself was not measured
         return
     for launch in launches:
-        if launch == row["mode"] or not worth_timing(launch, row["B"], row["H"]):
+        if launch in row["train"] or not worth_timing(launch, row["B"], row["H"]):
             continue
         if time.monotonic() > deadline:
-            row[f"error_{launch}"] = "time budget"
+            row["errors"][launch] = "time budget"
             continue
         try:
             counts = _graph_counts()
-            row[f"train_{launch}"] = _train_as(launch, row["variant"], row["H"], x, repeats)
+            row["infer"][launch], row["train"][launch] = _time_as(launch, row["variant"],
+                                                                  row["H"], x, repeats)
             if triton_backend.launch(launch)["graphs"]:   # warm-up included: the first call
-                row[f"replayed_{launch}"] = _replays_since(counts)   # records
+                row["replayed"][launch] = _replays_since(counts)   # records
         except Exception as error:   # the row keeps its other numbers
-            row[f"train_{launch}"] = float("nan")
-            row[f"error_{launch}"] = f"{type(error).__name__}: {str(error)[:200]}"
+            row["train"][launch] = float("nan")
+            row["errors"][launch] = f"{type(error).__name__}: {str(error)[:200]}"
         print(f"  {row['shape']} {row['dtype']:4s} {row['variant']:16s} {launch:12s} train "
-              f"{row[f'train_{launch}']:8.2f} ms", flush=True)
+              f"{row['train'][launch]:8.2f} ms", flush=True)
 
 
 def _candidates(base, B: int, H: int, launches) -> list[dict]:
@@ -504,7 +514,8 @@ def tune(shapes, dtypes, variant, launches, repeats, deadline) -> list[dict]:
         for dname in dtypes:
             dtype = DTYPES[dname]
             x = torch.randn(T, B, H, device=DEVICE, dtype=dtype)
-            candidates = _candidates(triton_backend.plan(B, H, dtype), B, H, launches)
+            candidates = _candidates(triton_backend.plan(B, H, dtype, variant), B, H,
+                                     launches)
             for k, cand in enumerate(candidates):
                 row = dict(shape=sname, dtype=dname, variant=variant, chosen=k == 0, **cand)
                 if time.monotonic() > deadline:
@@ -523,60 +534,8 @@ def tune(shapes, dtypes, variant, launches, repeats, deadline) -> list[dict]:
     return rows
 
 
-def tuning_table(rows) -> str:
-    chosen = {(r["shape"], r["dtype"]): r.get("train") for r in rows if r["chosen"]}
-    cells = [{**r, "mode": r["mode"] + ("+graphs" if r["graphs"] else "")
-              + (" (plan)" if r["chosen"] else ""),
-              "warps": r["num_warps"], "launch": "direct" if r["fast_launch"] else "JIT",
-              "train ms": (f"{r['train']:.2f}" if "train" in r else
-                           r.get("error", r.get("skipped", ""))),
-              "÷ plan's": _ratio(r.get("train"), chosen.get((r["shape"], r["dtype"])))}
-             for r in rows]
-    return markdown(cells, ["shape", "dtype", "mode", "block_b", "block_h", "block_k", "warps",
-                            "launch", "train ms", "÷ plan's"])
-
-
 # ---------------------------------------------------------------------------------------------
-# The table
-
-def _ratio(a, b):
-    return f"{a / b:.2f}" if a is not None and b else "—"
-
-
-def table(rows, device: str, launches) -> str:
-    per_launch = [f"train {m}" for m in launches]
-    cells = []
-    for r in rows:
-        cell = dict(r)
-        if "train" not in r:
-            cell["infer ms"] = f"not measured ({r['skipped']})"
-            cells.append(cell)
-            continue
-        ratio = r["train"] / r["cudnn_train"]
-        target = TARGET.get(r["variant"])
-        loop = r.get("loop_train")
-        cell.update({
-            "infer ms": f"{r['infer']:.2f}", "÷ cuDNN": _ratio(r["infer"], r["cudnn_infer"]),
-            "train ms": f"{r['train']:.2f}",
-            "÷ cuDNN (cuDNN ms)": f"{ratio:.2f} ({r['cudnn_train']:.2f})",
-            "target": "—" if target is None else
-                      ("met" if ratio <= target else f"missed (≤ {target})"),
-            "loop ÷": "—" if loop is None else
-                      f"{loop / r['train']:.1f}" + ("" if loop / r["train"] >= 10 else " (< 10)")})
-        for m, column in zip(launches, per_launch):
-            value = r["train"] if m == r["mode"] else r.get("train_" + m)
-            cell[column] = "—" if value is None else f"{value:.2f}"
-            if f"replayed_{m}" in r:
-                cell[column] += f" ({r['replayed_' + m]} replayed)"
-        cells.append(cell)
-    return (f"GPU check on {device}. Times in ms (CUDA events, medians); ÷ cuDNN = gatedrnn / "
-            "cuDNN (below 1: gatedrnn faster); loop ÷ = loop / gatedrnn (the speed-up over the "
-            "PyTorch loop); float32 without TF32 on both sides; mode: the launch mode the plan "
-            "chose (the train columns time the other launches too; +graphs: how many recurrence "
-            "calls replayed a recorded CUDA graph, of all calls, warm-up included).\n\n" +
-            markdown(cells, ["shape", "dtype", "variant", "mode", "infer ms", "÷ cuDNN",
-                             "train ms", "÷ cuDNN (cuDNN ms)", "target", "loop ÷", *per_launch]))
-
+# What the run says
 
 def gemm_products() -> str:
     """How the gemm mode multiplied 16-bit operands: the best way this torch took."""

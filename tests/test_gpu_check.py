@@ -32,7 +32,22 @@ def test_dry_run_prints_the_table(tmp_path):
     result = json.loads(next(tmp_path.glob("gpu-check-*.json")).read_text())
     assert {r["mode"] for r in result["correctness"]} == {"step", "gemm+graphs", "sequence",
                                                             "persistent"}
-    assert result["timings"][0]["cudnn"] == "LSTM"
+    row = result["timings"][0]
+    assert row["cudnn"] == "LSTM"
+    assert set(row["train"]) == {"step", "gemm+graphs", "sequence", "persistent"}
+
+    # The plan's choices from that run, and its table as the plan then launches (as on a GPU:
+    # the interpreter's plan ignores what was measured).
+    env.pop("TRITON_INTERPRET")
+    choices = tmp_path / "choices.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_table.py"),
+                          str(next(tmp_path.glob("gpu-check-*.json"))), "--choose",
+                          "--choices", str(choices)], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (chosen,) = json.loads(choices.read_text())["choices"]
+    assert chosen["launch"] == min(row["train"], key=row["train"].get)
+    assert f"| G2 | f32 | lstm_peephole | {chosen['launch']} |" in run.stdout.splitlines()[-1]
 
 
 @pytest.fixture

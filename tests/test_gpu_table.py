@@ -1,0 +1,65 @@
+"""benchmarks/gpu_table.py: the plan's choices from a GPU check's JSON, and its table as the
+plan launches (on made-up results; the dry run in test_gpu_check.py makes real ones)."""
+
+from pathlib import Path
+
+import pytest
+
+from gatedrnn.kernels import triton as triton_backend
+from gatedrnn.kernels.choices import Choice
+
+ROW = dict(shape="G1", T=1024, B=16, H=768, dtype="bf16", variant="lstm", mode="step",
+           infer={"step": 4.0, "step+graphs": 3.0},
+           train={"step": 12.0, "step+graphs": 9.0, "persistent": 8.0, "gemm": float("nan")},
+           replayed={"step+graphs": "22/24"}, errors={"gemm": "RuntimeError: no"},
+           cudnn="LSTM", cudnn_infer=3.5, cudnn_train=10.0, loop_train=180.0)
+
+
+def _result(failed_launch="persistent"):
+    correctness = [dict(variant="lstm", dtype="bf16", mode=m, ok=m != failed_launch)
+                   for m in ("step", "step+graphs", "gemm", "persistent")]
+    return dict(env=dict(device="NVIDIA H100"), date="2026-11-26", correctness=correctness,
+                timings=[ROW])
+
+
+@pytest.fixture
+def gpu_table(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import gpu_table
+    return gpu_table
+
+
+def test_the_fastest_launch_that_passed_is_chosen(gpu_table):
+    (chosen,) = gpu_table.choose(_result(failed_launch="persistent"), "run.json")["choices"]
+    assert (chosen["launch"], chosen["B"], chosen["H"]) == ("step+graphs", 16, 768)
+    assert set(chosen["train_ms"]) == {"step", "step+graphs"}   # no NaN, no failed launch
+    (chosen,) = gpu_table.choose(_result(failed_launch=None), "run.json")["choices"]
+    assert chosen["launch"] == "persistent"
+
+
+def test_a_run_without_correctness_cannot_choose(gpu_table):
+    with pytest.raises(ValueError, match="expected a GPU check with its correctness cases"):
+        gpu_table.choose(dict(_result(), correctness=[]), "run.json")
+
+
+def test_the_table_shows_the_times_of_the_launch_taken(gpu_table):
+    line = gpu_table.table([ROW], "H100", ["step", "step+graphs"],
+                           lambda row: "step+graphs").splitlines()[-1]
+    assert line.startswith("| G1 | bf16 | lstm | step+graphs | 3.00 | 0.86 | 9.00 | 0.90 (10.00) "
+                           "| met | 20.0 | 12.00 | 9.00 (22/24 replayed) |")
+    line = gpu_table.table([ROW], "H100", ["step"]).splitlines()[-1]   # the run's own plan
+    assert "| step | 4.00 | 1.14 | 12.00 | 1.20 (10.00) | met | 15.0 | 12.00 |" in line
+
+
+def test_a_launch_not_timed_shows_why(gpu_table):
+    for launch, why in (("gemm", "RuntimeError: no"), ("sequence", "sequence not timed")):
+        line = gpu_table.table([ROW], "H100", ["step"], lambda row: launch).splitlines()[-1]
+        assert f"not measured ({why})" in line
+
+
+def test_planned_is_the_plan_on_a_gpu(gpu_table, monkeypatch):
+    monkeypatch.setattr(triton_backend, "interpreting", lambda: False)
+    monkeypatch.setattr(triton_backend, "_choices",
+                        lambda: (Choice("lstm", "bf16", 16, 768, "step+graphs"),))
+    assert gpu_table.planned(ROW) == "step+graphs"
+    assert gpu_table.planned(dict(ROW, dtype="f32")) == "step"   # nothing measured in f32
