@@ -50,7 +50,7 @@ from pathlib import Path
 import torch
 
 import gatedrnn
-from gatedrnn.functional import lengths_to_mask, recurrence
+from gatedrnn.functional import argument_shapes, lengths_to_mask, recurrence
 from gatedrnn.interop.torch_nn import from_torch
 from gatedrnn.kernels import gemm
 from gatedrnn.kernels import triton as triton_backend
@@ -86,10 +86,7 @@ def peer_class(variant: str):
 # 1. Correctness
 
 def _random_leaves(variant, T, B, I, H, dtype, g):
-    G = gatedrnn.get_variant(variant).num_gates
-    shapes = {"x": (T, B, I), "weight_ih": (G * H, I), "weight_hh": (G * H, H),
-              "bias_ih": (G * H,), "bias_hh": (G * H,), "a0": (B, H), "c0": (B, H),
-              "peephole": (3, H)}
+    shapes = argument_shapes(variant, T, B, I, H)
     scale = {"weight_ih": I ** -0.5, "weight_hh": H ** -0.5}
     return {k: (scale.get(k, 0.5) * torch.randn(s, generator=g, dtype=torch.float64)).to(dtype)
             for k, s in shapes.items()}

@@ -95,6 +95,16 @@ def recurrence(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor 
     return _Recurrence.apply(xp, weight_hh, b_hh, p, a0, c0, mask, v, impl, reverse, keep_saved)
 
 
+def argument_shapes(variant: str | Variant, T: int, B: int, I: int, H: int) -> dict:
+    """The shape of each tensor argument of `recurrence`, by name, for `variant` (c0 and
+    peephole included whether the variant reads them or not): what tests and benchmarks fill
+    with random values."""
+    G = get_variant(variant).num_gates
+    return {"x": (T, B, I), "weight_ih": (G * H, I), "weight_hh": (G * H, H),
+            "bias_ih": (G * H,), "bias_hh": (G * H,), "a0": (B, H), "c0": (B, H),
+            "peephole": (3, H)}
+
+
 def lengths_to_mask(lengths: Tensor, T: int) -> Tensor:
     """(T, B, 1) bool: True where t < lengths[b]."""
     steps = torch.arange(T, device=lengths.device)

@@ -14,8 +14,8 @@ import torch
 pytest.importorskip("triton")
 
 import gatedrnn  # noqa: E402
-from gatedrnn import get_variant, kernels  # noqa: E402
-from gatedrnn.functional import capture, lengths_to_mask, recurrence  # noqa: E402
+from gatedrnn import kernels  # noqa: E402
+from gatedrnn.functional import argument_shapes, capture, lengths_to_mask, recurrence  # noqa: E402
 from gatedrnn.kernels import triton as triton_backend  # noqa: E402
 
 from conftest import VARIANTS, rel_err  # noqa: E402
@@ -50,10 +50,7 @@ def _use(launch, monkeypatch):
 
 def _leaves(variant, dtype, seed=0):
     g = torch.Generator().manual_seed(seed)
-    G = get_variant(variant).num_gates
-    shapes = {"x": (T, B, I), "weight_ih": (G * H, I), "weight_hh": (G * H, H),
-              "bias_ih": (G * H,), "bias_hh": (G * H,), "a0": (B, H), "c0": (B, H),
-              "peephole": (3, H)}
+    shapes = argument_shapes(variant, T, B, I, H)
     scale = {"weight_ih": 0.4, "weight_hh": 0.3}
     return {k: (scale.get(k, 1.0) * torch.randn(s, generator=g, dtype=torch.float64))
             .to(DEVICE, dtype).requires_grad_() for k, s in shapes.items()}

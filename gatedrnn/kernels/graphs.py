@@ -2,8 +2,8 @@
 "gemm" modes).
 
 A sequence launched per step is T launches (2T for the lecture's GRU, and in gemm mode as many
-cuBLAS calls), each a few µs of Python and driver work. Recorded once into a CUDA graph, the same launches replay as one call, with
-the GPU's own gaps between kernels. A graph holds the addresses and sizes it was recorded with,
+cuBLAS calls), each a few µs of Python and driver work. Recorded once into a CUDA graph, the
+same launches replay as one call, with the GPU's own gaps between kernels. A graph holds the addresses and sizes it was recorded with,
 so it may only be replayed for a call whose buffers lie at the same addresses with the same
 sizes, dtypes and launch constants: that is the key a recording is kept under. A training loop
 repeats its allocations step after step, and PyTorch's caching allocator hands them the same
