@@ -10,7 +10,8 @@
    are filled with NaN first, so an element no kernel writes shows. The persistent mode is
    checked in a child process that is killed if its barrier hangs; it is timed only if it
    passed. That child first compiles the timings' kernels, many threads at once (they reach
-   this process through Triton's cache on disk). Also gatedrnn against cuDNN itself on the
+   this process through Triton's cache on disk), and once the persistent mode has passed, its
+   kernels too, until half the time budget is spent. Also gatedrnn against cuDNN itself on the
    same weights (lstm, gru_reset_after, rnn).
 2. Timings with CUDA events (median after warm-up) of gatedrnn's triton backend, and in the
    same run torch.nn.LSTM / GRU / RNN (cuDNN) and the "loop" backend, forward (inference, no
@@ -69,12 +70,12 @@ LAUNCHES = list(triton_backend.LAUNCHES)   # "step", "step+graphs", "gemm", ...
 
 
 def worth_timing(launch: str, B: int, H: int) -> bool:
-    """"sequence" gives a block of rows' whole state to one program: only for small B·H (the
-    plan's own limit). "gemm" adds a cuBLAS call per step: it can only lose where a step is a
-    vector (B = 1)."""
+    """"sequence" gives a block of rows' whole recurrence to one program: only where the plan
+    would take it (triton.sequence_fits). "gemm" adds a cuBLAS call per step: it can only lose
+    where a step is a vector (B = 1)."""
     mode = triton_backend.launch(launch)["mode"]
     if mode == "sequence":
-        return B * H <= triton_backend.SEQUENCE_MAX
+        return triton_backend.sequence_fits(B, H)
     return mode != "gemm" or B > 1
 
 
@@ -233,14 +234,15 @@ class Probe:
         return [line for _, line in self.lines]
 
 
-def probe_persistent(args) -> Probe:
-    """A child process that first compiles the timings' kernels (precompile) and then checks the
-    persistent mode: a grid-wide barrier that never opens would hang the GPU, and a child can be
-    killed and its failure recorded. Its kernels reach this process through Triton's cache on
-    disk, while this process checks the other launches."""
-    return Probe([sys.executable, __file__, "--probe", "--variants", *args.variants,
-                  "--shapes", *args.shapes, "--dtypes", *args.dtypes, "--launches",
-                  *args.launches,
+def probe_persistent(args, until: float) -> Probe:
+    """A child process that first compiles the timings' kernels (precompile), then checks the
+    persistent mode (a grid-wide barrier that never opens would hang the GPU, and a child can be
+    killed and its failure recorded), and if that passed compiles the persistent timings'
+    kernels, starting none after `until` (time.time()). Its kernels reach this process through
+    Triton's cache on disk, while this process checks the other launches."""
+    return Probe([sys.executable, __file__, "--probe", "--probe-until", str(until),
+                  "--variants", *args.variants, "--shapes", *args.shapes, "--dtypes",
+                  *args.dtypes, "--launches", *args.launches,
                   "--out", str(args.out)] + (["--dry-run"] if args.dry_run else []))
 
 
@@ -350,44 +352,51 @@ def _time_as(launch, variant, H, x, repeats) -> tuple[float, float]:
         triton_backend.settings.mode, triton_backend.settings.graphs = "auto", False
 
 
-def precompile(shapes, dtypes, variants, launches) -> float:
-    """Compile, many at once, the step and one-launch kernels the timings launch, by running
-    every shape, dtype and variant for two steps in those launch modes (each block shape and
-    mode is a kernel of its own), in threads (_threads): one after the other this would be
-    much of the script's device time. Done in the child of probe_persistent, so that a failure
-    here costs nothing but time. Returns the seconds it took."""
+def precompile(shapes, dtypes, variants, modes, until=float("inf"), announce=False) -> float:
+    """Compile, many at once, the kernels the timings launch in `modes` ("auto": the plan's
+    launch; "+graphs" launches use their mode's kernels), by running every shape, dtype and
+    variant for two steps in each mode (each block shape and mode is a kernel of its own), in
+    threads (_threads): one after the other this would be much of the script's device time.
+    The variants with targets first; no run starts after `until` (time.time()), and with
+    `announce` each prints a line as it ends (which the probe's watchdog hears). Done in the
+    child of probe_persistent, so that a failure here costs nothing but time, and the timings
+    compile whatever is missing themselves. Returns the seconds it took."""
     start = time.monotonic()
-    passes = [(triton_backend.Settings(), [(s, d, v) for s in shapes for d in dtypes
-                                           for v in variants]),
-              *[(triton_backend.Settings(mode=mode),
-                 [(s, d, v) for s in shapes for d in dtypes for v in variants
-                  if worth_timing(mode, *SHAPES[s][1:])])
-                for mode in ("sequence", "gemm") if mode in launches]]
+    ordered = sorted(variants, key=lambda v: v not in TARGET)
     try:
-        for settings, jobs in passes:   # the settings are global: one pass at a time
-            triton_backend.settings = settings
+        for mode in modes:   # the settings are global: one mode at a time
+            jobs = [(s, d, v) for v in ordered for s in shapes for d in dtypes
+                    if mode == "auto" or worth_timing(mode, *SHAPES[s][1:])]
+            triton_backend.settings = triton_backend.Settings(mode=mode)
+            run = functools.partial(_two_steps, mode=mode, until=until, announce=announce)
             with ThreadPoolExecutor(_threads()) as pool:
-                list(pool.map(lambda job: _two_steps(*job), jobs))
-    except Exception as error:   # the timings compile what is missing themselves
+                list(pool.map(lambda job: run(*job), jobs))
+    except Exception as error:
         print(f"  precompile stopped: {type(error).__name__}: {error}", flush=True)
     triton_backend.settings = triton_backend.Settings()
     return time.monotonic() - start
 
 
-def _two_steps(sname: str, dname: str, variant: str) -> None:
+def _two_steps(sname: str, dname: str, variant: str, mode: str, until: float,
+               announce: bool) -> None:
+    if time.time() > until:
+        return
     _, B, H = SHAPES[sname]
     x = torch.randn(2, B, H, device=DEVICE, dtype=DTYPES[dname])
     module = _module(variant, H, x.dtype)
     train_step(module, x)()
     inference(module, x)()
+    if announce:
+        print(f"  compiled {mode} {sname} {dname} {variant}", flush=True)
 
 
-def timings(shapes, dtypes, variants, launches, repeats, deadline, loop_repeats) -> list[dict]:
-    """A row per shape, dtype and variant: first the plan's launch against cuDNN and the loop
-    for every row (the variants with targets first), then the other launches, again the
-    variants with targets first: a run cut short by its budget still has the whole table it
-    is judged by, and the plan's choices (benchmarks/gpu_table.py) what it could time."""
-    rows = []
+def timings(rows, shapes, dtypes, variants, launches, repeats, deadline, loop_repeats,
+            saved) -> None:
+    """Appends to `rows` a row per shape, dtype and variant: first the plan's launch against
+    cuDNN and the loop for every row (the variants with targets first), then the other
+    launches, again the variants with targets first: a run cut short by its budget still has
+    the whole table it is judged by, and the plan's choices (benchmarks/gpu_table.py) what it
+    could time. saved() after each shape and dtype writes what is measured so far."""
     first = [v for v in variants if v in TARGET]
     groups = (first, [v for v in variants if v not in TARGET])
     for group in groups:
@@ -396,12 +405,13 @@ def timings(shapes, dtypes, variants, launches, repeats, deadline, loop_repeats)
             for variant in group:
                 rows.append(_time_row(sname, dname, variant, x, peers, repeats, deadline,
                                       loop_repeats))
+            saved()
     for group in groups:
         for sname, dname, x in _inputs(shapes, dtypes):
             for row in rows:
                 if (row["shape"], row["dtype"]) == (sname, dname) and row["variant"] in group:
                     _time_launches(row, x, launches, repeats, deadline)
-    return rows
+            saved()
 
 
 def _inputs(shapes, dtypes):
@@ -549,13 +559,17 @@ def _graph_summary(rows) -> str:
             "checked calls replayed a recording")
 
 
-def _write(result: dict, folder: Path, start: float) -> None:
+def _write(result: dict, folder: Path, start: float, final: bool = True) -> None:
+    """The JSON file; written as the run goes too (final=False, silently), so that a run
+    killed by the GPU machine's time limit still leaves what it measured."""
     result["seconds"] = time.monotonic() - start
+    result["complete"] = final
     folder.mkdir(parents=True, exist_ok=True)
     kind = "tune" if "tuning" in result else "check"
     path = folder / f"gpu-{kind}-{result['date']}.json"
     path.write_text(json.dumps(result, indent=1))
-    print(f"\nraw numbers: {path}; {result['seconds']:.0f} s in all\n")
+    if final:
+        print(f"\nraw numbers: {path}; {result['seconds']:.0f} s in all\n")
 
 
 def main() -> None:
@@ -578,6 +592,9 @@ def main() -> None:
                         help="instead of the timings table, time VARIANT (default lstm) under the "
                              "plan's launch and its neighbours")
     parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-until", type=float, default=float("inf"),
+                        help=argparse.SUPPRESS)   # time.time() past which the child compiles
+                                                  # no more persistent kernels
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"),
                         help="folder for the JSON file")
     args = parser.parse_args()
@@ -593,12 +610,19 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     if args.probe:   # the child of probe_persistent
-        seconds = precompile(args.shapes, args.dtypes, args.variants, args.launches)
+        modes = ["auto", *dict.fromkeys(triton_backend.launch(m)["mode"] for m in args.launches
+                                        if m != "persistent")]
+        seconds = precompile(args.shapes, args.dtypes, args.variants, modes)
         print(f"  kernels for the timings compiled in {seconds:.0f} s", flush=True)
         rows = []
         if "persistent" in args.launches:
             print(PERSISTENT_START, flush=True)
             rows = correctness(args.variants, ["persistent"], int(time.time()), args.dry_run)
+            if rows and all(r["ok"] for r in rows):   # only now is it safe to run for speed
+                seconds = precompile(args.shapes, args.dtypes, args.variants, ["persistent"],
+                                     until=args.probe_until, announce=True)
+                print(f"  persistent kernels for the timings compiled in {seconds:.0f} s",
+                      flush=True)
         print(PROBE_MARK + json.dumps(rows), flush=True)
         return
     start = time.monotonic()
@@ -614,13 +638,15 @@ def main() -> None:
 
     result = dict(env=env, date=datetime.date.today().isoformat(), quick=args.quick)
     launches = [m for m in args.launches if m != "persistent"]
-    child = probe_persistent(args)   # compiles, then checks persistent, beside what follows
+    # It compiles, checks persistent, then compiles the persistent timings' kernels until half
+    # the budget is spent, beside what follows.
+    child = probe_persistent(args, until=time.time() + args.budget / 2)
     if not args.no_correctness:
         print("correctness against the float64 reference:", flush=True)
         result["correctness"] = correctness(args.variants, launches, int(time.time()),
                                             args.dry_run)
         result["against_cudnn"] = against_cudnn(int(time.time()) + 1, args.dry_run)
-    probe_rows, status = probe_result(child, timeout=180)
+    probe_rows, status = probe_result(child, timeout=max(180.0, args.budget / 2 + 60))
     if "persistent" in args.launches:
         result["persistent"] = status
         result["correctness" if "correctness" in result else "persistent_check"] = (
@@ -638,9 +664,11 @@ def main() -> None:
         print(tuning_table(result["tuning"]))
         return
     print("timings:", flush=True)
-    rows = timings(args.shapes, args.dtypes, args.variants, launches, repeats, deadline,
-                   loop_repeats=1 if args.quick or args.dry_run else 2)
-    result["timings"] = rows
+    _write(result, args.out, start, final=False)
+    result["timings"] = rows = []
+    timings(rows, args.shapes, args.dtypes, args.variants, launches, repeats, deadline,
+            loop_repeats=1 if args.quick or args.dry_run else 2,
+            saved=lambda: _write(result, args.out, start, final=False))
     result["gemm_products"] = gemm_products()
     _write(result, args.out, start)
     failed = [r for r in result.get("correctness", []) + result.get("against_cudnn", [])

@@ -131,6 +131,8 @@ def main(argv=None) -> None:
                         help="the choices file to write (default: the package's)")
     args = parser.parse_args(argv)
     result = json.loads(args.result.read_text())
+    if not result.get("complete", True):
+        print(f"{args.result.name}: the run did not finish; this is what it measured until then")
     if args.choose:
         try:
             data = choose(result, args.result.name)

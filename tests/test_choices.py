@@ -59,7 +59,15 @@ def test_the_heuristic_plans_where_nothing_near_was_measured(measured):
 
 def test_a_measured_sequence_launch_is_not_taken_for_a_large_problem(measured):
     assert triton_backend.plan(1, 256, torch.bfloat16, "lstm").mode == "sequence"
-    assert triton_backend.plan(4, 1024, torch.bfloat16, "lstm").mode == "step"
+    assert choices.nearest(MEASURED, "lstm", 2, 512, torch.bfloat16) == "sequence"
+    assert triton_backend.plan(2, 512, torch.bfloat16, "lstm").mode == "step"
+
+
+def test_sequence_fits_only_a_small_program_per_block_of_rows():
+    assert triton_backend.sequence_fits(1, 256) and triton_backend.sequence_fits(16, 256)
+    assert triton_backend.sequence_fits(64, 128)
+    assert not triton_backend.sequence_fits(16, 768)    # G1
+    assert not triton_backend.sequence_fits(64, 256)    # G2
 
 
 def test_settings_override_what_was_measured(measured, monkeypatch):

@@ -32,6 +32,7 @@ def test_dry_run_prints_the_table(tmp_path):
     result = json.loads(next(tmp_path.glob("gpu-check-*.json")).read_text())
     assert {r["mode"] for r in result["correctness"]} == {"step", "gemm+graphs", "sequence",
                                                             "persistent"}
+    assert result["complete"]   # (written as the run goes too, complete only at the end)
     row = result["timings"][0]
     assert row["cudnn"] == "LSTM"
     assert set(row["train"]) == {"step", "gemm+graphs", "sequence", "persistent"}

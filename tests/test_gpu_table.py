@@ -1,6 +1,7 @@
 """benchmarks/gpu_table.py: the plan's choices from a GPU check's JSON, and its table as the
 plan launches (on made-up results; the dry run in test_gpu_check.py makes real ones)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,12 @@ def test_planned_is_the_plan_on_a_gpu(gpu_table, monkeypatch):
                         lambda: (Choice("lstm", "bf16", 16, 768, "step+graphs"),))
     assert gpu_table.planned(ROW) == "step+graphs"
     assert gpu_table.planned(dict(ROW, dtype="f32")) == "step"   # nothing measured in f32
+
+
+def test_a_run_that_did_not_finish_is_said_so(gpu_table, tmp_path, capsys):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(dict(_result(), complete=False)))
+    gpu_table.main([str(path)])
+    out = capsys.readouterr().out
+    assert out.startswith("run.json: the run did not finish")
+    assert "| G1 | bf16 | lstm |" in out

@@ -132,9 +132,13 @@ def launch(name: str) -> dict:
     return dict(mode=mode, graphs=bool(graphs))
 
 
-# "sequence" gives a block of rows' whole recurrence to one program: only for problems this
-# small (B·H) is it worth a launch of its own, measured or not.
-SEQUENCE_MAX = 64 * 256
+def sequence_fits(B: int, H: int) -> bool:
+    """Is (B, H) small enough for the "sequence" mode, which gives a block of rows (16 to 64,
+    as the plan tiles them) and all H units to one program? That program's per-step product,
+    block rows × H × G·H, must be no more than at B = 1, H = 256 (G4), about a µs on one
+    multiprocessor's tensor cores; beyond that a launch per step spreads the same work over
+    the chip faster than one program does it alone."""
+    return _pow2(B, 16, 64) * H * H <= 16 * 256 * 256
 
 
 def plan(B: int, H: int, dtype: torch.dtype = torch.float32, variant: str | None = None) -> Plan:
@@ -176,7 +180,7 @@ def _measured_launch(B: int, H: int, dtype: torch.dtype, variant: str | None) ->
     if variant is None or interpreting():
         return None
     name = choices.nearest(_choices(), variant, B, H, dtype)
-    if name is None or (name == "sequence" and B * H > SEQUENCE_MAX):
+    if name is None or (name == "sequence" and not sequence_fits(B, H)):
         return None
     return launch(name)
 
