@@ -107,12 +107,14 @@ def passed(result: dict) -> set[str]:
 
 
 def choose(result: dict, source: str) -> dict:
-    """The choices file's contents: per timed row, the fastest launch that passed."""
+    """The choices file's contents: per timed row, the fastest launch that passed. A row the
+    time budget cut short of some launches chooses nothing: there the plan takes what most
+    other variants chose (choices.nearest), not the best of a few."""
     ok = passed(result)
     found = []
     for r in result.get("timings", []):
         times = {m: ms for m, ms in r.get("train", {}).items() if m in ok and ms == ms}
-        if times:
+        if times and "time budget" not in r.get("errors", {}).values():
             found.append(dict(variant=r["variant"], dtype=r["dtype"], B=r["B"], H=r["H"],
                               launch=min(times, key=times.get), train_ms=times))
     return {"about": "The launch gpu_check timed fastest per problem, dtype and variant, of "

@@ -38,6 +38,12 @@ def test_the_fastest_launch_that_passed_is_chosen(gpu_table):
     assert chosen["launch"] == "persistent"
 
 
+def test_a_row_cut_short_by_the_budget_chooses_nothing(gpu_table):
+    result = _result(failed_launch=None)
+    result["timings"] = [dict(ROW, errors={"gemm+graphs": "time budget"})]
+    assert gpu_table.choose(result, "run.json")["choices"] == []
+
+
 def test_a_run_without_correctness_cannot_choose(gpu_table):
     with pytest.raises(ValueError, match="expected a GPU check with its correctness cases"):
         gpu_table.choose(dict(_result(), correctness=[]), "run.json")
