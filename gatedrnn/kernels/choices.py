@@ -5,8 +5,9 @@ step+graphs, gemm, gemm+graphs, sequence, persistent) at four problems, G1–G4,
 `python benchmarks/gpu_table.py RESULT.json --choose` writes, for each problem, dtype and
 variant, the fastest launch that also passed the run's correctness check into gpu/choices.json,
 with the GPU, versions and run it came from. `triton.plan` takes the launch measured at the
-problem nearest to the one it plans, counting distance in octaves of B and of H, as long as
-that is at most MAX_DISTANCE; further away, or where nothing was measured, its heuristic.
+problem nearest to the one it plans (the variant's own, or what most variants took there),
+counting distance in octaves of B and of H, as long as that is at most MAX_DISTANCE; further
+away, or where nothing was measured, its heuristic.
 
 Why the nearest measured problem and not a model of the GPU: which launch wins turns on launch
 gaps, L2 traffic and cuBLAS's tiles, which are measured more reliably than modelled, and the
@@ -60,15 +61,15 @@ def _distance(c: Choice, B: int, H: int) -> float:
 
 
 def nearest(choices, variant: str, B: int, H: int, dtype: torch.dtype) -> str | None:
-    """The launch measured fastest at the problem nearest to (B, H), for `variant` if it was
-    measured, else the launch most of the measured variants took there; None if no measured
-    problem of this dtype lies within MAX_DISTANCE (float64 is never measured)."""
+    """The launch measured fastest at the measured problem nearest to (B, H): `variant`'s own
+    if it was measured there, else the launch most variants measured there took; None if no
+    problem of this dtype was measured within MAX_DISTANCE (float64 never is)."""
     name = DTYPE_NAMES.get(dtype)
-    same = [c for c in choices if c.dtype == name]
-    pool = [c for c in same if c.variant == variant] or same
-    close = [c for c in pool if _distance(c, B, H) <= MAX_DISTANCE]
+    close = [c for c in choices
+             if c.dtype == name and _distance(c, B, H) <= MAX_DISTANCE]
     if not close:
         return None
     best = min(_distance(c, B, H) for c in close)
-    votes = collections.Counter(c.launch for c in close if _distance(c, B, H) == best)
-    return votes.most_common(1)[0][0]
+    there = [c for c in close if _distance(c, B, H) == best]
+    own = [c.launch for c in there if c.variant == variant]
+    return own[0] if own else collections.Counter(c.launch for c in there).most_common(1)[0][0]
