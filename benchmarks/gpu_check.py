@@ -506,10 +506,17 @@ def _candidates(base, B: int, H: int, launches) -> list[dict]:
     for launch in launches:
         if launch != base.mode and worth_timing(launch, B, H):
             plans.append(dataclasses.replace(base, **triton_backend.launch(launch)))
-    out = [dict(dataclasses.asdict(p), fast_launch=True) for p in plans]
+    out = [dict(_settings_of(p), fast_launch=True) for p in plans]
     if base.mode == "step":
-        out.append(dict(dataclasses.asdict(base), fast_launch=False))
+        out.append(dict(_settings_of(base), fast_launch=False))
     return out
+
+
+def _settings_of(p) -> dict:
+    """The Settings fields that launch as the Plan `p` does."""
+    fields = dataclasses.asdict(p)
+    del fields["measured"]
+    return fields
 
 
 def tune(shapes, dtypes, variant, launches, repeats, deadline) -> list[dict]:

@@ -5,7 +5,9 @@ import json
 
 import pytest
 import torch
+from conftest import rel_err
 
+import gatedrnn
 from gatedrnn.kernels import choices
 from gatedrnn.kernels import triton as triton_backend
 from gatedrnn.kernels.choices import Choice
@@ -115,3 +117,57 @@ def test_an_unknown_launch_in_the_file_is_named(tmp_path, monkeypatch):
             triton_backend._choices()
     finally:
         triton_backend._choices.cache_clear()
+
+
+class _Refusing:
+    """A one-launch kernel whose cooperative (persistent) launches fail, as a driver refuses a
+    grid whose programs cannot all be resident."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            if kwargs["GRID_SYNC"]:
+                raise RuntimeError("CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE")
+            return self.kernel[grid](*args, **kwargs)
+        return launch
+
+
+def _refusing_persistent(monkeypatch, measured: bool):
+    from gatedrnn.kernels.gpu import backward, forward
+    monkeypatch.setattr(forward, "forward_sequence", _Refusing(forward.forward_sequence))
+    monkeypatch.setattr(backward, "backward_sequence", _Refusing(backward.backward_sequence))
+    monkeypatch.setattr(triton_backend, "_refused", set())
+    if measured:   # as on a GPU whose check measured persistent fastest at B=3, H=32
+        monkeypatch.setattr(triton_backend, "_use_measurements", lambda: True)
+        monkeypatch.setattr(triton_backend, "_choices",
+                            lambda: (Choice("lstm", "f32", 3, 32, "persistent"),))
+    else:
+        monkeypatch.setattr(triton_backend.settings, "mode", "persistent")
+
+
+def _lstm_step(backend):
+    torch.manual_seed(0)
+    layer = gatedrnn.for_variant("lstm", 8, 32, backend=backend)
+    x = torch.randn(5, 3, 8, requires_grad=True)
+    out, _ = layer(x)
+    out.sum().backward()
+    return out, x.grad
+
+
+def test_a_measured_persistent_launch_this_machine_refuses_is_replanned(monkeypatch):
+    _refusing_persistent(monkeypatch, measured=True)
+    assert triton_backend.plan(3, 32, torch.float32, "lstm").mode == "persistent"
+    with pytest.warns(UserWarning, match="the persistent launch, measured fastest for this "
+                                         "problem, failed here .*COOPERATIVE_LAUNCH_TOO_LARGE"):
+        got = _lstm_step("triton")
+    for g, w in zip(got, _lstm_step("loop")):
+        assert rel_err(g, w) <= 1e-5
+    assert triton_backend.plan(3, 32, torch.float32, "lstm").mode == "sequence"
+
+
+def test_a_persistent_launch_asked_for_by_hand_raises(monkeypatch):
+    _refusing_persistent(monkeypatch, measured=False)
+    with pytest.raises(RuntimeError, match="COOPERATIVE_LAUNCH_TOO_LARGE"):
+        _lstm_step("triton")

@@ -116,7 +116,8 @@ class Plan:
     block_h: int
     block_k: int
     num_warps: int
-    graphs: bool = False   # step and gemm modes only
+    graphs: bool = False     # step and gemm modes only
+    measured: bool = False   # mode and graphs are the GPU check's choice (choices.py)
 
 
 MODES = ("auto", "step", "gemm", "sequence", "persistent")
@@ -160,29 +161,69 @@ def plan(B: int, H: int, dtype: torch.dtype = torch.float32, variant: str | None
     if s.mode not in MODES:
         raise ValueError(f"settings.mode: expected one of {list(MODES)}, got {s.mode!r}")
     mode, graphs = s.mode, s.graphs
-    if mode == "auto":
-        measured = _measured_launch(B, H, dtype, variant)
-        if measured is not None:
-            mode, graphs = measured["mode"], measured["graphs"] or graphs
-        else:
-            mode = "sequence" if B <= 16 and H <= 128 else "step"
+    measured = _measured_launch(B, H, dtype, variant) if mode == "auto" else None
+    if measured is not None:
+        mode, graphs = measured["mode"], measured["graphs"] or graphs
+    elif mode == "auto":
+        mode = "sequence" if B <= 16 and H <= 128 else "step"
     block_b = s.block_b or _pow2(B, 16, 64)
     tiles_of_32 = -(-B // block_b) * -(-H // 32)
     block_h = s.block_h or (32 if tiles_of_32 >= 64 or mode == "sequence" else 16)
     block_k = s.block_k or (32 if dtype in (torch.float32, torch.float64) else 64)
     num_warps = s.num_warps or (8 if block_b * block_h >= 2048 else 4)
-    return Plan(mode, block_b, block_h, block_k, num_warps, graphs and mode in ("step", "gemm"))
+    return Plan(mode, block_b, block_h, block_k, num_warps, graphs and mode in ("step", "gemm"),
+                measured is not None)
 
 
 def _measured_launch(B: int, H: int, dtype: torch.dtype, variant: str | None) -> dict | None:
     """The Settings fields of the launch measured fastest near (B, H), if one was; never under
-    the interpreter, whose tests choose their launches, nor a "sequence" too large for it."""
-    if variant is None or interpreting():
+    the interpreter, whose tests choose their launches, nor a "sequence" too large for it, nor
+    a launch this machine has refused (_refused)."""
+    if variant is None or not _use_measurements():
         return None
     name = choices.nearest(_choices(), variant, B, H, dtype)
-    if name is None or (name == "sequence" and not sequence_fits(B, H)):
+    if name is None or name in _refused or (name == "sequence" and not sequence_fits(B, H)):
         return None
     return launch(name)
+
+
+def _use_measurements() -> bool:
+    return not interpreting()
+
+
+# Launches measured fastest that this machine refused (see _replanned): not taken again.
+_refused: set[str] = set()
+
+
+class _Refused(Exception):
+    """A persistent launch that the plan took from the GPU check's choices failed here."""
+
+
+def _launch_whole(kernel, grid, pl: Plan, *args, **kwargs) -> None:
+    """Launch a one-launch kernel. A cooperative launch can fail where it was not measured:
+    the driver refuses it if every program cannot be resident at once, an older Triton may
+    not have it. Where the plan took it from measurements, that failure is _Refused."""
+    try:
+        kernel[grid](*args, **kwargs)
+    except Exception as error:
+        if pl.measured and pl.mode == "persistent":
+            raise _Refused(error) from error
+        raise
+
+
+def _replanned(run, *args):
+    """run(*args); if it ends in _Refused, warn, stop taking the persistent launch from
+    measurements, and run again with what the plan takes without it. Nothing was launched,
+    so nothing was written: the second run starts from the same inputs. (settings.mode =
+    "persistent", asked for by hand, raises instead.)"""
+    try:
+        return run(*args)
+    except _Refused as refused:
+        _refused.add("persistent")
+        warnings.warn(f"gatedrnn: the persistent launch, measured fastest for this problem, "
+                      f"failed here ({refused.__cause__}); planning without it from now on",
+                      stacklevel=3)
+        return run(*args)
 
 
 @functools.cache
@@ -342,14 +383,14 @@ def _contiguous(t):
 
 def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=True):
     with _on(xp.device):
-        return _forward(variant, xp, R, _contiguous(b_hh), _contiguous(p), a0, c0, mask,
-                        reverse, keep_saved)
+        return _replanned(_forward, variant, xp, R, _contiguous(b_hh), _contiguous(p), a0, c0,
+                          mask, reverse, keep_saved)
 
 
 def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mask, reverse):
     with _on(d_A.device):
-        return _backward(variant, d_A, d_a_n, d_c_n, R, _contiguous(p), SA, SC, saved, mask,
-                         reverse)
+        return _replanned(_backward, variant, d_A, d_a_n, d_c_n, R, _contiguous(p), SA, SC,
+                          saved, mask, reverse)
 
 
 def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved):
@@ -378,10 +419,9 @@ def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved
     nb, nh = -(-B // pl.block_b), -(-H // pl.block_h)
     if pl.mode in ("sequence", "persistent"):
         grid, counter, grid_sync = _one_launch(pl, nb, nh, xp.device)
-        kernels.forward_sequence[grid](*args, counter, T, B, H, has_mask, int(reverse),
-                                       int(keep_saved), nh, nb * nh, PHASES=_phases(variant),
-                                       GRID_SYNC=grid_sync, launch_cooperative_grid=grid_sync,
-                                       **common)
+        _launch_whole(kernels.forward_sequence, grid, pl, *args, counter, T, B, H, has_mask,
+                      int(reverse), int(keep_saved), nh, nb * nh, PHASES=_phases(variant),
+                      GRID_SYNC=grid_sync, launch_cooperative_grid=grid_sync, **common)
     else:
         gemm = pl.mode == "gemm"
         steps = [_Launcher(kernels.forward_step, (nb, nh), dict(common, PHASE=phase, GIVEN=gemm))
@@ -428,9 +468,9 @@ def _backward(variant: Variant, d_A, d_a_n, d_c_n, R, p, SA, SC, saved, mask, re
     nb, nh = -(-B // pl.block_b), -(-H // pl.block_h)
     if pl.mode in ("sequence", "persistent"):
         grid, counter, grid_sync = _one_launch(pl, nb, nh, d_A.device)
-        kernels.backward_sequence[grid](*args, counter, T, B, H, has_mask, int(reverse), nh,
-                                        nb * nh, PHASES=_phases(variant), GRID_SYNC=grid_sync,
-                                        launch_cooperative_grid=grid_sync, **common)
+        _launch_whole(kernels.backward_sequence, grid, pl, *args, counter, T, B, H, has_mask,
+                      int(reverse), nh, nb * nh, PHASES=_phases(variant), GRID_SYNC=grid_sync,
+                      launch_cooperative_grid=grid_sync, **common)
     else:
         gemm = pl.mode == "gemm"
         steps = [_Launcher(kernels.backward_step, (nb, nh), dict(common, PHASE=phase, GIVEN=gemm))
