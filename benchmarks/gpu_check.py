@@ -55,7 +55,7 @@ from gatedrnn.functional import argument_shapes, lengths_to_mask, recurrence
 from gatedrnn.interop.torch_nn import from_torch
 from gatedrnn.kernels import gemm
 from gatedrnn.kernels import triton as triton_backend
-from gpu_table import TARGET, table, tuning_table   # benchmarks/gpu_table.py
+from gpu_table import TARGET, summary, table, tuning_table   # benchmarks/gpu_table.py
 from speed import inference, train_step   # benchmarks/speed.py: a training step, inference
 
 SHAPES = {"G1": (1024, 16, 768), "G2": (256, 64, 256), "G3": (128, 256, 1024),
@@ -556,16 +556,6 @@ def gemm_products() -> str:
     return "widened (CPU tensors)" if DEVICE == "cpu" else gemm._WAYS[0].__name__.strip("_")
 
 
-def _graph_summary(rows) -> str:
-    counts = [tuple(map(int, r["replayed"].split("/"))) for r in rows if "replayed" in r]
-    if not counts:
-        return ""
-    if not sum(c[1] for c in counts):
-        return "; graphs: nothing recorded (the interpreter launches directly)"
-    return (f"; graphs: {sum(c[0] for c in counts)} of the {sum(c[1] for c in counts)} "
-            "checked calls replayed a recording")
-
-
 def _write(result: dict, folder: Path, start: float, final: bool = True) -> None:
     """The JSON file; written as the run goes too (final=False, silently), so that a run
     killed by the GPU machine's time limit still leaves what it measured."""
@@ -678,17 +668,7 @@ def main() -> None:
             saved=lambda: _write(result, args.out, start, final=False))
     result["gemm_products"] = gemm_products()
     _write(result, args.out, start)
-    failed = [r for r in result.get("correctness", []) + result.get("against_cudnn", [])
-              + result.get("persistent_check", []) if not r["ok"]]
-    checked = "correctness" in result
-    print("correctness: " + ("not checked" if not checked else
-                             "all within tolerance" if not failed else
-                             f"{len(failed)} FAILED: " + ", ".join(
-                                 f"{r['variant']} {r.get('dtype', '')} {r.get('mode', '')} "
-                                 f"{r['max_rel_err']:.1e}" for r in failed))
-          + f"; persistent mode: {result.get('persistent', 'not checked')}"
-          + _graph_summary(result.get("correctness", []))
-          + f"; gemm's 16-bit products: {gemm_products()}")
+    print(summary(result))
     print()
     print(table(rows, device, launches))
 

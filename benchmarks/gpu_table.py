@@ -83,6 +83,32 @@ def table(rows, device: str, launches, launch_of=lambda row: row["mode"]) -> str
                              "train ms", "÷ cuDNN (cuDNN ms)", "target", "loop ÷", *per_launch]))
 
 
+def summary(result: dict) -> str:
+    """The run's line on correctness: failures, the persistent mode, graph replays, and how
+    the gemm mode's 16-bit products were taken."""
+    failed = [r for r in result.get("correctness", []) + result.get("against_cudnn", [])
+              + result.get("persistent_check", []) if not r["ok"]]
+    checked = "correctness" in result
+    return ("correctness: " + ("not checked" if not checked else
+                               "all within tolerance" if not failed else
+                               f"{len(failed)} FAILED: " + ", ".join(
+                                   f"{r['variant']} {r.get('dtype', '')} {r.get('mode', '')} "
+                                   f"{r['max_rel_err']:.1e}" for r in failed))
+            + f"; persistent mode: {result.get('persistent', 'not checked')}"
+            + _graph_summary(result.get("correctness", []))
+            + f"; gemm's 16-bit products: {result.get('gemm_products', 'not used')}")
+
+
+def _graph_summary(rows) -> str:
+    counts = [tuple(map(int, r["replayed"].split("/"))) for r in rows if "replayed" in r]
+    if not counts:
+        return ""
+    if not sum(c[1] for c in counts):
+        return "; graphs: nothing recorded (the interpreter launches directly)"
+    return (f"; graphs: {sum(c[0] for c in counts)} of the {sum(c[1] for c in counts)} "
+            "checked calls replayed a recording")
+
+
 def tuning_table(rows) -> str:
     chosen = {(r["shape"], r["dtype"]): r.get("train") for r in rows if r["chosen"]}
     cells = [{**r, "mode": r["mode"] + ("+graphs" if r["graphs"] else "")
@@ -146,6 +172,8 @@ def main(argv=None) -> None:
         triton_backend._choices.cache_clear()
     launches = sorted({m for r in result.get("timings", []) for m in r.get("train", {})},
                       key=triton_backend.LAUNCHES.index)
+    print(summary(result))
+    print()
     print(table(result.get("timings", []), result.get("env", {}).get("device", "?"), launches,
                 planned))
 
