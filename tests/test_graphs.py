@@ -124,6 +124,13 @@ def test_without_graphs_and_in_the_interpreter_launches_are_direct(monkeypatch):
     assert cache.recorded == 0
 
 
+def test_no_recording_of_its_own_inside_the_callers(monkeypatch):
+    monkeypatch.setattr(triton_backend, "interpreting", lambda: False)
+    for capturing in (False, True):
+        monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing)
+        assert triton_backend.can_record() == (not capturing)
+
+
 def test_graphs_are_planned_only_for_the_launches_per_step(monkeypatch):
     for mode in ("step", "gemm", "sequence", "persistent"):
         monkeypatch.setattr(triton_backend, "settings",
@@ -237,3 +244,28 @@ def test_graphs_replay_with_new_values_what_direct_launches_compute(variant, mod
     for got, want in zip(results[True], results[False]):
         for g, w in zip(got, want):
             assert rel_err(g, w) <= 1e-6
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["step", "gemm"])
+def test_inside_the_callers_recording_the_launches_join_it(mode, monkeypatch):
+    """A forward recorded by the caller (torch.cuda.graph) with settings.graphs on: no
+    recording of gatedrnn's own begins inside it, and replaying the caller's graph on new
+    values computes what a direct forward does."""
+    torch.manual_seed(0)
+    module = gatedrnn.for_variant("gru", 32, 48).cuda()
+    monkeypatch.setattr(triton_backend.settings, "mode", mode)
+    monkeypatch.setattr(triton_backend.settings, "graphs", True)
+    monkeypatch.setattr(triton_backend, "graphs", graphs_module.StepGraphs())
+    x = torch.randn(20, 5, 32, device="cuda")
+    with torch.no_grad():
+        module(x)   # compiles the kernels outside the recording
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out, _ = module(x)
+        x.copy_(torch.randn_like(x))
+        graph.replay()
+        monkeypatch.setattr(triton_backend.settings, "graphs", False)
+        want, _ = module(x)
+    assert triton_backend.graphs.recorded == 1   # the warm-up call's, none while capturing
+    assert rel_err(out, want) <= 1e-6

@@ -341,8 +341,10 @@ def _launch_steps(pl: Plan, device, steps, first_args, launch_all, key_parts) ->
 
 
 def can_record() -> bool:
-    """CUDA graphs need CUDA: the interpreter runs kernels on the CPU."""
-    return not interpreting()
+    """CUDA graphs need CUDA (the interpreter runs kernels on the CPU), and a recording of
+    their own cannot begin while the caller records one (torch.cuda.graph around a training
+    step): then the launches go straight into the caller's graph, to the same effect."""
+    return not interpreting() and not torch.cuda.is_current_stream_capturing()
 
 
 def _low_copy(variant: Variant, dtype: torch.dtype) -> bool:
