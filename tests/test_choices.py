@@ -9,6 +9,7 @@ from conftest import rel_err
 
 import gatedrnn
 from gatedrnn.kernels import choices
+from gatedrnn.kernels import graphs as graphs_module
 from gatedrnn.kernels import triton as triton_backend
 from gatedrnn.kernels.choices import Choice
 
@@ -171,3 +172,26 @@ def test_a_persistent_launch_asked_for_by_hand_raises(monkeypatch):
     _refusing_persistent(monkeypatch, measured=False)
     with pytest.raises(RuntimeError, match="COOPERATIVE_LAUNCH_TOO_LARGE"):
         _lstm_step("triton")
+
+
+class _FailingGraphs(graphs_module.StepGraphs):
+    """Recording refused, as where CUDA graphs cannot be captured."""
+
+    def run(self, *args):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+
+def test_a_measured_launch_with_graphs_that_cannot_record_is_replanned(monkeypatch):
+    monkeypatch.setattr(triton_backend, "_refused", set())
+    monkeypatch.setattr(triton_backend, "_use_measurements", lambda: True)
+    monkeypatch.setattr(triton_backend, "can_record", lambda: True)
+    monkeypatch.setattr(triton_backend, "graphs", _FailingGraphs())
+    monkeypatch.setattr(triton_backend, "_choices",
+                        lambda: (Choice("lstm", "f32", 3, 32, "step+graphs"),))
+    with pytest.warns(UserWarning, match="the step\\+graphs launch, measured fastest for this "
+                                         "problem, failed here .*not permitted"):
+        got = _lstm_step("triton")
+    for g, w in zip(got, _lstm_step("loop")):
+        assert rel_err(g, w) <= 1e-5
+    assert triton_backend.launch_name(triton_backend.plan(3, 32, torch.float32, "lstm")) == \
+        "sequence"

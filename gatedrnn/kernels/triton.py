@@ -196,7 +196,11 @@ _refused: set[str] = set()
 
 
 class _Refused(Exception):
-    """A persistent launch that the plan took from the GPU check's choices failed here."""
+    """A launch the plan took from the GPU check's choices failed here before it ran."""
+
+    def __init__(self, launch: str, error: Exception):
+        super().__init__(launch, error)
+        self.launch, self.error = launch, error
 
 
 def _launch_whole(kernel, grid, pl: Plan, *args, **kwargs) -> None:
@@ -207,22 +211,22 @@ def _launch_whole(kernel, grid, pl: Plan, *args, **kwargs) -> None:
         kernel[grid](*args, **kwargs)
     except Exception as error:
         if pl.measured and pl.mode == "persistent":
-            raise _Refused(error) from error
+            raise _Refused("persistent", error) from error
         raise
 
 
 def _replanned(run, *args):
-    """run(*args); if it ends in _Refused, warn, stop taking the persistent launch from
-    measurements, and run again with what the plan takes without it. Nothing was launched,
-    so nothing was written: the second run starts from the same inputs. (settings.mode =
-    "persistent", asked for by hand, raises instead.)"""
+    """run(*args); if it ends in _Refused, warn, stop taking that launch from measurements,
+    and run again with what the plan takes without it. The refused launch never ran (a
+    cooperative launch refused, a recording that failed), so nothing was written: the second
+    run starts from the same inputs. A launch asked for by hand (settings) raises instead."""
     try:
         return run(*args)
     except _Refused as refused:
-        _refused.add("persistent")
-        warnings.warn(f"gatedrnn: the persistent launch, measured fastest for this problem, "
-                      f"failed here ({refused.__cause__}); planning without it from now on",
-                      stacklevel=3)
+        _refused.add(refused.launch)
+        warnings.warn(f"gatedrnn: the {refused.launch} launch, measured fastest for this "
+                      f"problem, failed here ({refused.error}); planning without it from now "
+                      "on", stacklevel=3)
         return run(*args)
 
 
@@ -337,7 +341,12 @@ def _launch_steps(pl: Plan, device, steps, first_args, launch_all, key_parts) ->
             step.stream = stream
         launch_all()
 
-    graphs.run(graph_key(key_parts), device, record, prepare)
+    try:
+        graphs.run(graph_key(key_parts), device, record, prepare)
+    except Exception as error:   # a recording this machine refuses ran nothing
+        if pl.measured:
+            raise _Refused(launch_name(pl), error) from error
+        raise
 
 
 def can_record() -> bool:
