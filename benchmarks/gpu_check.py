@@ -606,6 +606,9 @@ def main() -> None:
         sys.exit("gpu_check: needs a CUDA device (or --dry-run under TRITON_INTERPRET=1)")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    # Until this run's probe has passed the persistent mode, the plan must not take it from a
+    # past run's choices (gatedrnn/kernels/choices.py): a barrier that hangs would hang the run.
+    triton_backend._refused.add("persistent")
     if args.probe:   # the child of probe_persistent
         modes = ["auto", *dict.fromkeys(triton_backend.launch(m)["mode"] for m in args.launches
                                         if m != "persistent")]
@@ -616,6 +619,7 @@ def main() -> None:
             print(PERSISTENT_START, flush=True)
             rows = correctness(args.variants, ["persistent"], int(time.time()), args.dry_run)
             if rows and all(r["ok"] for r in rows):   # only now is it safe to run for speed
+                triton_backend._refused.discard("persistent")
                 seconds = precompile(args.shapes, args.dtypes, args.variants, ["persistent"],
                                      until=args.probe_until, announce=True)
                 print(f"  persistent kernels for the timings compiled in {seconds:.0f} s",
@@ -651,6 +655,7 @@ def main() -> None:
         print(f"persistent mode: {status}", flush=True)
         if status == "ok":
             launches.append("persistent")
+            triton_backend._refused.discard("persistent")
     print(f"  ({time.monotonic() - start:.0f} s so far)", flush=True)
     repeats = 3 if args.quick or args.dry_run else 10
     if args.tune:

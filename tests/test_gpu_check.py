@@ -81,3 +81,30 @@ def test_a_probe_may_be_silent_while_it_compiles(gpu_check):
 def test_a_probe_that_fails_says_so(gpu_check):
     probe = _probe(gpu_check, "import sys; sys.exit(3)")
     assert gpu_check.probe_result(probe, timeout=50) == ([], "failed (exit 3)")
+
+
+def test_the_probe_takes_persistent_from_past_choices_only_once_it_passed(gpu_check,
+                                                                           monkeypatch, capsys):
+    """The child compiles, then checks persistent, then compiles for it: until its check has
+    passed, the plan must not take persistent from a past run's choices (it could hang)."""
+    from gatedrnn.kernels import triton as triton_backend
+    monkeypatch.setattr(triton_backend, "_refused", set())
+    refused = []
+
+    def precompile(shapes, dtypes, variants, modes, **kwargs):
+        refused.append((modes[-1], "persistent" in triton_backend._refused))
+        return 0.0
+
+    def correctness(variants, launches, seed, dry_run):
+        refused.append((launches[0], "persistent" in triton_backend._refused))
+        return [{"ok": True}]
+
+    monkeypatch.setattr(gpu_check, "precompile", precompile)
+    monkeypatch.setattr(gpu_check, "correctness", correctness)
+    # what main sets for a dry run, put back afterwards
+    monkeypatch.setattr(gpu_check, "SHAPES", dict(gpu_check.SHAPES))
+    monkeypatch.setattr(gpu_check, "DEVICE", gpu_check.DEVICE)
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--probe", "--dry-run"])
+    gpu_check.main()
+    assert refused == [("sequence", True), ("persistent", True), ("persistent", False)]
+    assert capsys.readouterr().out.splitlines()[-1] == gpu_check.PROBE_MARK + '[{"ok": true}]'
