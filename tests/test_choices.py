@@ -11,7 +11,7 @@ import gatedrnn
 from gatedrnn.kernels import choices
 from gatedrnn.kernels import graphs as graphs_module
 from gatedrnn.kernels import triton as triton_backend
-from gatedrnn.kernels.choices import Choice
+from gatedrnn.kernels.choices import Choice, Measured
 
 MEASURED = (Choice("lstm", "bf16", 16, 768, "persistent"),
             Choice("lstm", "bf16", 256, 1024, "gemm+graphs"),
@@ -24,7 +24,7 @@ MEASURED = (Choice("lstm", "bf16", 16, 768, "persistent"),
 @pytest.fixture
 def measured(monkeypatch):
     """The plan as on a GPU, with MEASURED as the GPU check's choices."""
-    monkeypatch.setattr(triton_backend, "_choices", lambda: MEASURED)
+    monkeypatch.setattr(triton_backend, "_choices", lambda: Measured(MEASURED))
     monkeypatch.setattr(triton_backend, "interpreting", lambda: False)
 
 
@@ -85,7 +85,7 @@ def test_settings_override_what_was_measured(measured, monkeypatch):
 
 
 def test_the_interpreter_plans_by_the_heuristic(monkeypatch):
-    monkeypatch.setattr(triton_backend, "_choices", lambda: MEASURED)
+    monkeypatch.setattr(triton_backend, "_choices", lambda: Measured(MEASURED))
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert triton_backend.plan(16, 768, torch.bfloat16, "lstm").mode == "step"
 
@@ -142,8 +142,8 @@ def _refusing_persistent(monkeypatch, measured: bool):
     monkeypatch.setattr(triton_backend, "_refused", set())
     if measured:   # as on a GPU whose check measured persistent fastest at B=3, H=32
         monkeypatch.setattr(triton_backend, "_use_measurements", lambda: True)
-        monkeypatch.setattr(triton_backend, "_choices",
-                            lambda: (Choice("lstm", "f32", 3, 32, "persistent"),))
+        measured = Measured([Choice("lstm", "f32", 3, 32, "persistent")])
+        monkeypatch.setattr(triton_backend, "_choices", lambda: measured)
     else:
         monkeypatch.setattr(triton_backend.settings, "mode", "persistent")
 
@@ -186,8 +186,8 @@ def test_a_measured_launch_with_graphs_that_cannot_record_is_replanned(monkeypat
     monkeypatch.setattr(triton_backend, "_use_measurements", lambda: True)
     monkeypatch.setattr(triton_backend, "can_record", lambda: True)
     monkeypatch.setattr(triton_backend, "graphs", _FailingGraphs())
-    monkeypatch.setattr(triton_backend, "_choices",
-                        lambda: (Choice("lstm", "f32", 3, 32, "step+graphs"),))
+    measured = Measured([Choice("lstm", "f32", 3, 32, "step+graphs")])
+    monkeypatch.setattr(triton_backend, "_choices", lambda: measured)
     with pytest.warns(UserWarning, match="the step\\+graphs launch, measured fastest for this "
                                          "problem, failed here .*not permitted"):
         got = _lstm_step("triton")
@@ -195,3 +195,13 @@ def test_a_measured_launch_with_graphs_that_cannot_record_is_replanned(monkeypat
         assert rel_err(g, w) <= 1e-5
     assert triton_backend.launch_name(triton_backend.plan(3, 32, torch.float32, "lstm")) == \
         "sequence"
+
+
+def test_the_nearest_launch_is_looked_up_once_per_problem(monkeypatch):
+    asked = []
+    monkeypatch.setattr(choices, "nearest", lambda *args: asked.append(args[1:]) or "step")
+    table = Measured(MEASURED)
+    for _ in range(3):
+        assert table.nearest("lstm", 16, 768, torch.bfloat16) == "step"
+    table.nearest("gru", 16, 768, torch.bfloat16)
+    assert asked == [("lstm", 16, 768, torch.bfloat16), ("gru", 16, 768, torch.bfloat16)]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gatedrnn.kernels import triton as triton_backend
-from gatedrnn.kernels.choices import Choice
+from gatedrnn.kernels.choices import Choice, Measured
 
 ROW = dict(shape="G1", T=1024, B=16, H=768, dtype="bf16", variant="lstm", mode="step",
            infer={"step": 4.0, "step+graphs": 3.0},
@@ -67,8 +67,8 @@ def test_a_launch_not_timed_shows_why(gpu_table):
 
 def test_planned_is_the_plan_on_a_gpu(gpu_table, monkeypatch):
     monkeypatch.setattr(triton_backend, "interpreting", lambda: False)
-    monkeypatch.setattr(triton_backend, "_choices",
-                        lambda: (Choice("lstm", "bf16", 16, 768, "step+graphs"),))
+    measured = Measured([Choice("lstm", "bf16", 16, 768, "step+graphs")])
+    monkeypatch.setattr(triton_backend, "_choices", lambda: measured)
     assert gpu_table.planned(ROW) == "step+graphs"
     assert gpu_table.planned(dict(ROW, dtype="f32")) == "step"   # nothing measured in f32
 

@@ -65,11 +65,25 @@ def nearest(choices, variant: str, B: int, H: int, dtype: torch.dtype) -> str | 
     if it was measured there, else the launch most variants measured there took; None if no
     problem of this dtype was measured within MAX_DISTANCE (float64 never is)."""
     name = DTYPE_NAMES.get(dtype)
-    close = [c for c in choices
-             if c.dtype == name and _distance(c, B, H) <= MAX_DISTANCE]
-    if not close:
+    scored = [(_distance(c, B, H), c) for c in choices if c.dtype == name]
+    best = min((d for d, _ in scored), default=math.inf)
+    if best > MAX_DISTANCE:
         return None
-    best = min(_distance(c, B, H) for c in close)
-    there = [c for c in close if _distance(c, B, H) == best]
+    there = [c for d, c in scored if d == best]
     own = [c.launch for c in there if c.variant == variant]
     return own[0] if own else collections.Counter(c.launch for c in there).most_common(1)[0][0]
+
+
+class Measured:
+    """A file's choices with `nearest` remembered per problem: the plan asks on every call
+    (forward and backward), and the answer for a problem never changes."""
+
+    def __init__(self, choices):
+        self.choices = tuple(choices)
+        self._answers: dict = {}
+
+    def nearest(self, variant: str, B: int, H: int, dtype: torch.dtype) -> str | None:
+        key = (variant, B, H, dtype)
+        if key not in self._answers:
+            self._answers[key] = nearest(self.choices, variant, B, H, dtype)
+        return self._answers[key]

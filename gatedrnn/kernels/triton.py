@@ -181,7 +181,7 @@ def _measured_launch(B: int, H: int, dtype: torch.dtype, variant: str | None) ->
     a launch this machine has refused (_refused)."""
     if variant is None or not _use_measurements():
         return None
-    name = choices.nearest(_choices(), variant, B, H, dtype)
+    name = _choices().nearest(variant, B, H, dtype)
     if name is None or name in _refused or (name == "sequence" and not sequence_fits(B, H)):
         return None
     return launch(name)
@@ -231,13 +231,13 @@ def _replanned(run, *args):
 
 
 @functools.cache
-def _choices() -> tuple[choices.Choice, ...]:
+def _choices() -> choices.Measured:
     found = choices.load()
     unknown = sorted({c.launch for c in found} - set(LAUNCHES))
     if unknown:
         raise ValueError(f"{choices.PATH}: launch: expected one of {list(LAUNCHES)}, "
                          f"got {unknown}")
-    return found
+    return choices.Measured(found)
 
 
 def launch_name(p: Plan) -> str:
