@@ -92,8 +92,13 @@ class BackwardProducts:
         H = R.shape[1]
         self.variant, self.d_xp, self.R, self.saved, self.H = variant, d_xp, R, saved, H
         self.out = d_xp.new_empty(B, H, dtype=dtype)
-        self.part = d_xp.new_empty(B, H, dtype=dtype) if variant.name == "gru_reset_after" else None
-        self.buffers = (self.out, self.part)
+        self.part = self.scaled = None
+        if variant.name == "gru_reset_after":
+            # the candidate's gradient scaled by Γ_r (in the weights' dtype), and its product:
+            # allocated once, not at every step
+            self.part = d_xp.new_empty(B, H, dtype=dtype)
+            self.scaled = d_xp.new_empty(B, H)
+        self.buffers = (self.out, self.part, self.scaled)
 
     def through_r(self, t_next: int) -> torch.Tensor:
         H, R, d_next = self.H, self.R, self.d_xp[t_next]
@@ -102,8 +107,9 @@ class BackwardProducts:
         if self.variant.name == "gru_reset_after":   # the candidate's part: Γ_r ⊙ (R_c a + b)
             product(d_next[:, :2 * H], R[:2 * H], self.out)
             gamma_r = self.saved[t_next][:, H:2 * H]
-            scaled = (d_next[:, 2 * H:] * gamma_r).to(R.dtype)   # rounded as the kernels do
-            return self.out.add_(product(scaled, R[2 * H:], self.part))
+            # computed in the state's dtype, stored rounded to the weights' as the kernels do
+            torch.mul(d_next[:, 2 * H:], gamma_r, out=self.scaled)
+            return self.out.add_(product(self.scaled, R[2 * H:], self.part))
         return product(d_next, R, self.out)
 
     def reset(self, t: int) -> torch.Tensor:

@@ -3,18 +3,18 @@
 
 A sequence launched per step is T launches (2T for the lecture's GRU, and in gemm mode as many
 cuBLAS calls), each a few µs of Python and driver work. Recorded once into a CUDA graph, the
-same launches replay as one call, with the GPU's own gaps between kernels. A graph holds the addresses and sizes it was recorded with,
-so it may only be replayed for a call whose buffers lie at the same addresses with the same
-sizes, dtypes and launch constants: that is the key a recording is kept under. A training loop
+same launches replay as one call, with the GPU's own gaps between kernels. A graph holds the
+addresses and sizes it was recorded with, so it may only be replayed for a call whose buffers
+lie at the same addresses with the same sizes, dtypes and launch constants: that is the key a
+recording is kept under. A training loop
 repeats its allocations step after step, and PyTorch's caching allocator hands them the same
 addresses, so from the second training step on every call finds its graph. A call with new
 addresses records a new graph (the cost of one step-mode run, plus instantiating the graph),
 and the least recently used of more than `capacity` graphs is dropped.
 
 The caller allocates every buffer the launches read and write first, and compiles and loads
-the kernels before recording. What cuBLAS and the gemm mode's element-wise ops allocate while
-recording (a workspace, the reset-after GRU's scaled gradient) comes from the graph's own
-memory pool, which it holds as long as it is kept.
+the kernels before recording. What cuBLAS allocates while recording (its workspace) comes
+from the graph's own memory pool, which it holds as long as it is kept.
 """
 
 from __future__ import annotations
