@@ -36,6 +36,7 @@ from triton.compiler import ASTSource  # noqa: E402
 import torch  # noqa: E402
 
 from gatedrnn import VARIANTS, get_variant  # noqa: E402
+from gatedrnn.kernels import planner  # noqa: E402
 from gatedrnn.kernels import triton as triton_backend  # noqa: E402
 from gatedrnn.kernels.gpu import backward, forward  # noqa: E402
 
@@ -80,7 +81,7 @@ def compile_one(name: str, variant: str, phase: int, dtype: str, blocks, arch: i
     fn, extra = KERNELS[name]
     v = get_variant(variant)
     weights = TORCH_DTYPES[dtype]
-    constants = dict(triton_backend._common(v, weights, triton_backend.Plan(
+    constants = dict(triton_backend._common(v, weights, planner.Plan(
         "step", *blocks, num_warps)), **extra)
     del constants["num_warps"]   # a launch option, not a parameter
     if "PHASE" in fn.arg_names:

@@ -54,6 +54,7 @@ import gatedrnn
 from gatedrnn.functional import argument_shapes, lengths_to_mask, recurrence
 from gatedrnn.interop.torch_nn import from_torch
 from gatedrnn.kernels import gemm
+from gatedrnn.kernels import planner
 from gatedrnn.kernels import triton as triton_backend
 from gpu_table import TARGET, summary, table, tuning_table   # benchmarks/gpu_table.py
 from speed import inference, train_step   # benchmarks/speed.py: a training step, inference
@@ -66,16 +67,16 @@ PEER = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "lstm_peephole": torch.nn.LS
 LOOP_SHAPES = ("G1", "G2")                                    # where ≥ 10× the loop is asked
 TOLERANCE = {"f32": 1e-4, "bf16": 3e-2}
 DEVICE = "cuda"
-LAUNCHES = list(triton_backend.LAUNCHES)   # "step", "step+graphs", "gemm", ...
+LAUNCHES = list(planner.LAUNCHES)   # "step", "step+graphs", "gemm", ...
 
 
 def worth_timing(launch: str, B: int, H: int) -> bool:
     """"sequence" gives a block of rows' whole recurrence to one program: only where the plan
     would take it (triton.sequence_fits). "gemm" adds a cuBLAS call per step: it can only lose
     where a step is a vector (B = 1)."""
-    mode = triton_backend.launch(launch)["mode"]
+    mode = planner.launch(launch)["mode"]
     if mode == "sequence":
-        return triton_backend.sequence_fits(B, H)
+        return planner.sequence_fits(B, H)
     return mode != "gemm" or B > 1
 
 
@@ -161,21 +162,21 @@ def correctness(variants, launches, seed: int, dry_run: bool) -> list[dict]:
         rows = []
         # 16 × 16 tiles, as the plan gives G1 and G4: the timings then find these kernels
         # compiled (each block shape compiles anew).
-        triton_backend.settings = triton_backend.Settings(poison=True, block_b=16, block_h=16)
+        planner.settings = planner.Settings(poison=True, block_b=16, block_h=16)
         try:
             for launch in launches:
                 graphs = _use(launch)
                 check = functools.partial(_check, launch, graphs)
                 rows += list(map(check, cases) if graphs else pool.map(check, cases))
         finally:
-            triton_backend.settings = triton_backend.Settings()
+            planner.settings = planner.Settings()
     return rows
 
 
 def _threads() -> int:
     """Threads for work that compiles kernels: Triton's compiler leaves the GIL (2.5× on two
     cores, measured). The interpreter is not thread-safe: one thread there."""
-    return 1 if triton_backend.interpreting() else min(16, os.cpu_count() or 1)
+    return 1 if planner.interpreting() else min(16, os.cpu_count() or 1)
 
 
 def _reference(case: Case) -> dict:
@@ -336,9 +337,9 @@ def _module(variant, H, dtype, backend=None):
 
 def _use(launch: str) -> bool:
     """Launch the triton backend's sequences as `launch` from now on; with graphs?"""
-    fields = triton_backend.launch(launch)
+    fields = planner.launch(launch)
     for name, value in fields.items():
-        setattr(triton_backend.settings, name, value)
+        setattr(planner.settings, name, value)
     return fields["graphs"]
 
 
@@ -349,7 +350,7 @@ def _time_as(launch, variant, H, x, repeats) -> tuple[float, float]:
         module = _module(variant, H, x.dtype)
         return time_ms(inference(module, x), repeats), time_ms(train_step(module, x), repeats)
     finally:
-        triton_backend.settings.mode, triton_backend.settings.graphs = "auto", False
+        planner.settings.mode, planner.settings.graphs = "auto", False
 
 
 def precompile(shapes, dtypes, variants, modes, until=float("inf"), announce=False) -> float:
@@ -367,13 +368,13 @@ def precompile(shapes, dtypes, variants, modes, until=float("inf"), announce=Fal
         for mode in modes:   # the settings are global: one mode at a time
             jobs = [(s, d, v) for v in ordered for s in shapes for d in dtypes
                     if mode == "auto" or worth_timing(mode, *SHAPES[s][1:])]
-            triton_backend.settings = triton_backend.Settings(mode=mode)
+            planner.settings = planner.Settings(mode=mode)
             run = functools.partial(_two_steps, mode=mode, until=until, announce=announce)
             with ThreadPoolExecutor(_threads()) as pool:
                 list(pool.map(lambda job: run(*job), jobs))
     except Exception as error:
         print(f"  precompile stopped: {type(error).__name__}: {error}", flush=True)
-    triton_backend.settings = triton_backend.Settings()
+    planner.settings = planner.Settings()
     return time.monotonic() - start
 
 
@@ -433,7 +434,7 @@ def _time_row(sname, dname, variant, x, peers, repeats, deadline, loop_repeats) 
     """The row of the plan's launch, with cuDNN's and the loop's times (by launch: "infer",
     "train", "replayed" and "errors" map launch names to what was measured in each)."""
     T, B, H = x.shape
-    launch = triton_backend.launch_name(triton_backend.plan(B, H, x.dtype, variant))
+    launch = planner.launch_name(planner.plan(B, H, x.dtype, variant))
     row = dict(shape=sname, T=T, B=B, H=H, dtype=dname, variant=variant, mode=launch,
                infer={}, train={}, replayed={}, errors={})
     if time.monotonic() > deadline:
@@ -441,7 +442,7 @@ def _time_row(sname, dname, variant, x, peers, repeats, deadline, loop_repeats) 
     try:
         _measure_row(row, variant, x, peers, repeats, loop_repeats)
     except Exception as error:   # one failing row must not cost the whole run its table
-        triton_backend.settings = triton_backend.Settings()
+        planner.settings = planner.Settings()
         row.update(infer={}, train={}, skipped=f"{type(error).__name__}: {str(error)[:120]}")
         print(f"  {sname} {dname:4s} {variant:16s} failed: {row['skipped']}", flush=True)
     return row
@@ -458,7 +459,7 @@ def _measure_row(row, variant, x, peers, repeats, loop_repeats) -> None:
     counts = _graph_counts()
     row["infer"][launch] = time_ms(inference(ours, x), repeats)
     row["train"][launch] = time_ms(train_step(ours, x), repeats)
-    if triton_backend.launch(launch)["graphs"]:
+    if planner.launch(launch)["graphs"]:
         row["replayed"][launch] = _replays_since(counts)
     row.update(cudnn=cls.__name__, cudnn_infer=peers[cls]["infer"],
                cudnn_train=peers[cls]["train"])
@@ -484,7 +485,7 @@ def _time_launches(row, x, launches, repeats, deadline) -> None:
             counts = _graph_counts()
             row["infer"][launch], row["train"][launch] = _time_as(launch, row["variant"],
                                                                   row["H"], x, repeats)
-            if triton_backend.launch(launch)["graphs"]:   # warm-up included: the first call
+            if planner.launch(launch)["graphs"]:   # warm-up included: the first call
                 row["replayed"][launch] = _replays_since(counts)   # records
         except Exception as error:   # the row keeps its other numbers
             row["train"][launch] = float("nan")
@@ -505,7 +506,7 @@ def _candidates(base, B: int, H: int, launches) -> list[dict]:
                 plans.append(dataclasses.replace(base, **{field: value}))
     for launch in launches:
         if launch != base.mode and worth_timing(launch, B, H):
-            plans.append(dataclasses.replace(base, **triton_backend.launch(launch)))
+            plans.append(dataclasses.replace(base, **planner.launch(launch)))
     out = [dict(_settings_of(p), fast_launch=True) for p in plans]
     if base.mode == "step":
         out.append(dict(_settings_of(base), fast_launch=False))
@@ -521,27 +522,27 @@ def _settings_of(p) -> dict:
 
 def tune(shapes, dtypes, variant, launches, repeats, deadline) -> list[dict]:
     """Training time of `variant` under the plan's launch and its neighbours, per shape and
-    dtype: the numbers to set the plan by (gatedrnn.kernels.triton.plan)."""
+    dtype: the numbers to set the plan by (gatedrnn.kernels.planner.plan)."""
     rows = []
     for sname in shapes:
         T, B, H = SHAPES[sname]
         for dname in dtypes:
             dtype = DTYPES[dname]
             x = torch.randn(T, B, H, device=DEVICE, dtype=dtype)
-            candidates = _candidates(triton_backend.plan(B, H, dtype, variant), B, H,
+            candidates = _candidates(planner.plan(B, H, dtype, variant), B, H,
                                      launches)
             for k, cand in enumerate(candidates):
                 row = dict(shape=sname, dtype=dname, variant=variant, chosen=k == 0, **cand)
                 if time.monotonic() > deadline:
                     rows.append({**row, "skipped": "time budget"})
                     continue
-                triton_backend.settings = triton_backend.Settings(**cand)
+                planner.settings = planner.Settings(**cand)
                 try:
                     row["train"] = time_ms(train_step(_module(variant, H, dtype), x), repeats)
                 except Exception as error:   # a launch the compiler refuses is a result too
                     row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
                 finally:
-                    triton_backend.settings = triton_backend.Settings()
+                    planner.settings = planner.Settings()
                 rows.append(row)
                 print(f"  tune {sname} {dname} {cand}: {row.get('train', row.get('error'))}",
                       flush=True)
@@ -597,7 +598,7 @@ def main() -> None:
     args = parser.parse_args()
     global DEVICE
     if args.dry_run:
-        if not triton_backend.interpreting():
+        if not planner.interpreting():
             sys.exit("gpu_check: --dry-run needs TRITON_INTERPRET=1")
         DEVICE = "cpu"
         for k in SHAPES:
@@ -608,9 +609,9 @@ def main() -> None:
     torch.backends.cudnn.allow_tf32 = False
     # Until this run's probe has passed the persistent mode, the plan must not take it from a
     # past run's choices (gatedrnn/kernels/choices.py): a barrier that hangs would hang the run.
-    triton_backend._refused.add("persistent")
+    planner.refused.add("persistent")
     if args.probe:   # the child of probe_persistent
-        modes = ["auto", *dict.fromkeys(triton_backend.launch(m)["mode"] for m in args.launches
+        modes = ["auto", *dict.fromkeys(planner.launch(m)["mode"] for m in args.launches
                                         if m != "persistent")]
         seconds = precompile(args.shapes, args.dtypes, args.variants, modes)
         print(f"  kernels for the timings compiled in {seconds:.0f} s", flush=True)
@@ -619,7 +620,7 @@ def main() -> None:
             print(PERSISTENT_START, flush=True)
             rows = correctness(args.variants, ["persistent"], int(time.time()), args.dry_run)
             if rows and all(r["ok"] for r in rows):   # only now is it safe to run for speed
-                triton_backend._refused.discard("persistent")
+                planner.refused.discard("persistent")
                 seconds = precompile(args.shapes, args.dtypes, args.variants, ["persistent"],
                                      until=args.probe_until, announce=True)
                 print(f"  persistent kernels for the timings compiled in {seconds:.0f} s",
@@ -655,7 +656,7 @@ def main() -> None:
         print(f"persistent mode: {status}", flush=True)
         if status == "ok":
             launches.append("persistent")
-            triton_backend._refused.discard("persistent")
+            planner.refused.discard("persistent")
     print(f"  ({time.monotonic() - start:.0f} s so far)", flush=True)
     repeats = 3 if args.quick or args.dry_run else 10
     if args.tune:

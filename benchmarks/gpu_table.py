@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from gatedrnn.kernels import choices
-from gatedrnn.kernels import triton as triton_backend
+from gatedrnn.kernels import planner
 from tasks.report import table as markdown   # benchmarks/tasks/report.py
 
 TARGET = {"gru": 1.25, "lstm": 1.25, "lstm_peephole": 1.4}   # train time ÷ cuDNN, at most
@@ -38,8 +38,8 @@ def _ratio(a, b):
 
 def planned(row: dict) -> str:
     """The launch the plan takes now for the row's problem (as on a GPU)."""
-    return triton_backend.launch_name(
-        triton_backend.plan(row["B"], row["H"], DTYPES[row["dtype"]], row["variant"]))
+    return planner.launch_name(
+        planner.plan(row["B"], row["H"], DTYPES[row["dtype"]], row["variant"]))
 
 
 def table(rows, device: str, launches, launch_of=lambda row: row["mode"]) -> str:
@@ -169,9 +169,9 @@ def main(argv=None) -> None:
         args.choices.write_text(json.dumps(data, indent=1) + "\n")
         print(f"{len(data['choices'])} choices written to {args.choices}")
         choices.PATH = args.choices
-        triton_backend._choices.cache_clear()
+        planner._choices.cache_clear()
     launches = sorted({m for r in result.get("timings", []) for m in r.get("train", {})},
-                      key=triton_backend.LAUNCHES.index)
+                      key=planner.LAUNCHES.index)
     print(summary(result))
     print()
     print(table(result.get("timings", []), result.get("env", {}).get("device", "?"), launches,

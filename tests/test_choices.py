@@ -10,6 +10,7 @@ from conftest import rel_err
 import gatedrnn
 from gatedrnn.kernels import choices
 from gatedrnn.kernels import graphs as graphs_module
+from gatedrnn.kernels import planner
 from gatedrnn.kernels import triton as triton_backend
 from gatedrnn.kernels.choices import Choice, Measured
 
@@ -24,8 +25,8 @@ MEASURED = (Choice("lstm", "bf16", 16, 768, "persistent"),
 @pytest.fixture
 def measured(monkeypatch):
     """The plan as on a GPU, with MEASURED as the GPU check's choices."""
-    monkeypatch.setattr(triton_backend, "_choices", lambda: Measured(MEASURED))
-    monkeypatch.setattr(triton_backend, "interpreting", lambda: False)
+    monkeypatch.setattr(planner, "_choices", lambda: Measured(MEASURED))
+    monkeypatch.setattr(planner, "interpreting", lambda: False)
 
 
 def test_the_nearest_measured_problem_of_the_variant_and_dtype_chooses():
@@ -49,49 +50,49 @@ def test_nothing_is_chosen_far_from_every_measured_problem_nor_in_float64():
 
 
 def test_the_plan_launches_as_measured(measured):
-    chosen = triton_backend.plan(16, 768, torch.bfloat16, "lstm")
+    chosen = planner.plan(16, 768, torch.bfloat16, "lstm")
     assert (chosen.mode, chosen.graphs) == ("persistent", False)
-    chosen = triton_backend.plan(256, 1024, torch.bfloat16, "lstm")
-    assert triton_backend.launch_name(chosen) == "gemm+graphs"
+    chosen = planner.plan(256, 1024, torch.bfloat16, "lstm")
+    assert planner.launch_name(chosen) == "gemm+graphs"
     assert (chosen.block_b, chosen.block_h, chosen.block_k) == (64, 32, 64)   # tiles as before
 
 
 def test_the_heuristic_plans_where_nothing_near_was_measured(measured):
-    assert triton_backend.plan(4, 4096, torch.bfloat16, "lstm").mode == "step"
-    assert triton_backend.plan(1, 64, torch.float64, "lstm").mode == "sequence"
-    assert triton_backend.plan(16, 768, torch.bfloat16).mode == "step"   # no variant named
+    assert planner.plan(4, 4096, torch.bfloat16, "lstm").mode == "step"
+    assert planner.plan(1, 64, torch.float64, "lstm").mode == "sequence"
+    assert planner.plan(16, 768, torch.bfloat16).mode == "step"   # no variant named
 
 
 def test_a_measured_sequence_launch_is_not_taken_for_a_large_problem(measured):
-    assert triton_backend.plan(1, 256, torch.bfloat16, "lstm").mode == "sequence"
+    assert planner.plan(1, 256, torch.bfloat16, "lstm").mode == "sequence"
     assert choices.nearest(MEASURED, "lstm", 2, 512, torch.bfloat16) == "sequence"
-    assert triton_backend.plan(2, 512, torch.bfloat16, "lstm").mode == "step"
+    assert planner.plan(2, 512, torch.bfloat16, "lstm").mode == "step"
 
 
 def test_sequence_fits_only_a_small_program_per_block_of_rows():
-    assert triton_backend.sequence_fits(1, 256) and triton_backend.sequence_fits(16, 256)
-    assert triton_backend.sequence_fits(64, 128)
-    assert not triton_backend.sequence_fits(16, 768)    # G1
-    assert not triton_backend.sequence_fits(64, 256)    # G2
+    assert planner.sequence_fits(1, 256) and planner.sequence_fits(16, 256)
+    assert planner.sequence_fits(64, 128)
+    assert not planner.sequence_fits(16, 768)    # G1
+    assert not planner.sequence_fits(64, 256)    # G2
 
 
 def test_settings_override_what_was_measured(measured, monkeypatch):
-    monkeypatch.setattr(triton_backend.settings, "mode", "step")
-    assert triton_backend.plan(16, 768, torch.bfloat16, "lstm").mode == "step"
-    monkeypatch.setattr(triton_backend.settings, "mode", "auto")
-    monkeypatch.setattr(triton_backend.settings, "graphs", True)
-    assert triton_backend.launch_name(triton_backend.plan(16, 768, torch.bfloat16, "gru")) == \
+    monkeypatch.setattr(planner.settings, "mode", "step")
+    assert planner.plan(16, 768, torch.bfloat16, "lstm").mode == "step"
+    monkeypatch.setattr(planner.settings, "mode", "auto")
+    monkeypatch.setattr(planner.settings, "graphs", True)
+    assert planner.launch_name(planner.plan(16, 768, torch.bfloat16, "gru")) == \
         "step+graphs"
 
 
 def test_the_interpreter_plans_by_the_heuristic(monkeypatch):
-    monkeypatch.setattr(triton_backend, "_choices", lambda: Measured(MEASURED))
+    monkeypatch.setattr(planner, "_choices", lambda: Measured(MEASURED))
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    assert triton_backend.plan(16, 768, torch.bfloat16, "lstm").mode == "step"
+    assert planner.plan(16, 768, torch.bfloat16, "lstm").mode == "step"
 
 
 def test_the_shipped_file_loads():
-    assert all(c.launch in triton_backend.LAUNCHES for c in choices.load())
+    assert all(c.launch in planner.LAUNCHES for c in choices.load())
 
 
 def test_a_missing_file_has_no_choices(tmp_path):
@@ -112,12 +113,12 @@ def test_an_unknown_launch_in_the_file_is_named(tmp_path, monkeypatch):
     path.write_text(json.dumps({"choices": [dict(variant="lstm", dtype="bf16", B=16, H=768,
                                                  launch="warp")]}))
     monkeypatch.setattr(choices, "PATH", path)
-    triton_backend._choices.cache_clear()
+    planner._choices.cache_clear()
     try:
         with pytest.raises(ValueError, match=r"launch: expected one of \['step', .*got \['warp'\]"):
-            triton_backend._choices()
+            planner._choices()
     finally:
-        triton_backend._choices.cache_clear()
+        planner._choices.cache_clear()
 
 
 class _Refusing:
@@ -139,13 +140,13 @@ def _refusing_persistent(monkeypatch, measured: bool):
     from gatedrnn.kernels.gpu import backward, forward
     monkeypatch.setattr(forward, "forward_sequence", _Refusing(forward.forward_sequence))
     monkeypatch.setattr(backward, "backward_sequence", _Refusing(backward.backward_sequence))
-    monkeypatch.setattr(triton_backend, "_refused", set())
+    monkeypatch.setattr(planner, "refused", set())
     if measured:   # as on a GPU whose check measured persistent fastest at B=3, H=32
-        monkeypatch.setattr(triton_backend, "_use_measurements", lambda: True)
+        monkeypatch.setattr(planner, "_use_measurements", lambda: True)
         measured = Measured([Choice("lstm", "f32", 3, 32, "persistent")])
-        monkeypatch.setattr(triton_backend, "_choices", lambda: measured)
+        monkeypatch.setattr(planner, "_choices", lambda: measured)
     else:
-        monkeypatch.setattr(triton_backend.settings, "mode", "persistent")
+        monkeypatch.setattr(planner.settings, "mode", "persistent")
 
 
 def _lstm_step(backend):
@@ -159,13 +160,13 @@ def _lstm_step(backend):
 
 def test_a_measured_persistent_launch_this_machine_refuses_is_replanned(monkeypatch):
     _refusing_persistent(monkeypatch, measured=True)
-    assert triton_backend.plan(3, 32, torch.float32, "lstm").mode == "persistent"
+    assert planner.plan(3, 32, torch.float32, "lstm").mode == "persistent"
     with pytest.warns(UserWarning, match="the persistent launch, measured fastest for this "
                                          "problem, failed here .*COOPERATIVE_LAUNCH_TOO_LARGE"):
         got = _lstm_step("triton")
     for g, w in zip(got, _lstm_step("loop")):
         assert rel_err(g, w) <= 1e-5
-    assert triton_backend.plan(3, 32, torch.float32, "lstm").mode == "sequence"
+    assert planner.plan(3, 32, torch.float32, "lstm").mode == "sequence"
 
 
 def test_a_persistent_launch_asked_for_by_hand_raises(monkeypatch):
@@ -182,18 +183,18 @@ class _FailingGraphs(graphs_module.StepGraphs):
 
 
 def test_a_measured_launch_with_graphs_that_cannot_record_is_replanned(monkeypatch):
-    monkeypatch.setattr(triton_backend, "_refused", set())
-    monkeypatch.setattr(triton_backend, "_use_measurements", lambda: True)
+    monkeypatch.setattr(planner, "refused", set())
+    monkeypatch.setattr(planner, "_use_measurements", lambda: True)
     monkeypatch.setattr(triton_backend, "can_record", lambda: True)
     monkeypatch.setattr(triton_backend, "graphs", _FailingGraphs())
     measured = Measured([Choice("lstm", "f32", 3, 32, "step+graphs")])
-    monkeypatch.setattr(triton_backend, "_choices", lambda: measured)
+    monkeypatch.setattr(planner, "_choices", lambda: measured)
     with pytest.warns(UserWarning, match="the step\\+graphs launch, measured fastest for this "
                                          "problem, failed here .*not permitted"):
         got = _lstm_step("triton")
     for g, w in zip(got, _lstm_step("loop")):
         assert rel_err(g, w) <= 1e-5
-    assert triton_backend.launch_name(triton_backend.plan(3, 32, torch.float32, "lstm")) == \
+    assert planner.launch_name(planner.plan(3, 32, torch.float32, "lstm")) == \
         "sequence"
 
 

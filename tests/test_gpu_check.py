@@ -87,16 +87,16 @@ def test_the_probe_takes_persistent_from_past_choices_only_once_it_passed(gpu_ch
                                                                            monkeypatch, capsys):
     """The child compiles, then checks persistent, then compiles for it: until its check has
     passed, the plan must not take persistent from a past run's choices (it could hang)."""
-    from gatedrnn.kernels import triton as triton_backend
-    monkeypatch.setattr(triton_backend, "_refused", set())
+    from gatedrnn.kernels import planner
+    monkeypatch.setattr(planner, "refused", set())
     refused = []
 
     def precompile(shapes, dtypes, variants, modes, **kwargs):
-        refused.append((modes[-1], "persistent" in triton_backend._refused))
+        refused.append((modes[-1], "persistent" in planner.refused))
         return 0.0
 
     def correctness(variants, launches, seed, dry_run):
-        refused.append((launches[0], "persistent" in triton_backend._refused))
+        refused.append((launches[0], "persistent" in planner.refused))
         return [{"ok": True}]
 
     monkeypatch.setattr(gpu_check, "precompile", precompile)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gatedrnn.kernels import triton as triton_backend
+from gatedrnn.kernels import planner
 from gatedrnn.kernels.choices import Choice, Measured
 
 ROW = dict(shape="G1", T=1024, B=16, H=768, dtype="bf16", variant="lstm", mode="step",
@@ -66,9 +66,9 @@ def test_a_launch_not_timed_shows_why(gpu_table):
 
 
 def test_planned_is_the_plan_on_a_gpu(gpu_table, monkeypatch):
-    monkeypatch.setattr(triton_backend, "interpreting", lambda: False)
+    monkeypatch.setattr(planner, "interpreting", lambda: False)
     measured = Measured([Choice("lstm", "bf16", 16, 768, "step+graphs")])
-    monkeypatch.setattr(triton_backend, "_choices", lambda: measured)
+    monkeypatch.setattr(planner, "_choices", lambda: measured)
     assert gpu_table.planned(ROW) == "step+graphs"
     assert gpu_table.planned(dict(ROW, dtype="f32")) == "step"   # nothing measured in f32
 

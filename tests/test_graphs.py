@@ -14,6 +14,7 @@ pytest.importorskip("triton")
 
 import gatedrnn  # noqa: E402
 from gatedrnn.kernels import graphs as graphs_module  # noqa: E402
+from gatedrnn.kernels import planner  # noqa: E402
 from gatedrnn.kernels import triton as triton_backend  # noqa: E402
 
 from conftest import VARIANTS, rel_err  # noqa: E402
@@ -100,7 +101,7 @@ def test_graphs_compile_first_then_record_every_launch_on_the_recording_stream(
             for step in steps:
                 step(t)
 
-    plan = triton_backend.Plan("step", 16, 16, 16, 4, graphs=True)
+    plan = planner.Plan("step", 16, 16, 16, 4, graphs=True)
     for _ in range(2):
         triton_backend._launch_steps(plan, "cuda:0", steps, [(0,), (0,)], launch_all, ("k", 1))
     recorded = [("prepare", "phase0", (0,)), ("prepare", "phase1", (0,)),
@@ -118,14 +119,14 @@ def test_without_graphs_and_in_the_interpreter_launches_are_direct(monkeypatch):
     step = _FakeStep("step", log)
     for graphs in (False, True):   # the interpreter (conftest, no GPU) has no CUDA graphs
         monkeypatch.setattr(triton_backend, "can_record", lambda: not graphs)
-        triton_backend._launch_steps(triton_backend.Plan("step", 16, 16, 16, 4, graphs),
+        triton_backend._launch_steps(planner.Plan("step", 16, 16, 16, 4, graphs),
                                      "cuda:0", [step], [(0,)], lambda: step(5), ("k",))
     assert log == [("step", None, (5,)), ("step", None, (5,))]
     assert cache.recorded == 0
 
 
 def test_no_recording_of_its_own_inside_the_callers(monkeypatch):
-    monkeypatch.setattr(triton_backend, "interpreting", lambda: False)
+    monkeypatch.setattr(planner, "interpreting", lambda: False)
     for capturing in (False, True):
         monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing)
         assert triton_backend.can_record() == (not capturing)
@@ -133,13 +134,13 @@ def test_no_recording_of_its_own_inside_the_callers(monkeypatch):
 
 def test_graphs_are_planned_only_for_the_launches_per_step(monkeypatch):
     for mode in ("step", "gemm", "sequence", "persistent"):
-        monkeypatch.setattr(triton_backend, "settings",
-                            triton_backend.Settings(mode=mode, graphs=True))
-        assert triton_backend.plan(40, 64).graphs == (mode in ("step", "gemm"))
-    assert triton_backend.launch("gemm+graphs") == {"mode": "gemm", "graphs": True}
+        monkeypatch.setattr(planner, "settings",
+                            planner.Settings(mode=mode, graphs=True))
+        assert planner.plan(40, 64).graphs == (mode in ("step", "gemm"))
+    assert planner.launch("gemm+graphs") == {"mode": "gemm", "graphs": True}
     with pytest.raises(ValueError, match=r"launch: expected one of \['step', 'step\+graphs', "
                                          r".*got 'sequence\+graphs'"):
-        triton_backend.launch("sequence+graphs")
+        planner.launch("sequence+graphs")
 
 
 def _signature(args) -> list:
@@ -156,7 +157,7 @@ def test_graphs_prepare_the_kernels_they_then_launch(variant, mode, monkeypatch)
     arguments' dtypes, in bfloat16 too (where the gemm mode's float32 products differ from the
     inputs' dtype), phase by phase; and what they compute agrees with the loop backend. Run
     in the interpreter with a stand-in recording, which replays by launching again."""
-    monkeypatch.setattr(triton_backend, "settings", triton_backend.Settings(mode=mode,
+    monkeypatch.setattr(planner, "settings", planner.Settings(mode=mode,
                                                                             graphs=True))
     monkeypatch.setattr(triton_backend, "graphs", _FakeGraphs())
     monkeypatch.setattr(triton_backend, "can_record", lambda: True)
@@ -205,7 +206,7 @@ class _WarmableKernel:
 
 
 def test_prepare_compiles_and_loads_without_launching(monkeypatch):
-    monkeypatch.setattr(triton_backend, "settings", triton_backend.Settings())
+    monkeypatch.setattr(planner, "settings", planner.Settings())
     kernel = _WarmableKernel()
     step = triton_backend._Launcher(kernel, (2,), {"A": 3, "num_warps": 4})
     step.stream = 9   # a recording's stream, set before any launch
@@ -228,9 +229,9 @@ def test_graphs_replay_with_new_values_what_direct_launches_compute(variant, mod
     xs = [torch.randn(20, 5, 32, device="cuda") for _ in range(3)]
     lengths = torch.tensor([20, 7, 13, 1, 20])
     results = {}
-    monkeypatch.setattr(triton_backend.settings, "mode", mode)
+    monkeypatch.setattr(planner.settings, "mode", mode)
     for graphs in (False, True):
-        monkeypatch.setattr(triton_backend.settings, "graphs", graphs)
+        monkeypatch.setattr(planner.settings, "graphs", graphs)
         monkeypatch.setattr(triton_backend, "graphs", graphs_module.StepGraphs())
         results[graphs] = []
         for x in xs:
@@ -254,8 +255,8 @@ def test_inside_the_callers_recording_the_launches_join_it(mode, monkeypatch):
     values computes what a direct forward does."""
     torch.manual_seed(0)
     module = gatedrnn.for_variant("gru", 32, 48).cuda()
-    monkeypatch.setattr(triton_backend.settings, "mode", mode)
-    monkeypatch.setattr(triton_backend.settings, "graphs", True)
+    monkeypatch.setattr(planner.settings, "mode", mode)
+    monkeypatch.setattr(planner.settings, "graphs", True)
     monkeypatch.setattr(triton_backend, "graphs", graphs_module.StepGraphs())
     x = torch.randn(20, 5, 32, device="cuda")
     with torch.no_grad():
@@ -265,7 +266,7 @@ def test_inside_the_callers_recording_the_launches_join_it(mode, monkeypatch):
             out, _ = module(x)
         x.copy_(torch.randn_like(x))
         graph.replay()
-        monkeypatch.setattr(triton_backend.settings, "graphs", False)
+        monkeypatch.setattr(planner.settings, "graphs", False)
         want, _ = module(x)
     assert triton_backend.graphs.recorded == 1   # the warm-up call's, none while capturing
     assert rel_err(out, want) <= 1e-6

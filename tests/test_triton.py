@@ -16,6 +16,7 @@ pytest.importorskip("triton")
 import gatedrnn  # noqa: E402
 from gatedrnn import kernels  # noqa: E402
 from gatedrnn.functional import argument_shapes, capture, lengths_to_mask, recurrence  # noqa: E402
+from gatedrnn.kernels import planner  # noqa: E402
 from gatedrnn.kernels import triton as triton_backend  # noqa: E402
 
 from conftest import VARIANTS, rel_err  # noqa: E402
@@ -30,8 +31,8 @@ def small_tiles(monkeypatch):
     """16-wide tiles, so that the small shapes above cross tile boundaries; working buffers
     start as NaN, so that an element a kernel fails to write shows in the results."""
     for name in ("block_b", "block_h", "block_k"):
-        monkeypatch.setattr(triton_backend.settings, name, 16)
-    monkeypatch.setattr(triton_backend.settings, "poison", True)
+        monkeypatch.setattr(planner.settings, name, 16)
+    monkeypatch.setattr(planner.settings, "poison", True)
 
 
 def _use(launch, monkeypatch):
@@ -39,13 +40,13 @@ def _use(launch, monkeypatch):
     GPU the persistent launch runs many programs and a barrier that never opens would hang the
     test run: benchmarks/gpu_check.py checks it in a child process it can kill. The
     interpreter has no CUDA graphs: there "+graphs" would run exactly as without."""
-    settings = triton_backend.launch(launch)
+    settings = planner.launch(launch)
     if settings["mode"] == "persistent" and DEVICE == "cuda":
         pytest.skip("the persistent mode on a GPU is checked by benchmarks/gpu_check.py")
     if settings["graphs"] and DEVICE == "cpu":
         pytest.skip("CUDA graphs need a GPU (tests/test_graphs.py checks the rest)")
     for name, value in settings.items():
-        monkeypatch.setattr(triton_backend.settings, name, value)
+        monkeypatch.setattr(planner.settings, name, value)
 
 
 def _leaves(variant, dtype, seed=0):
@@ -83,7 +84,7 @@ def _compare(variant, dtype, mask, reverse, tol):
         assert rel_err(grads[name], w) <= tol, f"d{name}: {rel_err(grads[name], w):.2e}"
 
 
-@pytest.mark.parametrize("launch", triton_backend.LAUNCHES)
+@pytest.mark.parametrize("launch", planner.LAUNCHES)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_tile_matches_the_loop(variant, launch, small_tiles, monkeypatch):
     _use(launch, monkeypatch)
@@ -99,12 +100,12 @@ def test_bfloat16_inputs_keep_a_float32_state(variant, mode, small_tiles, monkey
     error is the rounding of the products' operands, outputs and gradients, not of the carried
     state. 3e-2, as in benchmarks/gpu_check.py: the interpreter truncates to bfloat16 where a
     GPU rounds to nearest, which doubles the rounding error."""
-    monkeypatch.setattr(triton_backend.settings, "mode", mode)
+    monkeypatch.setattr(planner.settings, "mode", mode)
     mask = lengths_to_mask(torch.tensor(LENGTHS), T).to(DEVICE)
     _compare(variant, torch.bfloat16, mask, reverse=True, tol=3e-2)
 
 
-@pytest.mark.parametrize("launch", triton_backend.LAUNCHES)
+@pytest.mark.parametrize("launch", planner.LAUNCHES)
 @pytest.mark.parametrize("variant", ["gru", "lstm_peephole"])
 def test_inference_keeps_no_gates_and_agrees(variant, launch, small_tiles, monkeypatch):
     _use(launch, monkeypatch)
@@ -167,18 +168,18 @@ def test_cuda_tensors_fall_back_to_the_loop(missing, monkeypatch):
 
 
 def test_a_bad_mode_is_named(monkeypatch):
-    monkeypatch.setattr(triton_backend.settings, "mode", "fast")
+    monkeypatch.setattr(planner.settings, "mode", "fast")
     with pytest.raises(ValueError, match=r"settings.mode: expected one of \['auto', 'step', "
                                          r"'gemm', 'sequence', 'persistent'\], "
                                          r"got 'fast'"):
-        triton_backend.plan(4, 8)
+        planner.plan(4, 8)
 
 
 def test_plan_runs_tiny_problems_as_one_launch_and_spreads_the_rest():
-    assert triton_backend.plan(1, 64).mode == "sequence"
-    small_batch = triton_backend.plan(16, 768)
+    assert planner.plan(1, 64).mode == "sequence"
+    small_batch = planner.plan(16, 768)
     assert (small_batch.mode, small_batch.block_b, small_batch.block_h) == ("step", 16, 16)
-    large = triton_backend.plan(256, 1024, torch.bfloat16)
+    large = planner.plan(256, 1024, torch.bfloat16)
     assert (large.block_b, large.block_h, large.block_k) == (64, 32, 64)
 
 
@@ -238,7 +239,7 @@ def test_step_launches_after_the_first_go_to_the_launcher_in_order(refuse, monke
     """The direct launch passes the grid, stream, function and metadata, no launch metadata or
     hooks, then every parameter in the kernel's order, constexprs included, as Triton's JIT
     does; a launcher that refuses it turns the direct launch off, and the JIT launches."""
-    monkeypatch.setattr(triton_backend, "settings", triton_backend.Settings())
+    monkeypatch.setattr(planner, "settings", planner.Settings())
     monkeypatch.setattr(torch.cuda, "current_stream", lambda: type("S", (), {"cuda_stream": 7}))
     kernel = _FakeKernel(refuse)
     step = triton_backend._Launcher(kernel, (2, 3), {"A": 1, "B": "ieee", "num_warps": 4})
@@ -246,7 +247,7 @@ def test_step_launches_after_the_first_go_to_the_launcher_in_order(refuse, monke
     if refuse:
         with pytest.warns(UserWarning, match="Triton's launcher refused the direct call"):
             step("x", 1)
-        assert not triton_backend.settings.fast_launch
+        assert not planner.settings.fast_launch
         assert kernel.calls[1] == ("jit", (2, 3), ("x", 1), {"A": 1, "B": "ieee", "num_warps": 4})
     else:
         step("x", 1)

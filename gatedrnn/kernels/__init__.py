@@ -67,7 +67,8 @@ def resolve(backend: str | None, device: torch.device) -> str:
         triton = load("triton")
         if not triton.available():
             raise ValueError("backend: 'triton' needs the triton package (pip install triton)")
-        if device.type != "cuda" and not (device.type == "cpu" and triton.interpreting()):
+        interpreting = importlib.import_module(f"{__name__}.planner").interpreting()
+        if device.type != "cuda" and not (device.type == "cpu" and interpreting):
             raise ValueError("backend: 'triton' runs CUDA tensors (or CPU tensors under "
                              f"TRITON_INTERPRET=1), got tensors on {device}")
     return backend

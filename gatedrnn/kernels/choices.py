@@ -4,7 +4,7 @@ benchmarks/gpu_check.py times a training step of every variant in every launch (
 step+graphs, gemm, gemm+graphs, sequence, persistent) at four problems, G1–G4, on a GPU.
 `python benchmarks/gpu_table.py RESULT.json --choose` writes, for each problem, dtype and
 variant, the fastest launch that also passed the run's correctness check into gpu/choices.json,
-with the GPU, versions and run it came from. `triton.plan` takes the launch measured at the
+with the GPU, versions and run it came from. `planner.plan` takes the launch measured at the
 problem nearest to the one it plans (the variant's own, or what most variants took there),
 counting distance in octaves of B and of H, as long as that is at most MAX_DISTANCE; further
 away, or where nothing was measured, its heuristic.

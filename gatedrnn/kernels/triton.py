@@ -12,9 +12,10 @@ program per multiprocessor, all meeting at a grid-wide barrier after each step
 (gatedrnn/kernels/gpu/common.py, grid_barrier). The "gemm" mode leaves each step's recurrent
 product to cuBLAS and launches a kernel only for the gates (gatedrnn/kernels/gemm.py), as cuDNN
 does for large problems. The launches of a sequence in "step" or "gemm" mode can be recorded
-into a CUDA graph and replayed when a call comes again with the same buffers (settings.graphs;
-gatedrnn/kernels/graphs.py). These three the plan chooses only where the GPU check measured
-them fastest (gatedrnn/kernels/choices.py); settings.mode and settings.graphs choose by hand.
+into a CUDA graph and replayed when a call comes again with the same buffers
+(gatedrnn/kernels/graphs.py). Which launch and which tiles, gatedrnn/kernels/planner.py says:
+the plan takes these three only where the GPU check measured them fastest; `settings` there
+choose by hand.
 
 What is carried from step to step (the state, the LSTM's cell, the gradients carried back) and
 the saved gates are float32 (float64 for float64 inputs) whatever the inputs' dtype: bfloat16
@@ -31,57 +32,29 @@ tensors, exactly but slowly: that is how CI tests them.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
-import os
 import warnings
 
 import torch
 
 from ..cells import Variant
-from . import KERNEL_IDS, choices
+from . import KERNEL_IDS, planner
 from .gemm import BackwardProducts, ForwardProducts
 from .graphs import StepGraphs, graph_key
+from .planner import Plan, Refused, launch_name, plan, replanned
 from .states import initial_index, new_states, weight_grads
 
 
-@dataclasses.dataclass
-class Settings:
-    """Launch choices; None means the heuristic in `plan`. For benchmarks and tests."""
-
-    # "step": a launch per step; "gemm": a launch per step, after cuBLAS computed its
-    # recurrent product (gatedrnn/kernels/gemm.py); "sequence": one launch, a program per block
-    # of rows; "persistent": one launch over the whole chip with a grid-wide barrier per step;
-    # "auto"
-    mode: str = "auto"
-    # The step and gemm modes' launches recorded into a CUDA graph and replayed when a call
-    # comes with the same buffers again (gatedrnn/kernels/graphs.py)
-    graphs: bool = False
-    block_b: int | None = None    # batch rows per program (a power of two ≥ 16)
-    block_h: int | None = None    # hidden units per program (a power of two ≥ 16)
-    block_k: int | None = None    # reduction chunk of the recurrent product (power of two ≥ 16)
-    num_warps: int | None = None
-    poison: bool = False          # fill working buffers with NaN first: unwritten elements show
-    fast_launch: bool = True      # per-step launches past the first skip Triton's JIT (_Launcher)
-
-
-settings = Settings()
-
-
 def _buffer(t: torch.Tensor) -> torch.Tensor:
-    return t.fill_(float("nan")) if settings.poison else t
+    return t.fill_(float("nan")) if planner.settings.poison else t
 
 
 def _states(s0: torch.Tensor, T: int, reverse: bool) -> torch.Tensor:
     S = new_states(s0, T, reverse)
-    if settings.poison:
+    if planner.settings.poison:
         S.fill_(float("nan"))
         S[initial_index(T, reverse)] = s0
     return S
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @functools.cache
@@ -105,144 +78,16 @@ def _kernels():
     return forward, backward
 
 
-def _pow2(n: int, low: int, high: int) -> int:
-    return max(low, min(high, 1 << max(0, n - 1).bit_length()))
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    mode: str
-    block_b: int
-    block_h: int
-    block_k: int
-    num_warps: int
-    graphs: bool = False     # step and gemm modes only
-    measured: bool = False   # mode and graphs are the GPU check's choice (choices.py)
-
-
-MODES = ("auto", "step", "gemm", "sequence", "persistent")
-# Every way to launch a sequence, by name: a mode, "+graphs" with CUDA graphs of its launches.
-LAUNCHES = ("step", "step+graphs", "gemm", "gemm+graphs", "sequence", "persistent")
-
-
-def launch(name: str) -> dict:
-    """The Settings fields of a launch named as in LAUNCHES (for benchmarks and tests)."""
-    if name not in LAUNCHES:
-        raise ValueError(f"launch: expected one of {list(LAUNCHES)}, got {name!r}")
-    mode, _, graphs = name.partition("+")
-    return dict(mode=mode, graphs=bool(graphs))
-
-
-def sequence_fits(B: int, H: int) -> bool:
-    """Is (B, H) small enough for the "sequence" mode, which gives a block of rows (16 to 64,
-    as the plan tiles them) and all H units to one program? That program's per-step product,
-    block rows × H × G·H, must be no more than at B = 1, H = 256 (G4), about a µs on one
-    multiprocessor's tensor cores; beyond that a launch per step spreads the same work over
-    the chip faster than one program does it alone."""
-    return _pow2(B, 16, 64) * H * H <= 16 * 256 * 256
-
-
-def plan(B: int, H: int, dtype: torch.dtype = torch.float32, variant: str | None = None) -> Plan:
-    """How to launch a (B, H) problem of `variant` with weights of `dtype`.
-    - mode and graphs: settings.mode if not "auto"; else the launch the GPU check timed fastest
-      at the nearest measured problem (gatedrnn/kernels/choices.py), where there is one near
-      enough; else the whole sequence in one launch for tiny problems (B ≤ 16, H ≤ 128), where
-      a launch per step would cost more than the step's work, and a launch per step for the
-      rest. settings.graphs adds graphs to a per-step mode.
-    - rows per program: B rounded up to a power of two, 16 to 64 (tl.dot needs 16 or more);
-    - units per program: 32, or 16 where 32 would give fewer than 64 tiles, so that a step
-      still spreads over half of an H100's 132 multiprocessors;
-    - reduction chunk: 64 for 16-bit weights (tensor-core operands), 32 for float32;
-    - 8 warps for tiles of 2048 elements or more: with 4, the four gates' accumulators of a
-      64 × 32 tile spill registers (benchmarks/compile_check.py).
-    The tiles are first guesses, to be set by the GPU check's --tune (benchmarks/gpu-notes.md).
-    """
-    s = settings
-    if s.mode not in MODES:
-        raise ValueError(f"settings.mode: expected one of {list(MODES)}, got {s.mode!r}")
-    mode, graphs = s.mode, s.graphs
-    measured = _measured_launch(B, H, dtype, variant) if mode == "auto" else None
-    if measured is not None:
-        mode, graphs = measured["mode"], measured["graphs"] or graphs
-    elif mode == "auto":
-        mode = "sequence" if B <= 16 and H <= 128 else "step"
-    block_b = s.block_b or _pow2(B, 16, 64)
-    tiles_of_32 = -(-B // block_b) * -(-H // 32)
-    block_h = s.block_h or (32 if tiles_of_32 >= 64 or mode == "sequence" else 16)
-    block_k = s.block_k or (32 if dtype in (torch.float32, torch.float64) else 64)
-    num_warps = s.num_warps or (8 if block_b * block_h >= 2048 else 4)
-    return Plan(mode, block_b, block_h, block_k, num_warps, graphs and mode in ("step", "gemm"),
-                measured is not None)
-
-
-def _measured_launch(B: int, H: int, dtype: torch.dtype, variant: str | None) -> dict | None:
-    """The Settings fields of the launch measured fastest near (B, H), if one was; never under
-    the interpreter, whose tests choose their launches, nor a "sequence" too large for it, nor
-    a launch this machine has refused (_refused)."""
-    if variant is None or not _use_measurements():
-        return None
-    name = _choices().nearest(variant, B, H, dtype)
-    if name is None or name in _refused or (name == "sequence" and not sequence_fits(B, H)):
-        return None
-    return launch(name)
-
-
-def _use_measurements() -> bool:
-    return not interpreting()
-
-
-# Launches measured fastest that this machine refused (see _replanned): not taken again.
-_refused: set[str] = set()
-
-
-class _Refused(Exception):
-    """A launch the plan took from the GPU check's choices failed here before it ran."""
-
-    def __init__(self, launch: str, error: Exception):
-        super().__init__(launch, error)
-        self.launch, self.error = launch, error
-
-
 def _launch_whole(kernel, grid, pl: Plan, *args, **kwargs) -> None:
     """Launch a one-launch kernel. A cooperative launch can fail where it was not measured:
     the driver refuses it if every program cannot be resident at once, an older Triton may
-    not have it. Where the plan took it from measurements, that failure is _Refused."""
+    not have it. Where the plan took it from measurements, that failure is Refused."""
     try:
         kernel[grid](*args, **kwargs)
     except Exception as error:
         if pl.measured and pl.mode == "persistent":
-            raise _Refused("persistent", error) from error
+            raise Refused("persistent", error) from error
         raise
-
-
-def _replanned(run, *args):
-    """run(*args); if it ends in _Refused, warn, stop taking that launch from measurements,
-    and run again with what the plan takes without it. The refused launch never ran (a
-    cooperative launch refused, a recording that failed), so nothing was written: the second
-    run starts from the same inputs. A launch asked for by hand (settings) raises instead."""
-    try:
-        return run(*args)
-    except _Refused as refused:
-        _refused.add(refused.launch)
-        warnings.warn(f"gatedrnn: the {refused.launch} launch, measured fastest for this "
-                      f"problem, failed here ({refused.error}); planning without it from now "
-                      "on", stacklevel=3)
-        return run(*args)
-
-
-@functools.cache
-def _choices() -> choices.Measured:
-    found = choices.load()
-    unknown = sorted({c.launch for c in found} - set(LAUNCHES))
-    if unknown:
-        raise ValueError(f"{choices.PATH}: launch: expected one of {list(LAUNCHES)}, "
-                         f"got {unknown}")
-    return choices.Measured(found)
-
-
-def launch_name(p: Plan) -> str:
-    """The name in LAUNCHES of how `p` launches."""
-    return p.mode + ("+graphs" if p.graphs else "")
 
 
 def _state_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -267,13 +112,13 @@ def _mask(mask, xp):
 def _common(variant: Variant, dtype: torch.dtype, p: Plan):
     return dict(VARIANT=KERNEL_IDS[variant.name], G=variant.num_gates, S=variant.saved_blocks,
                 BLOCK_B=p.block_b, BLOCK_H=p.block_h, BLOCK_K=p.block_k,
-                PRECISION=_precision(dtype), UPCAST=interpreting(), num_warps=p.num_warps)
+                PRECISION=_precision(dtype), UPCAST=planner.interpreting(), num_warps=p.num_warps)
 
 
 class _Launcher:
     """One kernel launched step after step with new scalar arguments. The first launch goes
     through Triton's JIT, which binds and specialises every argument, finds (or compiles) the
-    kernel and launches it; the later ones (with settings.fast_launch) call the compiled
+    kernel and launches it; the later ones (with planner.settings.fast_launch) call the compiled
     kernel's launcher directly, with the arguments in the kernel's order, as the JIT itself
     does: that per-call work is several µs, as much as a step's arithmetic at small batch.
     Triton's launch hooks (profilers) see only the first launch. The interpreter compiles
@@ -285,7 +130,7 @@ class _Launcher:
         self.stream = None   # the raw CUDA stream of the direct launches; the current one if None
 
     def _keep(self, compiled, n_args: int) -> None:
-        if not settings.fast_launch or not hasattr(compiled, "packed_metadata"):
+        if not planner.settings.fast_launch or not hasattr(compiled, "packed_metadata"):
             return
         self.compiled = compiled
         # The launcher takes every parameter in order, the constexprs' values too.
@@ -305,14 +150,14 @@ class _Launcher:
 
     def __call__(self, *args):
         c = self.compiled
-        if c is None or not settings.fast_launch:
+        if c is None or not planner.settings.fast_launch:
             self._keep(self.kernel[self.grid](*args, **self.constants), len(args))
             return
         try:
             c.run(*self.grid3, self.stream, c.function, c.packed_metadata, None, None, None,
                   *args, *self.tail)
         except TypeError as error:   # another Triton's launcher: its arguments are checked
-            settings.fast_launch = False   # before anything is launched, so the JIT can redo it
+            planner.settings.fast_launch = False   # before any launch, so the JIT can redo it
             warnings.warn(f"gatedrnn: Triton's launcher refused the direct call ({error}); "
                           "launching through the JIT from now on", stacklevel=2)
             self.kernel[self.grid](*args, **self.constants)
@@ -345,7 +190,7 @@ def _launch_steps(pl: Plan, device, steps, first_args, launch_all, key_parts) ->
         graphs.run(graph_key(key_parts), device, record, prepare)
     except Exception as error:   # a recording this machine refuses ran nothing
         if pl.measured:
-            raise _Refused(launch_name(pl), error) from error
+            raise Refused(launch_name(pl), error) from error
         raise
 
 
@@ -353,7 +198,7 @@ def can_record() -> bool:
     """CUDA graphs need CUDA (the interpreter runs kernels on the CPU), and a recording of
     their own cannot begin while the caller records one (torch.cuda.graph around a training
     step): then the launches go straight into the caller's graph, to the same effect."""
-    return not interpreting() and not torch.cuda.is_current_stream_capturing()
+    return not planner.interpreting() and not torch.cuda.is_current_stream_capturing()
 
 
 def _low_copy(variant: Variant, dtype: torch.dtype) -> bool:
@@ -378,7 +223,7 @@ def _one_launch(pl: Plan, nb: int, nh: int, device: torch.device):
     counter = torch.zeros(1, dtype=torch.int32, device=device)   # arrivals so far
     if pl.mode != "persistent":
         return (nb,), counter, False
-    programs = 1 if interpreting() else min(
+    programs = 1 if planner.interpreting() else min(
         nb * nh, torch.cuda.get_device_properties(device).multi_processor_count)
     return (programs,), counter, True
 
@@ -394,13 +239,13 @@ def _contiguous(t):
 
 def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=True):
     with _on(xp.device):
-        return _replanned(_forward, variant, xp, R, _contiguous(b_hh), _contiguous(p), a0, c0,
+        return replanned(_forward, variant, xp, R, _contiguous(b_hh), _contiguous(p), a0, c0,
                           mask, reverse, keep_saved)
 
 
 def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mask, reverse):
     with _on(d_A.device):
-        return _replanned(_backward, variant, d_A, d_a_n, d_c_n, R, _contiguous(p), SA, SC,
+        return replanned(_backward, variant, d_A, d_a_n, d_c_n, R, _contiguous(p), SA, SC,
                           saved, mask, reverse)
 
 

@@ -1,0 +1,183 @@
+"""How the "triton" backend launches a sequence: gatedrnn/kernels/triton.py runs what this plans.
+
+- `settings`: launches chosen by hand, for users, benchmarks and tests; "auto" leaves it to the
+  plan.
+- `plan(B, H, dtype, variant)`: the launch and the tiles of one problem. The launch is the one
+  the GPU check measured fastest at the nearest measured problem (gatedrnn/kernels/choices.py),
+  a heuristic where none was measured.
+- `replanned`: a launch taken from the measurements that fails on the machine at hand before it
+  runs (a cooperative launch the driver refuses, a CUDA graph that cannot be recorded) is not
+  taken again in this process, and the call runs again without it.
+
+The launches, by name (LAUNCHES): "step", a launch per step (two for the lecture's GRU);
+"gemm", a launch per step after cuBLAS computed its recurrent product; either with "+graphs",
+the per-step launches recorded into a CUDA graph and replayed; "sequence", the whole sequence
+in one launch, a program per block of rows; "persistent", the whole sequence in one launch over
+the whole chip, with a grid-wide barrier per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import warnings
+
+import torch
+
+from . import choices
+
+
+@dataclasses.dataclass
+class Settings:
+    """Launch choices by hand; "auto" and None leave them to `plan`."""
+
+    # "step": a launch per step; "gemm": a launch per step, after cuBLAS computed its
+    # recurrent product (gatedrnn/kernels/gemm.py); "sequence": one launch, a program per block
+    # of rows; "persistent": one launch over the whole chip with a grid-wide barrier per step;
+    # "auto"
+    mode: str = "auto"
+    # The step and gemm modes' launches recorded into a CUDA graph and replayed when a call
+    # comes with the same buffers again (gatedrnn/kernels/graphs.py)
+    graphs: bool = False
+    block_b: int | None = None    # batch rows per program (a power of two ≥ 16)
+    block_h: int | None = None    # hidden units per program (a power of two ≥ 16)
+    block_k: int | None = None    # reduction chunk of the recurrent product (power of two ≥ 16)
+    num_warps: int | None = None
+    poison: bool = False          # fill working buffers with NaN first: unwritten elements show
+    fast_launch: bool = True      # later per-step launches skip Triton's JIT (triton._Launcher)
+
+
+settings = Settings()
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _pow2(n: int, low: int, high: int) -> int:
+    return max(low, min(high, 1 << max(0, n - 1).bit_length()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    mode: str
+    block_b: int
+    block_h: int
+    block_k: int
+    num_warps: int
+    graphs: bool = False     # step and gemm modes only
+    measured: bool = False   # mode and graphs are the GPU check's choice (choices.py)
+
+
+MODES = ("auto", "step", "gemm", "sequence", "persistent")
+# Every way to launch a sequence, by name: a mode, "+graphs" with CUDA graphs of its launches.
+LAUNCHES = ("step", "step+graphs", "gemm", "gemm+graphs", "sequence", "persistent")
+
+
+def launch(name: str) -> dict:
+    """The Settings fields of a launch named as in LAUNCHES (for benchmarks and tests)."""
+    if name not in LAUNCHES:
+        raise ValueError(f"launch: expected one of {list(LAUNCHES)}, got {name!r}")
+    mode, _, graphs = name.partition("+")
+    return dict(mode=mode, graphs=bool(graphs))
+
+
+def sequence_fits(B: int, H: int) -> bool:
+    """Is (B, H) small enough for the "sequence" mode, which gives a block of rows (16 to 64,
+    as the plan tiles them) and all H units to one program? That program's per-step product,
+    block rows × H × G·H, must be no more than at B = 1, H = 256 (G4), about a µs on one
+    multiprocessor's tensor cores; beyond that a launch per step spreads the same work over
+    the chip faster than one program does it alone."""
+    return _pow2(B, 16, 64) * H * H <= 16 * 256 * 256
+
+
+def plan(B: int, H: int, dtype: torch.dtype = torch.float32, variant: str | None = None) -> Plan:
+    """How to launch a (B, H) problem of `variant` with weights of `dtype`.
+    - mode and graphs: settings.mode if not "auto"; else the launch the GPU check timed fastest
+      at the nearest measured problem (gatedrnn/kernels/choices.py), where there is one near
+      enough; else the whole sequence in one launch for tiny problems (B ≤ 16, H ≤ 128), where
+      a launch per step would cost more than the step's work, and a launch per step for the
+      rest. settings.graphs adds graphs to a per-step mode.
+    - rows per program: B rounded up to a power of two, 16 to 64 (tl.dot needs 16 or more);
+    - units per program: 32, or 16 where 32 would give fewer than 64 tiles, so that a step
+      still spreads over half of an H100's 132 multiprocessors;
+    - reduction chunk: 64 for 16-bit weights (tensor-core operands), 32 for float32;
+    - 8 warps for tiles of 2048 elements or more: with 4, the four gates' accumulators of a
+      64 × 32 tile spill registers (benchmarks/compile_check.py).
+    The tiles are first guesses, to be set by the GPU check's --tune (benchmarks/gpu-notes.md).
+    """
+    s = settings
+    if s.mode not in MODES:
+        raise ValueError(f"settings.mode: expected one of {list(MODES)}, got {s.mode!r}")
+    mode, graphs = s.mode, s.graphs
+    measured = _measured_launch(B, H, dtype, variant) if mode == "auto" else None
+    if measured is not None:
+        mode, graphs = measured["mode"], measured["graphs"] or graphs
+    elif mode == "auto":
+        mode = "sequence" if B <= 16 and H <= 128 else "step"
+    block_b = s.block_b or _pow2(B, 16, 64)
+    tiles_of_32 = -(-B // block_b) * -(-H // 32)
+    block_h = s.block_h or (32 if tiles_of_32 >= 64 or mode == "sequence" else 16)
+    block_k = s.block_k or (32 if dtype in (torch.float32, torch.float64) else 64)
+    num_warps = s.num_warps or (8 if block_b * block_h >= 2048 else 4)
+    return Plan(mode, block_b, block_h, block_k, num_warps, graphs and mode in ("step", "gemm"),
+                measured is not None)
+
+
+def _measured_launch(B: int, H: int, dtype: torch.dtype, variant: str | None) -> dict | None:
+    """The Settings fields of the launch measured fastest near (B, H), if one was; never under
+    the interpreter, whose tests choose their launches, nor a "sequence" too large for it, nor
+    a launch this machine has refused (`refused`)."""
+    if variant is None or not _use_measurements():
+        return None
+    name = _choices().nearest(variant, B, H, dtype)
+    if name is None or name in refused or (name == "sequence" and not sequence_fits(B, H)):
+        return None
+    return launch(name)
+
+
+def _use_measurements() -> bool:
+    return not interpreting()
+
+
+# Launches measured fastest that this machine refused (see replanned): not taken again.
+refused: set[str] = set()
+
+
+class Refused(Exception):
+    """A launch the plan took from the GPU check's choices failed here before it ran."""
+
+    def __init__(self, launch: str, error: Exception):
+        super().__init__(launch, error)
+        self.launch, self.error = launch, error
+
+
+def replanned(run, *args):
+    """run(*args); if it ends in Refused, warn, stop taking that launch from measurements,
+    and run again with what the plan takes without it. The refused launch never ran (a
+    cooperative launch refused, a recording that failed), so nothing was written: the second
+    run starts from the same inputs. A launch asked for by hand (settings) raises instead."""
+    try:
+        return run(*args)
+    except Refused as failure:
+        refused.add(failure.launch)
+        warnings.warn(f"gatedrnn: the {failure.launch} launch, measured fastest for this "
+                      f"problem, failed here ({failure.error}); planning without it from now "
+                      "on", stacklevel=3)
+        return run(*args)
+
+
+@functools.cache
+def _choices() -> choices.Measured:
+    found = choices.load()
+    unknown = sorted({c.launch for c in found} - set(LAUNCHES))
+    if unknown:
+        raise ValueError(f"{choices.PATH}: launch: expected one of {list(LAUNCHES)}, "
+                         f"got {unknown}")
+    return choices.Measured(found)
+
+
+def launch_name(p: Plan) -> str:
+    """The name in LAUNCHES of how `p` launches."""
+    return p.mode + ("+graphs" if p.graphs else "")
