@@ -8,11 +8,14 @@ Dimension letters: T time steps, B batch, I input features, H hidden units, G ga
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from . import kernels
+from ._checks import autocasting
 from .kernels import states
 from .cells import Variant, get_variant
 
@@ -40,8 +43,9 @@ class _Recurrence(torch.autograd.Function):
         d_a_n = torch.zeros_like(SA[0]) if d_a_n is None else d_a_n
         if variant.has_cell:
             d_c_n = torch.zeros_like(SC[0]) if d_c_n is None else d_c_n
-        d_xp, d_R, d_b_hh, d_p, d_a0, d_c0 = ctx.backend.backward(
-            variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mask, ctx.reverse)
+        with _autocast_off(R.device.type):   # a backward called inside torch.autocast
+            d_xp, d_R, d_b_hh, d_p, d_a0, d_c0 = ctx.backend.backward(
+                variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mask, ctx.reverse)
         return d_xp, d_R, d_b_hh, d_p, d_a0, d_c0, None, None, None, None, None
 
 
@@ -58,6 +62,30 @@ def _project(v: Variant, x, weight_ih, weight_hh, bias_ih, bias_hh):
     """(xp, b_hh): the input projection of all steps at once, and the reset-after b_cc."""
     bias_x, b_hh = split_bias(v, bias_ih, bias_hh, weight_hh.shape[1])
     return F.linear(x, weight_ih, bias_x), b_hh
+
+
+def _autocast_off(device_type: str):
+    """Inside torch.autocast, leave it for the backends' own products: they run in the dtypes
+    they are given (_autocast_dtype chose them), and the compiled CPU kernel's calls into ATen
+    would otherwise be autocast as well."""
+    if autocasting(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _autocast_dtype(device_type: str, backend: str) -> torch.dtype | None:
+    """Under torch.autocast, the dtype the recurrence runs in (None outside it): the autocast
+    dtype, as torch.nn's cuDNN RNNs run under autocast, so that bfloat16 takes the triton
+    backend's tensor-core path with its float32 state; float32 for the compiled CPU kernel,
+    which has no 16-bit path (the input projection before it is autocast all the same)."""
+    if not autocasting(device_type):
+        return None
+    dtype = torch.get_autocast_dtype(device_type)
+    return dtype if backend != "cpu" or dtype in kernels.CPU_DTYPES else torch.float32
+
+
+def _cast(tensors, dtype: torch.dtype | None):
+    return [t if t is None or dtype is None else t.to(dtype) for t in tensors]
 
 
 def _outputs(v: Variant, SA, SC, mask, reverse: bool):
@@ -86,13 +114,16 @@ def recurrence(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor 
     """
     v = get_variant(variant)
     xp, b_hh = _project(v, x, weight_ih, weight_hh, bias_ih, bias_hh)
-    impl = kernels.load(kernels.resolve(backend, x.device))
+    # The weights' dtype picks the backend: under torch.autocast x may be 16-bit in a float32
+    # model, and the model still runs (the compiled CPU kernel in float32: _autocast_dtype).
+    name = kernels.resolve(backend, x.device, weight_hh.dtype)
     p = peephole if v.peepholes else None
     c0 = c0 if v.has_cell else None
+    args = _cast((xp, weight_hh, b_hh, p, a0, c0), _autocast_dtype(x.device.type, name))
     # Inference needs no saved gates: the kernels then keep one step's worth, not T.
-    keep_saved = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (xp, weight_hh, b_hh, p, a0, c0))
-    return _Recurrence.apply(xp, weight_hh, b_hh, p, a0, c0, mask, v, impl, reverse, keep_saved)
+    keep_saved = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
+    with _autocast_off(x.device.type):
+        return _Recurrence.apply(*args, mask, v, kernels.load(name), reverse, keep_saved)
 
 
 def argument_shapes(variant: str | Variant, T: int, B: int, I: int, H: int) -> dict:
@@ -126,11 +157,14 @@ def capture(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | N
     v = get_variant(variant)
     H = weight_hh.shape[1]
     xp, b_hh = _project(v, x, weight_ih, weight_hh, bias_ih, bias_hh)
-    name = kernels.resolve(backend, x.device)
+    name = kernels.resolve(backend, x.device, weight_hh.dtype)
+    xp, R, b_hh, p, a0, c0 = _cast((xp, weight_hh, b_hh, peephole if v.peepholes else None, a0,
+                                    c0 if v.has_cell else None),
+                                   _autocast_dtype(x.device.type, name))
     # The reference backend saves its inputs, not the gates: the loop backend stands in.
     impl = kernels.load("loop" if name == "reference" else name)
-    SA, SC, saved = impl.forward(v, xp, weight_hh, b_hh, peephole if v.peepholes else None,
-                                 a0, c0 if v.has_cell else None, mask, reverse, True)
+    with _autocast_off(x.device.type):
+        SA, SC, saved = impl.forward(v, xp, R, b_hh, p, a0, c0, mask, reverse, True)
     gates = dict(zip(v.saved_names, saved.split(H, dim=-1)))
     if mask is not None:
         gates = {k: g * mask for k, g in gates.items()}

@@ -45,17 +45,22 @@ def check(backend: str | None) -> str | None:
     return backend
 
 
-def resolve(backend: str | None, device: torch.device) -> str:
-    """The backend to run: `backend` if given, else the fastest available for `device`
-    ("cpu" for CPU tensors, "triton" for CUDA tensors).
+# The dtypes the compiled CPU kernel is built for; every other backend runs any floating dtype.
+CPU_DTYPES = (torch.float32, torch.float64)
+
+
+def resolve(backend: str | None, device: torch.device,
+            dtype: torch.dtype = torch.float32) -> str:
+    """The backend to run: `backend` if given, else the fastest available for `device` and
+    `dtype` ("cpu" for float32 and float64 CPU tensors, "triton" for CUDA tensors).
 
     "cpu" falls back to "loop" (with a one-time warning) where the kernel cannot be built, and
     "triton" (when not asked for by name) to "loop" where Triton is not installed or the GPU
-    is older than compute capability 8.0.
+    is older than compute capability 8.0. 16-bit CPU tensors run "loop".
     """
     if check(backend) is None or backend == "auto":
         if device.type == "cpu":
-            backend = "cpu"
+            backend = "cpu" if dtype in CPU_DTYPES else "loop"
         else:
             triton = load("triton")
             backend = "triton" if triton.available() and triton.supported(device) else "loop"
@@ -63,6 +68,9 @@ def resolve(backend: str | None, device: torch.device) -> str:
         if device.type != "cpu":
             raise ValueError(f"backend: 'cpu' runs CPU tensors, got tensors on {device}")
         return "loop"
+    if backend == "cpu" and dtype not in CPU_DTYPES:
+        raise ValueError(f"backend: 'cpu' runs float32 and float64 tensors, got {dtype} "
+                         "(the 'loop' backend runs any dtype)")
     if backend == "triton":
         triton = load("triton")
         if not triton.available():
