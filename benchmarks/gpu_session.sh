@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The one command for a session's lent GPU machine (benchmarks/gpu-notes.md, "What to do with
+# the first GPU run"): the GPU check, whose JSON then sets the plan here
+# (`python benchmarks/gpu_table.py RESULT.json --choose`), and after it the tests marked gpu
+# (CUDA graphs replayed, a caller's own graph, autocast, bfloat16 training against float32),
+# which no CI machine can run.
+# Everything printed also goes to files in $OUT, which come back even when the call is cut off.
+#
+#   run: bash benchmarks/gpu_session.sh          (timeout_s 600; at most ~9.5 minutes)
+#
+# BUDGET (seconds, default 330) is the check's time budget: it stops starting timings then,
+# and is killed 150 s after. The tests get TEST_SECONDS (default 90). GPU_CHECK_ARGS add to
+# the check's arguments (a dry run here: TRITON_INTERPRET=1 OUT=/tmp/out
+# GPU_CHECK_ARGS="--dry-run --variants lstm --shapes G4 --dtypes f32" bash benchmarks/gpu_session.sh).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+: "${OUT:?set OUT to the folder whose files come back}"
+BUDGET=${BUDGET:-330}
+TEST_SECONDS=${TEST_SECONDS:-90}
+export PYTHONPATH=. PYTHONUNBUFFERED=1
+
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv \
+    > "$OUT/nvidia-smi.csv" 2>&1
+# shellcheck disable=SC2086  # GPU_CHECK_ARGS is a list of arguments
+timeout --kill-after=10 $((${BUDGET%.*} + 150)) python3 benchmarks/gpu_check.py \
+    --budget "$BUDGET" --out "$OUT" ${GPU_CHECK_ARGS:-} 2>&1 | tee "$OUT/gpu-check.log"
+check=${PIPESTATUS[0]}
+timeout --kill-after=10 "$TEST_SECONDS" python3 -m pytest -m gpu -q -x -p no:cacheprovider \
+    tests 2>&1 | tee "$OUT/gpu-tests.log"
+tests=${PIPESTATUS[0]}
+echo "gpu_session: gpu_check exit $check, GPU tests exit $tests"
+exit $(( check != 0 ? check : tests ))
