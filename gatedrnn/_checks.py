@@ -48,8 +48,10 @@ def autocasting(device_type: str) -> bool:
 
 
 def same_kind(name: str, x: Tensor, like: Tensor) -> None:
-    # Inside torch.autocast, 16-bit inputs and states of a float32 model are what it makes.
-    autocast = x.dtype.is_floating_point and autocasting(x.device.type)
+    # Inside torch.autocast, 16-bit inputs and states of a float32 model are what it makes
+    # (it leaves float64 alone).
+    autocast = (x.dtype.is_floating_point and torch.float64 not in (x.dtype, like.dtype)
+                and autocasting(x.device.type))
     if x.dtype != like.dtype and not autocast:
         raise TypeError(f"{name}: expected dtype {like.dtype} (the parameters'), got {x.dtype}")
     if x.device != like.device:

@@ -73,12 +73,13 @@ def _autocast_off(device_type: str):
     return contextlib.nullcontext()
 
 
-def _autocast_dtype(device_type: str, backend: str) -> torch.dtype | None:
-    """Under torch.autocast, the dtype the recurrence runs in (None outside it): the autocast
-    dtype, as torch.nn's cuDNN RNNs run under autocast, so that bfloat16 takes the triton
-    backend's tensor-core path with its float32 state; float32 for the compiled CPU kernel,
-    which has no 16-bit path (the input projection before it is autocast all the same)."""
-    if not autocasting(device_type):
+def _autocast_dtype(device_type: str, backend: str, weights: torch.dtype) -> torch.dtype | None:
+    """Under torch.autocast, the dtype the recurrence runs in (None outside it, and for float64
+    weights, which autocast leaves alone): the autocast dtype, as torch.nn's cuDNN RNNs run
+    under autocast, so that bfloat16 takes the triton backend's tensor-core path with its
+    float32 state; float32 for the compiled CPU kernel, which has no 16-bit path (the input
+    projection before it is autocast all the same)."""
+    if weights == torch.float64 or not autocasting(device_type):
         return None
     dtype = torch.get_autocast_dtype(device_type)
     return dtype if backend != "cpu" or dtype in kernels.CPU_DTYPES else torch.float32
@@ -119,7 +120,8 @@ def recurrence(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor 
     name = kernels.resolve(backend, x.device, weight_hh.dtype)
     p = peephole if v.peepholes else None
     c0 = c0 if v.has_cell else None
-    args = _cast((xp, weight_hh, b_hh, p, a0, c0), _autocast_dtype(x.device.type, name))
+    args = _cast((xp, weight_hh, b_hh, p, a0, c0),
+                 _autocast_dtype(x.device.type, name, weight_hh.dtype))
     # Inference needs no saved gates: the kernels then keep one step's worth, not T.
     keep_saved = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
     with _autocast_off(x.device.type):
@@ -160,7 +162,7 @@ def capture(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | N
     name = kernels.resolve(backend, x.device, weight_hh.dtype)
     xp, R, b_hh, p, a0, c0 = _cast((xp, weight_hh, b_hh, peephole if v.peepholes else None, a0,
                                     c0 if v.has_cell else None),
-                                   _autocast_dtype(x.device.type, name))
+                                   _autocast_dtype(x.device.type, name, weight_hh.dtype))
     # The reference backend saves its inputs, not the gates: the loop backend stands in.
     impl = kernels.load("loop" if name == "reference" else name)
     with _autocast_off(x.device.type):

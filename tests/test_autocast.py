@@ -86,6 +86,18 @@ def test_16_bit_states_from_an_earlier_call_are_taken_inside_autocast():
         model(x, state)   # outside autocast the dtypes must match, as before
 
 
+@pytest.mark.parametrize("backend", ["cpu", "loop"])
+def test_autocast_leaves_a_float64_model_alone(backend):
+    model = _model("gru", backend).double()
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    want, _ = model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, state = model(x)
+        again, _ = model(x, state)   # its float64 state taken back
+    assert out.dtype == again.dtype == torch.float64
+    assert torch.equal(out, want)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_a_16_bit_model_on_the_cpu_runs_the_loop_backend(dtype):
     assert kernels.resolve(None, torch.device("cpu"), dtype) == "loop"
