@@ -72,7 +72,7 @@ LAUNCHES = list(planner.LAUNCHES)   # "step", "step+graphs", "gemm", ...
 
 def worth_timing(launch: str, B: int, H: int) -> bool:
     """"sequence" gives a block of rows' whole recurrence to one program: only where the plan
-    would take it (triton.sequence_fits). "gemm" adds a cuBLAS call per step: it can only lose
+    would take it (planner.sequence_fits). "gemm" adds a cuBLAS call per step: it can only lose
     where a step is a vector (B = 1)."""
     mode = planner.launch(launch)["mode"]
     if mode == "sequence":

@@ -36,7 +36,7 @@ def small_tiles(monkeypatch):
 
 
 def _use(launch, monkeypatch):
-    """Launch the triton backend's sequences as `launch` (triton.LAUNCHES) in this test. On a
+    """Launch the triton backend's sequences as `launch` (planner.LAUNCHES) in this test. On a
     GPU the persistent launch runs many programs and a barrier that never opens would hang the
     test run: benchmarks/gpu_check.py checks it in a child process it can kill. The
     interpreter has no CUDA graphs: there "+graphs" would run exactly as without."""

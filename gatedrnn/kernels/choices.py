@@ -32,7 +32,7 @@ DTYPE_NAMES = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "bf1
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-    """The launch (a name of triton.LAUNCHES) timed fastest for `variant` at (B, H) with
+    """The launch (a name of planner.LAUNCHES) timed fastest for `variant` at (B, H) with
     weights of `dtype` ("f32" or "bf16")."""
 
     variant: str
