@@ -67,7 +67,9 @@ class TrainingError(RuntimeError):
 
 def _world():
     if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # gloo even where CUDA is present: training runs on CPU tensors, which NCCL cannot
+        # reduce.
+        dist.init_process_group("gloo")
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
