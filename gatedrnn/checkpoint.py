@@ -69,8 +69,10 @@ def save(run_dir: Path, model, optimizer, generator: torch.Generator, state: dic
     tensors, meta = _flatten_optimizer(optimizer.state_dict())
     save_file(tensors, str(partial / "optimizer.safetensors"))
     (partial / "optimizer.json").write_text(json.dumps(meta))
-    save_file({"data": generator.get_state(), "torch": torch.get_rng_state()},
-              str(partial / "rng.safetensors"))
+    rng = {"data": generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():   # dropout on a GPU draws here
+        rng["cuda"] = torch.cuda.get_rng_state()
+    save_file(rng, str(partial / "rng.safetensors"))
     (partial / "state.json").write_text(json.dumps(state, indent=1))
     old = run_dir / "checkpoint.old"
     shutil.rmtree(old, ignore_errors=True)
@@ -106,6 +108,8 @@ def load(run_dir: Path, model, optimizer, generator: torch.Generator) -> dict:
         rng = load_file(str(folder / "rng.safetensors"))
         generator.set_state(rng["data"])
         torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
         return json.loads((folder / "state.json").read_text())
     except (SafetensorError, json.JSONDecodeError, FileNotFoundError, KeyError,
             RuntimeError) as error:

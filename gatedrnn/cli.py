@@ -15,12 +15,12 @@ from .cells import VARIANTS
 from .checkpoint import CheckpointError, read_run
 from .tasks import TASKS
 from .tasks.charlm import DataError
-from .train import TrainConfig, TrainingError, train
+from .train import TrainConfig, TrainingError, resolve_device, train
 
 DEMO_STEPS = 1000         # about two minutes on two cores with the defaults below
 DEMO_TEMPERATURES = (0.5, 0.8, 1.0)
 # What --resume may change; anything else belongs to the run and must stay as it was.
-RESUMABLE = {"steps", "eval_every", "checkpoint_every", "log_every"}
+RESUMABLE = {"steps", "eval_every", "checkpoint_every", "log_every", "device"}
 HELP = {
     "task": "what to learn: charlm (next character), adding (the adding problem), jsb (music)",
     "data": "charlm: stdlib (the default corpus: Python's own standard library), shakespeare "
@@ -38,6 +38,7 @@ HELP = {
     "valid_fraction": "charlm: share of the text held out for validation",
     "eval_every": "steps between evaluations", "checkpoint_every": "steps between checkpoints",
     "log_every": "steps between lines in metrics.jsonl", "out": "the run's directory",
+    "device": "where to train: auto (a GPU where torch sees one), cpu, cuda or cuda:N",
 }
 
 
@@ -161,6 +162,13 @@ def cmd_plot(args) -> None:
     print(loss_curve(args.run_dir, args.out))
 
 
+def _where(name: str) -> str:
+    on = resolve_device(name)
+    if on.type == "cuda":
+        return f"on {torch.cuda.get_device_name(on)}"
+    return f"on {torch.get_num_threads()} CPU threads"
+
+
 def cmd_demo(args) -> None:
     from .viz import loss_curve
     from .streaming import sample_text
@@ -174,7 +182,7 @@ def cmd_demo(args) -> None:
           f"(reset gate before the recurrent product), {config.num_layers} layers of "
           f"{config.hidden_size} units, learns to write Python from the standard library's own "
           f"source; {config.steps} steps of {config.batch_size} windows of {config.seq_len} "
-          f"characters, on {torch.get_num_threads()} CPU threads.\n", flush=True)
+          f"characters, {_where(config.device)}.\n", flush=True)
     result = train(config)
     print(f"\nvalidation loss {result['valid_loss']:.3f} nats/char "
           f"({result['valid_bits_per_char']:.2f} bits), against {result['unigram_loss']:.3f} "

@@ -44,10 +44,12 @@ def sample_text(model, vocab, prime: str = "\n", length: int = 300, temperature:
     if not prime:
         raise ValueError("prime: expected at least one character to start from, got ''")
     model.eval()
+    device = next(model.parameters()).device
     stream = Stream(model)
-    logits = stream.feed(vocab.encode(prime).unsqueeze(1))[-1, 0]
+    logits = stream.feed(vocab.encode(prime).unsqueeze(1).to(device))[-1, 0]
     chosen = []
     for _ in range(length):
+        logits = logits.cpu()   # drawn on the CPU, with the caller's (CPU) generator
         if temperature == 0:
             next_id = int(logits.argmax())
         else:
@@ -57,5 +59,5 @@ def sample_text(model, vocab, prime: str = "\n", length: int = 300, temperature:
                 scaled = scaled.masked_fill(scaled < cutoff, float("-inf"))
             next_id = int(torch.multinomial(scaled.softmax(-1), 1, generator=generator))
         chosen.append(next_id)
-        logits = stream.step(torch.tensor([next_id]))[0]
+        logits = stream.step(torch.tensor([next_id], device=device))[0]
     return prime + vocab.decode(chosen)

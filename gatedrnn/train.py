@@ -1,8 +1,11 @@
 """One training loop for every task: progress, evaluation, checkpoints, exact resume, DDP.
 
 The same code runs in one process or under torchrun: with WORLD_SIZE > 1 it joins the process
-group (Gloo on CPU, NCCL on CUDA), wraps the model in DistributedDataParallel and each rank takes
-its own slice of every global batch; only rank 0 writes checkpoints and logs.
+group (Gloo on CPU, NCCL on CUDA, a GPU per process by LOCAL_RANK), wraps the model in
+DistributedDataParallel and each rank takes its own slice of every global batch; only rank 0
+writes checkpoints and logs. Batches are made on the CPU (from the CPU generator whose state the
+checkpoint keeps) and moved to the model's device; on CUDA the numbers of a resumed run may
+differ from an unbroken one in the last bits (cuBLAS and atomics do not promise the same sums).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch.distributed as dist
 from . import checkpoint
 from .progress import Progress
 from .tasks import make as make_task
+from .tasks.common import on_device
 
 
 @dataclass
@@ -45,6 +49,7 @@ class TrainConfig:
     checkpoint_every: int = 200     # steps between checkpoints (and at the end)
     log_every: int = 10             # steps between metrics lines
     out: str = "runs/latest"
+    device: str = "auto"            # auto (CUDA where there is a GPU) | cpu | cuda | cuda:N
 
     def check(self) -> None:
         for name in ("hidden_size", "num_layers", "embedding_size", "seq_len", "batch_size",
@@ -59,17 +64,38 @@ class TrainConfig:
             raise ValueError(f"--dropout: expected a probability in [0, 1), got {self.dropout}")
         if self.optimizer not in ("adam", "adamw", "sgd"):
             raise ValueError(f"--optimizer: expected adam, adamw or sgd, got {self.optimizer!r}")
+        resolve_device(self.device)
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on; the message says why and what was kept."""
 
 
-def _world():
+def resolve_device(name: str) -> torch.device:
+    """The device --device names: "auto" is CUDA where torch sees a GPU, else the CPU. Under
+    torchrun each process takes the GPU of its LOCAL_RANK."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        chosen = torch.device(name)
+    except RuntimeError:
+        chosen = None
+    if chosen is None or chosen.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}")
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device: {name} asked for, but this torch sees no CUDA device")
+        index = chosen.index if chosen.index is not None else int(os.environ.get("LOCAL_RANK", 0))
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"--device: expected a GPU index below "
+                             f"{torch.cuda.device_count()}, got {index}")
+        chosen = torch.device("cuda", index)
+    return chosen
+
+
+def _world(on: torch.device):
     if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # gloo even where CUDA is present: training runs on CPU tensors, which NCCL cannot
-        # reduce.
-        dist.init_process_group("gloo")
+        dist.init_process_group("nccl" if on.type == "cuda" else "gloo")
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -90,7 +116,10 @@ def train(config: TrainConfig, resume: bool = False, stop_when=None) -> dict:
 def run(config: TrainConfig, resume: bool = False, stop_when=None):
     """train(), returning (model, result): the trained module itself, on every rank."""
     config.check()
-    rank, world = _world()
+    on = resolve_device(config.device)
+    if on.type == "cuda":   # the current device: NCCL's, and the RNG state checkpoints keep
+        torch.cuda.set_device(on)
+    rank, world = _world(on)
     if config.batch_size % world:
         raise ValueError(f"--batch-size: {config.batch_size} does not split over {world} "
                          "processes; use a multiple of the process count")
@@ -101,7 +130,7 @@ def run(config: TrainConfig, resume: bool = False, stop_when=None):
     # A resumed run keeps what it was built with (the vocabulary) whatever the data now holds.
     task = make_task(config, checkpoint.read_run(run_dir)["task_metadata"] if resume else None)
     torch.manual_seed(config.seed)
-    model = task.build(**dataclasses.asdict(config))
+    model = task.build(**dataclasses.asdict(config)).to(on)
     optimizer = _optimizer(config, model.parameters())
     generator = torch.Generator().manual_seed(config.seed + 1)
     step, last = 0, {}
@@ -112,14 +141,15 @@ def run(config: TrainConfig, resume: bool = False, stop_when=None):
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(
             {"config": dataclasses.asdict(config), "task_metadata": task.metadata()}, indent=1))
-    trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    trained = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[on] if on.type == "cuda" else None) if world > 1 else model
     progress = Progress(config.steps, step) if rank == 0 else None
     metrics = open(run_dir / "metrics.jsonl", "a") if rank == 0 else None
     started, tokens, saved_step = time.time(), 0, step
     try:
         while step < config.steps:
             model.train()
-            batch = task.batch(generator, config.batch_size, shard=(rank, world))
+            batch = on_device(task.batch(generator, config.batch_size, shard=(rank, world)), on)
             loss = task.loss(trained, batch)
             global_loss = loss.detach().clone()
             if world > 1:

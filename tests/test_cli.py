@@ -85,6 +85,7 @@ def test_plot_draws_a_png(tmp_path, text_file):
     ("empty", ["train", "--data", "{empty}"], "is empty"),
     (None, ["train", "--hidden-size", "0"], "--hidden-size: expected a positive integer, got 0"),
     (None, ["train", "--lr", "-1"], "--lr: expected a positive learning rate"),
+    (None, ["train", "--device", "tpu"], "--device: expected auto, cpu, cuda or cuda:N, got 'tpu'"),
     ("run", ["train", "--data", "{text}", "--out", "{run}"], "already holds a run; continue it"),
     ("run", ["train", "--resume", "{run}", "--variant", "lstm"],
      "--variant: the run in .* has 'gru'; a resumed run keeps its settings"),
@@ -111,6 +112,38 @@ def test_bad_input_gets_one_clear_line(tmp_path, text_file, capsys, setup, args,
     assert len(error.splitlines()) == 1
     import re
     assert re.search(message, error), error
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_gpu_asked_for_where_there_is_none_is_one_clear_line(tmp_path, text_file, capsys):
+    assert _train(text_file, tmp_path / "run", "--device", "cuda") == 1
+    assert capsys.readouterr().err.strip() == (
+        "gatedrnn train: error: --device: cuda asked for, but this torch sees no CUDA device")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_resumed_run_may_move_to_another_device(tmp_path, text_file):
+    assert _train(text_file, tmp_path / "run", "--steps", "2", "--device", "cpu") == 0
+    assert main(["train", "--resume", str(tmp_path / "run"), "--steps", "3",
+                 "--device", "auto"]) == 0
+    saved = json.loads((tmp_path / "run/config.json").read_text())["config"]
+    assert saved["device"] == "cpu"   # what the run began with; a resume says where it goes on
+
+
+@pytest.mark.gpu
+def test_training_on_a_gpu_resumes_and_samples(tmp_path, text_file, capsys):
+    """The command line on CUDA (the triton backend): train, resume, evaluate, sample."""
+    run = tmp_path / "gpu"
+    assert _train(text_file, run, "--steps", "4", "--eval-every", "2", "--device", "cuda") == 0
+    assert main(["train", "--resume", str(run), "--steps", "6"]) == 0
+    assert main(["sample", str(run), "--length", "20"]) == 0
+    assert len(capsys.readouterr().out) > 0
+    adding = ["train", "--task", "adding", "--seq-len", "20", "--hidden-size", "16",
+              "--steps", "2", "--eval-every", "2", "--device", "cuda", "--out"]
+    assert main(adding + [str(tmp_path / "adding")]) == 0
+    evaluation = [json.loads(line) for line in (tmp_path / "adding/metrics.jsonl").read_text()
+                  .splitlines() if "test_mse" in line]
+    assert evaluation and evaluation[-1]["test_mse"] >= 0
 
 
 def test_python_dash_m_is_the_same_command():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import Readout, recurrent_layers
+from .common import Readout, device_of, on_device, recurrent_layers
 
 TEST_SIZE = 2560
 TOLERANCE = 0.04
@@ -64,7 +64,7 @@ class AddingTask:
 
     @torch.no_grad()
     def evaluate(self, model) -> dict:
-        x, y = self.test
+        x, y = on_device(self.test, device_of(model))
         # In chunks: all 2560 sequences at once would need T·2560·4H floats of projections.
         error = torch.cat([model(x[:, i: i + 256]) for i in range(0, x.shape[1], 256)]) - y
         error = error.abs()

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import recurrent_layers
+from .common import device_of, recurrent_layers
 
 # A fixed, deterministic selection of standard-library modules: plain, well-commented Python.
 STDLIB_MODULES = (
@@ -183,7 +183,7 @@ class CharLMTask:
     def evaluate(self, model, max_chars: int = 200_000) -> dict:
         """Validation loss (nats per character) over consecutive windows, and the unigram
         baseline: the loss of predicting every character by its training frequency."""
-        ids = self.valid_ids[: max_chars + 1]
+        ids = self.valid_ids[: max_chars + 1].to(device_of(model))
         n = (len(ids) - 1) // self.seq_len
         inputs = ids[: n * self.seq_len].reshape(n, self.seq_len).T
         targets = ids[1: n * self.seq_len + 1].reshape(n, self.seq_len).T
@@ -192,7 +192,7 @@ class CharLMTask:
             logits, _ = model(inputs[:, i: i + 64])
             total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                      targets[:, i: i + 64].reshape(-1), reduction="sum").item()
-        unigram = -self.unigram_log_p[targets.reshape(-1)].mean().item()
+        unigram = -self.unigram_log_p[targets.reshape(-1).cpu()].mean().item()
         return {"valid_loss": total / targets.numel(), "unigram_loss": unigram,
                 "valid_bits_per_char": total / targets.numel() / math.log(2)}
 

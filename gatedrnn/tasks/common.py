@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..cells import get_variant
 from ..modules.layers import for_variant
+
+
+def on_device(batch: tuple, device: torch.device) -> tuple:
+    """A batch (a tuple of tensors, made on the CPU) on `device`, where the model is."""
+    return tuple(t.to(device) for t in batch)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def recurrent_layers(variant: str, input_size: int, hidden_size: int, num_layers: int,

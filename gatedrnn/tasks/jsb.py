@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .charlm import DataError
-from .common import Readout, recurrent_layers
+from .common import Readout, device_of, on_device, recurrent_layers
 
 LOWEST, KEYS = 21, 88
 SPLITS = ("train", "valid", "test")
@@ -66,7 +66,8 @@ def pad(rolls: list[torch.Tensor]):
 def nll_sum(model, x, y, lengths) -> torch.Tensor:
     """The summed negative log-likelihood of all valid steps."""
     logits = model(x, lengths=lengths)
-    mask = (torch.arange(x.shape[0])[:, None] < lengths[None, :]).unsqueeze(-1)
+    steps = torch.arange(x.shape[0], device=x.device)
+    mask = (steps[:, None] < lengths.to(x.device)[None, :]).unsqueeze(-1)
     return (F.binary_cross_entropy_with_logits(logits, y, reduction="none") * mask).sum()
 
 
@@ -106,7 +107,7 @@ class JSBTask:
         for split in ("valid", "test"):
             rolls, total, steps = self.splits[split], 0.0, 0
             for i in range(0, len(rolls), 64):
-                x, y, lengths = pad(rolls[i: i + 64])
+                x, y, lengths = on_device(pad(rolls[i: i + 64]), device_of(model))
                 total += nll_sum(model, x, y, lengths).item()
                 steps += int(lengths.sum())
             result[f"{split}_nll"] = total / steps
