@@ -15,12 +15,12 @@ from .cells import VARIANTS
 from .checkpoint import CheckpointError, read_run
 from .tasks import TASKS
 from .tasks.charlm import DataError
-from .train import TrainConfig, TrainingError, resolve_device, train
+from .train import PRECISIONS, TrainConfig, TrainingError, resolve_device, train
 
 DEMO_STEPS = 1000         # about two minutes on two cores with the defaults below
 DEMO_TEMPERATURES = (0.5, 0.8, 1.0)
 # What --resume may change; anything else belongs to the run and must stay as it was.
-RESUMABLE = {"steps", "eval_every", "checkpoint_every", "log_every", "device"}
+RESUMABLE = {"steps", "eval_every", "checkpoint_every", "log_every", "device", "precision"}
 HELP = {
     "task": "what to learn: charlm (next character), adding (the adding problem), jsb (music)",
     "data": "charlm: stdlib (the default corpus: Python's own standard library), shakespeare "
@@ -39,6 +39,7 @@ HELP = {
     "eval_every": "steps between evaluations", "checkpoint_every": "steps between checkpoints",
     "log_every": "steps between lines in metrics.jsonl", "out": "the run's directory",
     "device": "where to train: auto (a GPU where torch sees one), cpu, cuda or cuda:N",
+    "precision": "float32, or bfloat16 products under torch.autocast (weights stay float32)",
 }
 
 
@@ -50,7 +51,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action="store_true", **kwargs)
         else:
             kind = {"int": int, "float": float}.get(str(field.type), str)
-            choices = {"task": TASKS, "variant": list(VARIANTS),
+            choices = {"task": TASKS, "variant": list(VARIANTS), "precision": list(PRECISIONS),
                        "optimizer": ["adam", "adamw", "sgd"]}.get(field.name)
             parser.add_argument(flag, type=kind, choices=choices, **kwargs)
 

@@ -26,6 +26,9 @@ from .tasks import make as make_task
 from .tasks.common import on_device
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
 @dataclass
 class TrainConfig:
     task: str = "charlm"            # charlm | adding | jsb
@@ -50,6 +53,7 @@ class TrainConfig:
     log_every: int = 10             # steps between metrics lines
     out: str = "runs/latest"
     device: str = "auto"            # auto (CUDA where there is a GPU) | cpu | cuda | cuda:N
+    precision: str = "float32"      # float32 | bfloat16 (torch.autocast; weights stay float32)
 
     def check(self) -> None:
         for name in ("hidden_size", "num_layers", "embedding_size", "seq_len", "batch_size",
@@ -65,6 +69,9 @@ class TrainConfig:
         if self.optimizer not in ("adam", "adamw", "sgd"):
             raise ValueError(f"--optimizer: expected adam, adamw or sgd, got {self.optimizer!r}")
         resolve_device(self.device)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision: expected one of {', '.join(PRECISIONS)}, got "
+                             f"{self.precision!r}")
 
 
 class TrainingError(RuntimeError):
@@ -150,7 +157,11 @@ def run(config: TrainConfig, resume: bool = False, stop_when=None):
         while step < config.steps:
             model.train()
             batch = on_device(task.batch(generator, config.batch_size, shard=(rank, world)), on)
-            loss = task.loss(trained, batch)
+            # bfloat16: the products in bfloat16 (on a GPU the triton backend's tensor-core
+            # path, float32 state), the loss and the optimiser's step in float32.
+            with torch.autocast(on.type, dtype=torch.bfloat16,
+                                enabled=config.precision == "bfloat16"):
+                loss = task.loss(trained, batch)
             global_loss = loss.detach().clone()
             if world > 1:
                 dist.all_reduce(global_loss)

@@ -130,12 +130,23 @@ def test_a_resumed_run_may_move_to_another_device(tmp_path, text_file):
     assert saved["device"] == "cpu"   # what the run began with; a resume says where it goes on
 
 
+def test_bfloat16_training_learns_as_float32_does(tmp_path, text_file):
+    common = ["--steps", "30", "--eval-every", "30", "--lr", "1e-2"]
+    assert _train(text_file, tmp_path / "f32", *common) == 0
+    assert _train(text_file, tmp_path / "bf16", *common, "--precision", "bfloat16") == 0
+    last = {name: json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[-1])
+            for name in ("f32", "bf16")}
+    assert last["bf16"]["valid_loss"] < 0.9 * last["bf16"]["unigram_loss"]
+    # Close to float32, and not the same: the products did round to bfloat16.
+    assert 0 < abs(last["bf16"]["valid_loss"] - last["f32"]["valid_loss"]) < 0.1
+
+
 @pytest.mark.gpu
 def test_training_on_a_gpu_resumes_and_samples(tmp_path, text_file, capsys):
     """The command line on CUDA (the triton backend): train, resume, evaluate, sample."""
     run = tmp_path / "gpu"
     assert _train(text_file, run, "--steps", "4", "--eval-every", "2", "--device", "cuda") == 0
-    assert main(["train", "--resume", str(run), "--steps", "6"]) == 0
+    assert main(["train", "--resume", str(run), "--steps", "6", "--precision", "bfloat16"]) == 0
     assert main(["sample", str(run), "--length", "20"]) == 0
     assert len(capsys.readouterr().out) > 0
     adding = ["train", "--task", "adding", "--seq-len", "20", "--hidden-size", "16",
