@@ -2,8 +2,8 @@
 # The one command for a session's lent GPU machine (benchmarks/gpu-notes.md, "What to do with
 # the first GPU run"): the GPU check, whose JSON then sets the plan here
 # (`python benchmarks/gpu_table.py RESULT.json --choose`), and after it the tests marked gpu
-# (CUDA graphs replayed, a caller's own graph, autocast, bfloat16 training against float32),
-# which no CI machine can run.
+# (CUDA graphs replayed, a caller's own graph, autocast, bfloat16 training against float32,
+# `gatedrnn train --device cuda`), which no CI machine can run.
 # Everything printed also goes to files in $OUT, which come back even when the call is cut off.
 #
 #   run: bash benchmarks/gpu_session.sh          (timeout_s 600; at most ~9.5 minutes)
