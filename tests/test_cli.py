@@ -142,8 +142,13 @@ def test_bfloat16_training_learns_as_float32_does(tmp_path, text_file):
 
 
 @pytest.mark.gpu
-def test_training_on_a_gpu_resumes_and_samples(tmp_path, text_file, capsys):
+def test_training_on_a_gpu_resumes_and_samples(tmp_path, text_file, capsys, monkeypatch):
     """The command line on CUDA (the triton backend): train, resume, evaluate, sample."""
+    # `sample` runs on the CPU: the loop backend there, so that the GPU machine's short lease
+    # is not spent building the compiled CPU kernel.
+    from gatedrnn.kernels import cpu
+    monkeypatch.setenv("GATEDRNN_CPU_KERNEL", "0")
+    monkeypatch.setattr(cpu, "_state", {})   # asked anew, and as it was after this test
     run = tmp_path / "gpu"
     assert _train(text_file, run, "--steps", "4", "--eval-every", "2", "--device", "cuda") == 0
     assert main(["train", "--resume", str(run), "--steps", "6", "--precision", "bfloat16"]) == 0
