@@ -56,13 +56,12 @@ from gatedrnn.interop.torch_nn import from_torch
 from gatedrnn.kernels import gemm
 from gatedrnn.kernels import planner
 from gatedrnn.kernels import triton as triton_backend
-from gpu_table import TARGET, summary, table, tuning_table   # benchmarks/gpu_table.py
+from gpu_table import DTYPES, TARGET, summary, table, tuning_table   # benchmarks/gpu_table.py
 from speed import inference, train_step   # benchmarks/speed.py: a training step, inference
 
 SHAPES = {"G1": (1024, 16, 768), "G2": (256, 64, 256), "G3": (128, 256, 1024),
           "G4": (1024, 1, 256)}   # T, B, H (I = H)
 VARIANTS = ["gru", "lstm", "lstm_peephole", "gru_reset_after", "gru_simple", "rnn"]
-DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
 PEER = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "lstm_peephole": torch.nn.LSTM}
 LOOP_SHAPES = ("G1", "G2")                                    # where ≥ 10× the loop is asked
 TOLERANCE = {"f32": 1e-4, "bf16": 3e-2}

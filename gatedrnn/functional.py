@@ -89,6 +89,19 @@ def _cast(tensors, dtype: torch.dtype | None):
     return [t if t is None or dtype is None else t.to(dtype) for t in tensors]
 
 
+def _backend_arguments(v: Variant, x, weight_ih, weight_hh, bias_ih, bias_hh, a0, c0, peephole,
+                       backend: str | None):
+    """(the backend's name, [xp, R, b_hh, p, a0, c0]): the input projection, and every tensor
+    the backend takes in the dtype it runs in (under autocast: _autocast_dtype's)."""
+    xp, b_hh = _project(v, x, weight_ih, weight_hh, bias_ih, bias_hh)
+    # The weights' dtype picks the backend: under torch.autocast x may be 16-bit in a float32
+    # model, and the model still runs (the compiled CPU kernel in float32: _autocast_dtype).
+    name = kernels.resolve(backend, x.device, weight_hh.dtype)
+    args = (xp, weight_hh, b_hh, peephole if v.peepholes else None, a0,
+            c0 if v.has_cell else None)
+    return name, _cast(args, _autocast_dtype(x.device.type, name, weight_hh.dtype))
+
+
 def _outputs(v: Variant, SA, SC, mask, reverse: bool):
     """(out, a_n) or (out, a_n, c_n) from the state sequences: out is zero past each
     sequence's end; masked steps carry the state, so the last step holds each final state."""
@@ -114,14 +127,8 @@ def recurrence(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor 
     Inputs are not checked here (the modules do that).
     """
     v = get_variant(variant)
-    xp, b_hh = _project(v, x, weight_ih, weight_hh, bias_ih, bias_hh)
-    # The weights' dtype picks the backend: under torch.autocast x may be 16-bit in a float32
-    # model, and the model still runs (the compiled CPU kernel in float32: _autocast_dtype).
-    name = kernels.resolve(backend, x.device, weight_hh.dtype)
-    p = peephole if v.peepholes else None
-    c0 = c0 if v.has_cell else None
-    args = _cast((xp, weight_hh, b_hh, p, a0, c0),
-                 _autocast_dtype(x.device.type, name, weight_hh.dtype))
+    name, args = _backend_arguments(v, x, weight_ih, weight_hh, bias_ih, bias_hh, a0, c0,
+                                    peephole, backend)
     # Inference needs no saved gates: the kernels then keep one step's worth, not T.
     keep_saved = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
     with _autocast_off(x.device.type):
@@ -158,15 +165,12 @@ def capture(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | N
     """
     v = get_variant(variant)
     H = weight_hh.shape[1]
-    xp, b_hh = _project(v, x, weight_ih, weight_hh, bias_ih, bias_hh)
-    name = kernels.resolve(backend, x.device, weight_hh.dtype)
-    xp, R, b_hh, p, a0, c0 = _cast((xp, weight_hh, b_hh, peephole if v.peepholes else None, a0,
-                                    c0 if v.has_cell else None),
-                                   _autocast_dtype(x.device.type, name, weight_hh.dtype))
+    name, args = _backend_arguments(v, x, weight_ih, weight_hh, bias_ih, bias_hh, a0, c0,
+                                    peephole, backend)
     # The reference backend saves its inputs, not the gates: the loop backend stands in.
     impl = kernels.load("loop" if name == "reference" else name)
     with _autocast_off(x.device.type):
-        SA, SC, saved = impl.forward(v, xp, R, b_hh, p, a0, c0, mask, reverse, True)
+        SA, SC, saved = impl.forward(v, *args, mask, reverse, True)
     gates = dict(zip(v.saved_names, saved.split(H, dim=-1)))
     if mask is not None:
         gates = {k: g * mask for k, g in gates.items()}

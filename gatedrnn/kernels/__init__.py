@@ -75,8 +75,8 @@ def resolve(backend: str | None, device: torch.device,
         triton = load("triton")
         if not triton.available():
             raise ValueError("backend: 'triton' needs the triton package (pip install triton)")
-        interpreting = importlib.import_module(f"{__name__}.planner").interpreting()
-        if device.type != "cuda" and not (device.type == "cpu" and interpreting):
+        from . import planner
+        if device.type != "cuda" and not (device.type == "cpu" and planner.interpreting()):
             raise ValueError("backend: 'triton' runs CUDA tensors (or CPU tensors under "
                              f"TRITON_INTERPRET=1), got tensors on {device}")
     return backend

@@ -6,9 +6,9 @@ cuBLAS calls), each a few µs of Python and driver work. Recorded once into a CU
 same launches replay as one call, with the GPU's own gaps between kernels. A graph holds the
 addresses and sizes it was recorded with, so it may only be replayed for a call whose buffers
 lie at the same addresses with the same sizes, dtypes and launch constants: that is the key a
-recording is kept under. A training loop
-repeats its allocations step after step, and PyTorch's caching allocator hands them the same
-addresses, so from the second training step on every call finds its graph. A call with new
+recording is kept under. A training loop repeats its allocations step after step, and
+PyTorch's caching allocator hands them the same addresses, so from the second training step on
+every call finds its graph. A call with new
 addresses records a new graph (the cost of one step-mode run, plus instantiating the graph),
 and the least recently used of more than `capacity` graphs is dropped.
 
