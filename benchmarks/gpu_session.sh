@@ -3,13 +3,19 @@
 # the first GPU run"): the GPU check, whose JSON then sets the plan here
 # (`python benchmarks/gpu_table.py RESULT.json --choose`), and after it the tests marked gpu
 # (CUDA graphs replayed, a caller's own graph, autocast, bfloat16 training against float32,
-# `gatedrnn train --device cuda`), which no CI machine can run.
+# `gatedrnn train --device cuda`), which no CI machine can run; then, if time is left, the
+# tiny-shakespeare training of benchmarks/tasks/shakespeare.py on the GPU (gatedrnn.LSTM on the
+# triton backend against torch.nn.LSTM on cuDNN, the same weights and batches): the one timing of
+# a whole training run, embedding, head and optimiser included.
 # Everything printed also goes to files in $OUT, which come back even when the call is cut off.
 #
 #   run: bash benchmarks/gpu_session.sh          (timeout_s 600; at most ~9.5 minutes)
 #
 # BUDGET (seconds, default 330) is the check's time budget: it stops starting timings then,
-# and is killed 150 s after. The tests get TEST_SECONDS (default 90). GPU_CHECK_ARGS add to
+# and is killed 150 s after. The tests get TEST_SECONDS (default 90). The training runs only if
+# 90 s of SESSION_SECONDS (default 560) are left, on runs/tinyshakespeare.txt where it was carried
+# (cp ../shared/data/tinyshakespeare.txt runs/; carry ["runs/tinyshakespeare.txt"]), else on the
+# stdlib corpus; TASK_ARGS add to its arguments. GPU_CHECK_ARGS add to
 # the check's arguments (a dry run here: TRITON_INTERPRET=1 OUT=/tmp/out
 # GPU_CHECK_ARGS="--dry-run --variants lstm --shapes G4 --dtypes f32" bash benchmarks/gpu_session.sh).
 set -uo pipefail
@@ -17,6 +23,9 @@ cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder whose files come back}"
 BUDGET=${BUDGET:-330}
 TEST_SECONDS=${TEST_SECONDS:-90}
+SESSION_SECONDS=${SESSION_SECONDS:-560}
+TASK_DATA=stdlib
+[ -f runs/tinyshakespeare.txt ] && TASK_DATA=runs/tinyshakespeare.txt
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv \
@@ -28,5 +37,14 @@ check=${PIPESTATUS[0]}
 timeout --kill-after=10 "$TEST_SECONDS" python3 -m pytest -m gpu -q -x -p no:cacheprovider \
     tests 2>&1 | tee "$OUT/gpu-tests.log"
 tests=${PIPESTATUS[0]}
-echo "gpu_session: gpu_check exit $check, GPU tests exit $tests"
+left=$(( SESSION_SECONDS - SECONDS ))
+task="not run: ${left} s left"
+if [ "$left" -ge 90 ]; then
+    # shellcheck disable=SC2086  # TASK_ARGS is a list of arguments
+    timeout --kill-after=10 "$left" python3 benchmarks/tasks/shakespeare.py --data "$TASK_DATA" \
+        ${TASK_ARGS:-} 2>&1 | tee "$OUT/task-shakespeare.log"
+    task="exit ${PIPESTATUS[0]}"
+    cp benchmarks/results/task-shakespeare-*.json "$OUT/" 2>/dev/null
+fi
+echo "gpu_session: gpu_check exit $check, GPU tests exit $tests, training $task"
 exit $(( check != 0 ? check : tests ))
