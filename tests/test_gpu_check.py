@@ -52,38 +52,38 @@ def test_dry_run_prints_the_table(tmp_path):
 
 
 @pytest.fixture
-def gpu_check(monkeypatch):
+def gpu_probe(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import gpu_check
-    return gpu_check
+    import gpu_probe
+    return gpu_probe
 
 
-def _probe(gpu_check, code: str):
-    return gpu_check.Probe([sys.executable, "-c", code])
+def _probe(gpu_probe, code: str):
+    return gpu_probe.Probe([sys.executable, "-c", code])
 
 
-def test_a_probe_silent_in_its_persistent_runs_is_killed_as_hung(gpu_check):
-    probe = _probe(gpu_check, f"print({gpu_check.PERSISTENT_START!r}, flush=True)\n"
+def test_a_probe_silent_in_its_persistent_runs_is_killed_as_hung(gpu_probe):
+    probe = _probe(gpu_probe, f"print({gpu_probe.PERSISTENT_START!r}, flush=True)\n"
                               "import time; time.sleep(60)")
     start = time.monotonic()
-    rows, status = gpu_check.probe_result(probe, timeout=50, quiet=1)
+    rows, status = gpu_probe.probe_result(probe, timeout=50, quiet=1)
     assert time.monotonic() - start < 20
     assert (rows, status[:len("hung: killed after")]) == ([], "hung: killed after")
     assert "without output" in status
 
 
-def test_a_probe_may_be_silent_while_it_compiles(gpu_check):
-    probe = _probe(gpu_check, "import time; time.sleep(2)\n"
-                              f"print({gpu_check.PROBE_MARK!r} + '[{{\"ok\": true}}]')")
-    assert gpu_check.probe_result(probe, timeout=50, quiet=0.5) == ([{"ok": True}], "ok")
+def test_a_probe_may_be_silent_while_it_compiles(gpu_probe):
+    probe = _probe(gpu_probe, "import time; time.sleep(2)\n"
+                              f"print({gpu_probe.PROBE_MARK!r} + '[{{\"ok\": true}}]')")
+    assert gpu_probe.probe_result(probe, timeout=50, quiet=0.5) == ([{"ok": True}], "ok")
 
 
-def test_a_probe_that_fails_says_so(gpu_check):
-    probe = _probe(gpu_check, "import sys; sys.exit(3)")
-    assert gpu_check.probe_result(probe, timeout=50) == ([], "failed (exit 3)")
+def test_a_probe_that_fails_says_so(gpu_probe):
+    probe = _probe(gpu_probe, "import sys; sys.exit(3)")
+    assert gpu_probe.probe_result(probe, timeout=50) == ([], "failed (exit 3)")
 
 
-def test_the_probe_takes_persistent_from_past_choices_only_once_it_passed(gpu_check,
+def test_the_probe_takes_persistent_from_past_choices_only_once_it_passed(gpu_probe,
                                                                            monkeypatch, capsys):
     """The child compiles, then checks persistent, then compiles for it: until its check has
     passed, the plan must not take persistent from a past run's choices (it could hang)."""
@@ -99,12 +99,15 @@ def test_the_probe_takes_persistent_from_past_choices_only_once_it_passed(gpu_ch
         refused.append((launches[0], "persistent" in planner.refused))
         return [{"ok": True}]
 
-    monkeypatch.setattr(gpu_check, "precompile", precompile)
-    monkeypatch.setattr(gpu_check, "correctness", correctness)
+    monkeypatch.setattr(gpu_probe, "precompile", precompile)
+    monkeypatch.setattr(gpu_probe, "correctness", correctness)
     # what main sets for a dry run, put back afterwards
-    monkeypatch.setattr(gpu_check, "SHAPES", dict(gpu_check.SHAPES))
-    monkeypatch.setattr(gpu_check, "DEVICE", gpu_check.DEVICE)
+    import gpu_check
+    import gpu_common
+    for name, value in gpu_common.SHAPES.items():
+        monkeypatch.setitem(gpu_common.SHAPES, name, value)
+    monkeypatch.setattr(gpu_common, "DEVICE", gpu_common.DEVICE)
     monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--probe", "--dry-run"])
     gpu_check.main()
     assert refused == [("sequence", True), ("persistent", True), ("persistent", False)]
-    assert capsys.readouterr().out.splitlines()[-1] == gpu_check.PROBE_MARK + '[{"ok": true}]'
+    assert capsys.readouterr().out.splitlines()[-1] == gpu_probe.PROBE_MARK + '[{"ok": true}]'

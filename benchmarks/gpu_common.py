@@ -1,0 +1,75 @@
+"""What the parts of the GPU check (benchmarks/gpu_check.py) share: the problems it measures,
+where it runs, how it sets the triton backend's launch, and how it compares two tensors."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from gatedrnn.kernels import planner
+from gatedrnn.kernels import triton as triton_backend
+
+SHAPES = {"G1": (1024, 16, 768), "G2": (256, 64, 256), "G3": (128, 256, 1024),
+          "G4": (1024, 1, 256)}   # T, B, H (I = H)
+VARIANTS = ["gru", "lstm", "lstm_peephole", "gru_reset_after", "gru_simple", "rnn"]
+PEER = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "lstm_peephole": torch.nn.LSTM}
+LOOP_SHAPES = ("G1", "G2")                                    # where ≥ 10× the loop is asked
+TOLERANCE = {"f32": 1e-4, "bf16": 3e-2}
+DEVICE = "cuda"                      # "cpu" on a dry run (run_on_the_cpu)
+LAUNCHES = list(planner.LAUNCHES)   # "step", "step+graphs", "gemm", ...
+
+
+def worth_timing(launch: str, B: int, H: int) -> bool:
+    """"sequence" gives a block of rows' whole recurrence to one program: only where the plan
+    would take it (planner.sequence_fits). "gemm" adds a cuBLAS call per step: it can only lose
+    where a step is a vector (B = 1)."""
+    mode = planner.launch(launch)["mode"]
+    if mode == "sequence":
+        return planner.sequence_fits(B, H)
+    return mode != "gemm" or B > 1
+
+
+def peer_class(variant: str):
+    return PEER.get(variant, torch.nn.GRU)
+
+
+def run_on_the_cpu() -> None:
+    """A dry run: tiny shapes on CPU tensors, which the triton backend runs under
+    TRITON_INTERPRET=1. The other modules read DEVICE when they run, so they follow."""
+    global DEVICE
+    DEVICE = "cpu"
+    for k in SHAPES:
+        SHAPES[k] = (4, min(SHAPES[k][1], 3), 32)
+
+
+def graph_counts() -> tuple[int, int]:
+    return triton_backend.graphs.replayed, triton_backend.graphs.recorded
+
+
+def replays_since(counts: tuple[int, int]) -> str:
+    """How many calls with graphs since `counts` replayed a recording, of how many."""
+    replayed, recorded = (now - then for now, then in zip(graph_counts(), counts))
+    return f"{replayed}/{replayed + recorded}"
+
+
+def rel(a, b) -> float:
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    if not torch.isfinite(a).all():
+        return float("nan")
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
+
+
+def threads() -> int:
+    """Threads for work that compiles kernels: Triton's compiler leaves the GIL (2.5× on two
+    cores, measured). The interpreter is not thread-safe: one thread there."""
+    return 1 if planner.interpreting() else min(16, os.cpu_count() or 1)
+
+
+def use(launch: str) -> bool:
+    """Launch the triton backend's sequences as `launch` from now on; with graphs?"""
+    fields = planner.launch(launch)
+    for name, value in fields.items():
+        setattr(planner.settings, name, value)
+    return fields["graphs"]
+
