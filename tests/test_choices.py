@@ -136,43 +136,75 @@ class _Refusing:
         return launch
 
 
-def _refusing_persistent(monkeypatch, measured: bool):
+def _refusing_persistent(monkeypatch, measured: bool, launch="persistent", H=32):
     from gatedrnn.kernels.gpu import backward, forward
     monkeypatch.setattr(forward, "forward_sequence", _Refusing(forward.forward_sequence))
     monkeypatch.setattr(backward, "backward_sequence", _Refusing(backward.backward_sequence))
     monkeypatch.setattr(planner, "refused", set())
-    if measured:   # as on a GPU whose check measured persistent fastest at B=3, H=32
+    if measured:   # as on a GPU whose check measured `launch` fastest at B=3, H
         monkeypatch.setattr(planner, "_use_measurements", lambda: True)
-        measured = Measured([Choice("lstm", "f32", 3, 32, "persistent")])
+        measured = Measured([Choice("lstm", "f32", 3, H, launch)])
         monkeypatch.setattr(planner, "_choices", lambda: measured)
     else:
-        monkeypatch.setattr(planner.settings, "mode", "persistent")
+        monkeypatch.setattr(planner.settings, "mode", launch)
 
 
-def _lstm_step(backend):
+def _lstm_step(backend, H=32):
     torch.manual_seed(0)
-    layer = gatedrnn.for_variant("lstm", 8, 32, backend=backend)
+    layer = gatedrnn.for_variant("lstm", 8, H, backend=backend)
     x = torch.randn(5, 3, 8, requires_grad=True)
     out, _ = layer(x)
     out.sum().backward()
     return out, x.grad
 
 
-def test_a_measured_persistent_launch_this_machine_refuses_is_replanned(monkeypatch):
-    _refusing_persistent(monkeypatch, measured=True)
-    assert planner.plan(3, 32, torch.float32, "lstm").mode == "persistent"
-    with pytest.warns(UserWarning, match="the persistent launch, measured fastest for this "
+# The resident launch at H=16: one tile, as the interpreter can run it.
+@pytest.mark.parametrize("launch, H", [("persistent", 32), ("resident", 16)])
+def test_a_measured_one_launch_kernel_this_machine_refuses_is_replanned(monkeypatch, launch, H):
+    _refusing_persistent(monkeypatch, True, launch, H)
+    assert planner.plan(3, H, torch.float32, "lstm").mode == launch
+    with pytest.warns(UserWarning, match=f"the {launch} launch, measured fastest for this "
                                          "problem, failed here .*COOPERATIVE_LAUNCH_TOO_LARGE"):
-        got = _lstm_step("triton")
-    for g, w in zip(got, _lstm_step("loop")):
+        got = _lstm_step("triton", H)
+    for g, w in zip(got, _lstm_step("loop", H)):
         assert rel_err(g, w) <= 1e-5
-    assert planner.plan(3, 32, torch.float32, "lstm").mode == "sequence"
+    assert planner.plan(3, H, torch.float32, "lstm").mode == "sequence"
 
 
-def test_a_persistent_launch_asked_for_by_hand_raises(monkeypatch):
-    _refusing_persistent(monkeypatch, measured=False)
+@pytest.mark.parametrize("launch, H", [("persistent", 32), ("resident", 16)])
+def test_a_one_launch_kernel_asked_for_by_hand_raises(monkeypatch, launch, H):
+    _refusing_persistent(monkeypatch, False, launch, H)
     with pytest.raises(RuntimeError, match="COOPERATIVE_LAUNCH_TOO_LARGE"):
-        _lstm_step("triton")
+        _lstm_step("triton", H)
+
+
+H100 = (132, 227 << 10)   # multiprocessors, shared memory per program
+A100 = (108, 163 << 10)
+
+
+def test_resident_fits_where_its_tiles_and_strips_do():
+    fits = planner.resident_fits
+    assert fits(16, 768, torch.bfloat16, "lstm", H100)          # G1: 48 tiles, ~166 KiB
+    assert not fits(16, 768, torch.bfloat16, "lstm", A100)      # ... more than an A100 has
+    assert not fits(16, 768, torch.float32, "lstm", H100)       # 256 KiB of strips alone
+    assert not fits(16, 768, torch.bfloat16, "gru_reset_after", H100)   # its backward: ~269 KiB
+    assert fits(64, 256, torch.float32, "lstm", H100)           # G2: 64 tiles, 192 KiB
+    assert fits(1, 256, torch.float32, "gru_reset_after", H100)   # G4
+    assert not fits(256, 1024, torch.bfloat16, "rnn", H100)     # G3: 1024 tiles
+    assert not fits(64, 256, torch.float32, "lstm", (63, 227 << 10))
+
+
+def test_a_measured_resident_launch_is_taken_only_where_it_fits(measured, monkeypatch):
+    resident = Measured([Choice(v, "bf16", 16, 768, "resident")
+                         for v in ("lstm", "gru_reset_after")])
+    monkeypatch.setattr(planner, "_choices", lambda: resident)
+    monkeypatch.setattr(planner, "device_limits", lambda: H100)
+    chosen = planner.plan(16, 768, torch.bfloat16, "lstm")
+    assert (chosen.mode, chosen.block_b, chosen.block_h, chosen.num_warps) == (
+        "resident", 16, 16, 8)
+    assert planner.plan(16, 768, torch.bfloat16, "gru_reset_after").mode == "step"
+    monkeypatch.setattr(planner, "device_limits", lambda: A100)
+    assert planner.plan(16, 768, torch.bfloat16, "lstm").mode == "step"
 
 
 class _FailingGraphs(graphs_module.StepGraphs):

@@ -5,7 +5,10 @@ compared with the NumPy reference in test_backends.py, which covers triton too).
 Shapes here span several tiles in every direction (rows, units, and reduction chunks), in
 every launch mode: a launch per step; the whole sequence in one launch, a program per block of
 rows; and the persistent launch over all tiles with a grid-wide barrier (which the interpreter,
-running programs one after the other, can only test with one program taking every tile).
+running programs one after the other, can only test with one program taking every tile). The
+resident launch, a program per tile holding its strips of R, runs here as one tile larger than
+the problem (rows, units and the padded reduction masked); its programs' other tiles only on a
+GPU (benchmarks/gpu_check.py checks them there before timing).
 """
 
 import pytest
@@ -41,10 +44,12 @@ def _use(launch, monkeypatch):
     test run: benchmarks/gpu_check.py checks it in a child process it can kill. The
     interpreter has no CUDA graphs: there "+graphs" would run exactly as without."""
     settings = planner.launch(launch)
-    if settings["mode"] == "persistent" and DEVICE == "cuda":
-        pytest.skip("the persistent mode on a GPU is checked by benchmarks/gpu_check.py")
+    if settings["mode"] in ("persistent", "resident") and DEVICE == "cuda":
+        pytest.skip(f"the {launch} mode on a GPU is checked by benchmarks/gpu_check.py")
     if settings["graphs"] and DEVICE == "cpu":
         pytest.skip("CUDA graphs need a GPU (tests/test_graphs.py checks the rest)")
+    if launch == "resident":   # a program per tile, and the interpreter runs one: one tile
+        settings.update(block_b=32, block_h=64)   # 19 of 32 rows, 40 of 64 units, K_PAD 64
     for name, value in settings.items():
         monkeypatch.setattr(planner.settings, name, value)
 
@@ -103,6 +108,14 @@ def test_bfloat16_inputs_keep_a_float32_state(variant, mode, small_tiles, monkey
     monkeypatch.setattr(planner.settings, "mode", mode)
     mask = lengths_to_mask(torch.tensor(LENGTHS), T).to(DEVICE)
     _compare(variant, torch.bfloat16, mask, reverse=True, tol=3e-2)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bfloat16_in_the_resident_launch(variant, small_tiles, monkeypatch):
+    """Its strips of R are bfloat16 tensor-core operands, its products float32."""
+    _use("resident", monkeypatch)
+    mask = lengths_to_mask(torch.tensor(LENGTHS), T).to(DEVICE)
+    _compare(variant, torch.bfloat16, mask, reverse=False, tol=3e-2)
 
 
 @pytest.mark.parametrize("launch", planner.LAUNCHES)
@@ -170,7 +183,7 @@ def test_cuda_tensors_fall_back_to_the_loop(missing, monkeypatch):
 def test_a_bad_mode_is_named(monkeypatch):
     monkeypatch.setattr(planner.settings, "mode", "fast")
     with pytest.raises(ValueError, match=r"settings.mode: expected one of \['auto', 'step', "
-                                         r"'gemm', 'sequence', 'persistent'\], "
+                                         r"'gemm', 'sequence', 'persistent', 'resident'\], "
                                          r"got 'fast'"):
         planner.plan(4, 8)
 

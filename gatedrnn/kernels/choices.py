@@ -1,7 +1,8 @@
 """The launches the GPU check timed fastest: the triton backend's plan where one was measured.
 
 benchmarks/gpu_check.py times a training step of every variant in every launch (step,
-step+graphs, gemm, gemm+graphs, sequence, persistent) at four problems, G1–G4, on a GPU.
+step+graphs, gemm, gemm+graphs, sequence, persistent, resident) at four problems, G1–G4, on a
+GPU.
 `python benchmarks/gpu_table.py RESULT.json --choose` writes, for each problem, dtype and
 variant, the fastest launch that also passed the run's correctness check into gpu/choices.json,
 with the GPU, versions and run it came from. `planner.plan` takes the launch measured at the

@@ -13,7 +13,8 @@ The launches, by name (LAUNCHES): "step", a launch per step (two for the lecture
 "gemm", a launch per step after cuBLAS computed its recurrent product; either with "+graphs",
 the per-step launches recorded into a CUDA graph and replayed; "sequence", the whole sequence
 in one launch, a program per block of rows; "persistent", the whole sequence in one launch over
-the whole chip, with a grid-wide barrier per step.
+the whole chip, with a grid-wide barrier per step; "resident", as "persistent" with a program
+per tile that keeps its strips of R on-chip for the whole sequence (where `resident_fits`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import warnings
 
 import torch
 
+from ..cells import get_variant
 from . import choices
 
 
@@ -35,7 +37,7 @@ class Settings:
     # "step": a launch per step; "gemm": a launch per step, after cuBLAS computed its
     # recurrent product (gatedrnn/kernels/gemm.py); "sequence": one launch, a program per block
     # of rows; "persistent": one launch over the whole chip with a grid-wide barrier per step;
-    # "auto"
+    # "resident": "persistent" with a program per tile holding its strips of R on-chip; "auto"
     mode: str = "auto"
     # The step and gemm modes' launches recorded into a CUDA graph and replayed when a call
     # comes with the same buffers again (gatedrnn/kernels/graphs.py)
@@ -70,10 +72,17 @@ class Plan:
     measured: bool = False   # mode and graphs are the GPU check's choice (choices.py)
 
 
-MODES = ("auto", "step", "gemm", "sequence", "persistent")
+MODES = ("auto", "step", "gemm", "sequence", "persistent", "resident")
 # Every way to launch a sequence, by name: a mode, "+graphs" with CUDA graphs of its launches.
-LAUNCHES = ("step", "step+graphs", "gemm", "gemm+graphs", "sequence", "persistent")
-
+LAUNCHES = ("step", "step+graphs", "gemm", "gemm+graphs", "sequence", "persistent", "resident")
+ONE_LAUNCH = ("sequence", "persistent", "resident")   # the whole sequence in one launch
+# Shared memory a resident program takes per byte of its strips of R (the strips themselves and
+# the operands of its products), for 4-byte and 2-byte weights: the larger of the forward's and
+# the backward's kernel, measured with benchmarks/compile_check.py for sm_90 (Triton 3.6,
+# 16 × 16 tiles, 8 warps, H from 256 to 1024; benchmarks/gpu-notes.md, v5).
+SHARED_PER_STRIP_BYTE = {"rnn": (3.0, 2.2), "gru_simple": (3.0, 1.6), "gru": (2.0, 1.4),
+                         "gru_reset_after": (4.0, 2.8), "lstm": (3.0, 1.3),
+                         "lstm_peephole": (3.0, 1.3)}
 
 def launch(name: str) -> dict:
     """The Settings fields of a launch named as in LAUNCHES (for benchmarks and tests)."""
@@ -92,6 +101,33 @@ def sequence_fits(B: int, H: int) -> bool:
     return _pow2(B, 16, 64) * H * H <= 16 * 256 * 256
 
 
+def k_pad(H: int) -> int:
+    """The resident launch's reduction length: H rounded up to a power of two (≥ 16)."""
+    return _pow2(H, 16, 1 << 30)
+
+
+def device_limits() -> tuple[int, int]:
+    """(multiprocessors, shared memory a program may have) of the current CUDA device; under
+    the interpreter or without CUDA, one program and no limit."""
+    if interpreting() or not torch.cuda.is_available():
+        return 1, 1 << 62
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return props.multi_processor_count, getattr(props, "shared_memory_per_block_optin", 227 << 10)
+
+
+def resident_fits(B: int, H: int, dtype: torch.dtype, variant: str,
+                  device: tuple[int, int]) -> bool:
+    """Can the "resident" launch run (B, H) on a device of (multiprocessors, shared memory per
+    program)? A program per tile of 16 rows × 16 units, all resident at once, so no more tiles
+    than multiprocessors; and each program's strips of R (gates × k_pad(H) × 16 weights) with
+    what its products need beside them (SHARED_PER_STRIP_BYTE) within its shared memory."""
+    programs, shared = device
+    tiles = -(-B // 16) * -(-H // 16)
+    size = torch.empty((), dtype=dtype).element_size()
+    strips = get_variant(variant).num_gates * k_pad(H) * 16 * size
+    return tiles <= programs and strips * SHARED_PER_STRIP_BYTE[variant][size == 2] <= shared
+
+
 def plan(B: int, H: int, dtype: torch.dtype = torch.float32, variant: str | None = None) -> Plan:
     """How to launch a (B, H) problem of `variant` with weights of `dtype`.
     - mode and graphs: settings.mode if not "auto"; else the launch the GPU check timed fastest
@@ -99,12 +135,15 @@ def plan(B: int, H: int, dtype: torch.dtype = torch.float32, variant: str | None
       enough; else the whole sequence in one launch for tiny problems (B ≤ 16, H ≤ 128), where
       a launch per step would cost more than the step's work, and a launch per step for the
       rest. settings.graphs adds graphs to a per-step mode.
-    - rows per program: B rounded up to a power of two, 16 to 64 (tl.dot needs 16 or more);
+    - rows per program: B rounded up to a power of two, 16 to 64 (tl.dot needs 16 or more); 16
+      for "resident", whose larger row blocks spill registers (benchmarks/compile_check.py);
     - units per program: 32, or 16 where 32 would give fewer than 64 tiles, so that a step
-      still spreads over half of an H100's 132 multiprocessors;
+      still spreads over half of an H100's 132 multiprocessors; 16 for "resident", whose
+      strips of R grow with them;
     - reduction chunk: 64 for 16-bit weights (tensor-core operands), 32 for float32;
     - 8 warps for tiles of 2048 elements or more: with 4, the four gates' accumulators of a
-      64 × 32 tile spill registers (benchmarks/compile_check.py).
+      64 × 32 tile spill registers (benchmarks/compile_check.py); 8 for "resident", whose rows
+      of the state are a whole k_pad(H) wide.
     The tiles are first guesses, to be set by the GPU check's --tune (benchmarks/gpu-notes.md).
     """
     s = settings
@@ -116,23 +155,27 @@ def plan(B: int, H: int, dtype: torch.dtype = torch.float32, variant: str | None
         mode, graphs = measured["mode"], measured["graphs"] or graphs
     elif mode == "auto":
         mode = "sequence" if B <= 16 and H <= 128 else "step"
-    block_b = s.block_b or _pow2(B, 16, 64)
+    resident = mode == "resident"
+    block_b = s.block_b or (16 if resident else _pow2(B, 16, 64))
     tiles_of_32 = -(-B // block_b) * -(-H // 32)
-    block_h = s.block_h or (32 if tiles_of_32 >= 64 or mode == "sequence" else 16)
+    block_h = s.block_h or (32 if (tiles_of_32 >= 64 or mode == "sequence") and not resident
+                            else 16)
     block_k = s.block_k or (32 if dtype in (torch.float32, torch.float64) else 64)
-    num_warps = s.num_warps or (8 if block_b * block_h >= 2048 else 4)
+    num_warps = s.num_warps or (8 if block_b * block_h >= 2048 or resident else 4)
     return Plan(mode, block_b, block_h, block_k, num_warps, graphs and mode in ("step", "gemm"),
                 measured is not None)
 
 
 def _measured_launch(B: int, H: int, dtype: torch.dtype, variant: str | None) -> dict | None:
     """The Settings fields of the launch measured fastest near (B, H), if one was; never under
-    the interpreter, whose tests choose their launches, nor a "sequence" too large for it, nor
-    a launch this machine has refused (`refused`)."""
+    the interpreter, whose tests choose their launches, nor a "sequence" or "resident" launch
+    that (B, H) does not fit, nor a launch this machine has refused (`refused`)."""
     if variant is None or not _use_measurements():
         return None
     name = _choices().nearest(variant, B, H, dtype)
     if name is None or name in refused or (name == "sequence" and not sequence_fits(B, H)):
+        return None
+    if name == "resident" and not resident_fits(B, H, dtype, variant, device_limits()):
         return None
     return launch(name)
 

@@ -9,13 +9,15 @@ sequence instead ("sequence" mode): a program per block of rows walks through ti
 rows never read each other's state no program waits for another. The "persistent" mode also
 runs the whole sequence in one launch, but spreads every step over the chip: at most one
 program per multiprocessor, all meeting at a grid-wide barrier after each step
-(gatedrnn/kernels/gpu/common.py, grid_barrier). The "gemm" mode leaves each step's recurrent
-product to cuBLAS and launches a kernel only for the gates (gatedrnn/kernels/gemm.py), as cuDNN
-does for large problems. The launches of a sequence in "step" or "gemm" mode can be recorded
-into a CUDA graph and replayed when a call comes again with the same buffers
-(gatedrnn/kernels/graphs.py). Which launch and which tiles, gatedrnn/kernels/planner.py says:
-the plan takes these three only where the GPU check measured them fastest; `settings` there
-choose by hand.
+(gatedrnn/kernels/gpu/common.py, grid_barrier). The "resident" mode is "persistent" with a
+program per tile that loads its strips of R once, before the time loop, and keeps them on-chip
+for every step (Persistent RNNs, Diamos et al. 2016), where they fit. The "gemm" mode leaves
+each step's recurrent product to cuBLAS and launches a kernel only for the gates
+(gatedrnn/kernels/gemm.py), as cuDNN does for large problems. The launches of a sequence in
+"step" or "gemm" mode can be recorded into a CUDA graph and replayed when a call comes again
+with the same buffers (gatedrnn/kernels/graphs.py). Which launch and which tiles,
+gatedrnn/kernels/planner.py says: the plan takes all but "step" and "sequence" only where the
+GPU check measured them fastest; `settings` there choose by hand.
 
 What is carried from step to step (the state, the LSTM's cell, the gradients carried back) and
 the saved gates are float32 (float64 for float64 inputs) whatever the inputs' dtype: bfloat16
@@ -81,12 +83,13 @@ def _kernels():
 def _launch_whole(kernel, grid, pl: Plan, *args, **kwargs) -> None:
     """Launch a one-launch kernel. A cooperative launch can fail where it was not measured:
     the driver refuses it if every program cannot be resident at once, an older Triton may
-    not have it. Where the plan took it from measurements, that failure is Refused."""
+    not have it, the resident strips may not fit a GPU's shared memory. Where the plan took it
+    from measurements, that failure is Refused."""
     try:
         kernel[grid](*args, **kwargs)
     except Exception as error:
-        if pl.measured and pl.mode == "persistent":
-            raise Refused("persistent", error) from error
+        if pl.measured and pl.mode in ("persistent", "resident"):
+            raise Refused(pl.mode, error) from error
         raise
 
 
@@ -213,19 +216,31 @@ def _phases(variant: Variant) -> int:
     return 2 if variant.name == "gru" else 1
 
 
-def _one_launch(pl: Plan, nb: int, nh: int, device: torch.device):
-    """(grid, barrier counter, GRID_SYNC) of a whole sequence in one launch: a program per block
-    of rows ("sequence"), or for "persistent" at most one per multiprocessor, since every
-    program must be resident at once for the grid-wide barrier. That launch is cooperative
-    (cuLaunchCooperativeKernel): the driver refuses it, rather than let it hang, if the programs
-    cannot all be resident. The interpreter runs programs one after the other: there a barrier
-    can only ever be passed by a single program."""
+def _one_launch(pl: Plan, nb: int, nh: int, H: int, device: torch.device):
+    """(grid, barrier counter, the kernel's launch constants) of a whole sequence in one
+    launch: a program per block of rows ("sequence"); for "persistent" at most one per
+    multiprocessor, since every program must be resident at once for the grid-wide barrier;
+    for "resident" one per tile, each holding its tile's strips of the weights for the whole
+    sequence (planner.resident_fits says where they fit). The barrier's launch is cooperative
+    (cuLaunchCooperativeKernel): the driver refuses it, rather than let it hang, if the
+    programs cannot all be resident. The interpreter runs programs one after the other: there a
+    barrier can only ever be passed by a single program."""
     counter = torch.zeros(1, dtype=torch.int32, device=device)   # arrivals so far
-    if pl.mode != "persistent":
-        return (nb,), counter, False
-    programs = 1 if planner.interpreting() else min(
-        nb * nh, torch.cuda.get_device_properties(device).multi_processor_count)
-    return (programs,), counter, True
+    options = dict(GRID_SYNC=pl.mode != "sequence", RESIDENT=pl.mode == "resident",
+                   K_PAD=planner.k_pad(H) if pl.mode == "resident" else 16)
+    options["launch_cooperative_grid"] = options["GRID_SYNC"]
+    if pl.mode == "sequence":
+        return (nb,), counter, options
+    programs = planner.device_limits()[0]
+    if pl.mode == "resident":
+        if nb * nh > programs:
+            where = " (the interpreter runs one)" if planner.interpreting() else ""
+            raise ValueError(f"settings.mode: 'resident' runs a program per tile, at most "
+                             f"{programs} here{where}; got {nb} × {nh} tiles of {pl.block_b} "
+                             f"rows × {pl.block_h} units")
+        return (nb * nh,), counter, options
+    programs = min(nb * nh, programs)
+    return (programs,), counter, options
 
 
 def _on(device: torch.device):
@@ -273,11 +288,11 @@ def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved
             SC if SC is not None else SA, saved if saved.numel() else SA, RA, m)
     common = dict(_common(variant, R.dtype, pl), LOW_COPY=low_copy)
     nb, nh = -(-B // pl.block_b), -(-H // pl.block_h)
-    if pl.mode in ("sequence", "persistent"):
-        grid, counter, grid_sync = _one_launch(pl, nb, nh, xp.device)
+    if pl.mode in planner.ONE_LAUNCH:
+        grid, counter, options = _one_launch(pl, nb, nh, H, xp.device)
         _launch_whole(kernels.forward_sequence, grid, pl, *args, counter, T, B, H, has_mask,
                       int(reverse), int(keep_saved), nh, nb * nh, PHASES=_phases(variant),
-                      GRID_SYNC=grid_sync, launch_cooperative_grid=grid_sync, **common)
+                      **options, **common)
     else:
         gemm = pl.mode == "gemm"
         steps = [_Launcher(kernels.forward_step, (nb, nh), dict(common, PHASE=phase, GIVEN=gemm))
@@ -322,11 +337,10 @@ def _backward(variant: Variant, d_A, d_a_n, d_c_n, R, p, SA, SC, saved, mask, re
             saved if saved.numel() else SA, d_xp, CA, CC, m)
     common = _common(variant, R.dtype, pl)
     nb, nh = -(-B // pl.block_b), -(-H // pl.block_h)
-    if pl.mode in ("sequence", "persistent"):
-        grid, counter, grid_sync = _one_launch(pl, nb, nh, d_A.device)
+    if pl.mode in planner.ONE_LAUNCH:
+        grid, counter, options = _one_launch(pl, nb, nh, H, d_A.device)
         _launch_whole(kernels.backward_sequence, grid, pl, *args, counter, T, B, H, has_mask,
-                      int(reverse), nh, nb * nh, PHASES=_phases(variant), GRID_SYNC=grid_sync,
-                      launch_cooperative_grid=grid_sync, **common)
+                      int(reverse), nh, nb * nh, PHASES=_phases(variant), **options, **common)
     else:
         gemm = pl.mode == "gemm"
         steps = [_Launcher(kernels.backward_step, (nb, nh), dict(common, PHASE=phase, GIVEN=gemm))

@@ -20,7 +20,7 @@ The lecture's GRU (2) runs in two phases: PHASE 0 the gradients of Γ_u and c̃;
 import triton
 import triton.language as tl
 
-from .common import sync, tanh, tile_range, times_r
+from .common import strips, sync, tanh, tile_range, times_r
 from .forward import wide
 
 
@@ -29,7 +29,8 @@ def backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_n
                   B, H, has_mask, final, PRB, rows, cols, VARIANT: tl.constexpr,
                   PHASE: tl.constexpr, G: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr,
                   BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
-                  UPCAST: tl.constexpr, GIVEN: tl.constexpr):
+                  UPCAST: tl.constexpr, GIVEN: tl.constexpr, W0, W1, W2, W3,
+                  RESIDENT: tl.constexpr, K_PAD: tl.constexpr):
     GH = G * H
     row_ok = rows < B
     col_ok = cols < H
@@ -48,7 +49,7 @@ def backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_n
             d_pre_c = DXP + wide(t) * B * GH + 2 * H
             d_reset = times_r(tl.zeros((BLOCK_B, BLOCK_H), CA.dtype.element_ty), d_pre_c, GH,
                               d_pre_c, 0, rows, row_ok, R, 2 * H, cols, col_ok, H, H, False,
-                              BLOCK_K, PRECISION, UPCAST)
+                              BLOCK_K, PRECISION, UPCAST, W2, W2, W2, W2, 1, RESIDENT, K_PAD)
         gamma_r = tl.load(sv + H, mask=ok, other=0.0)
         a_prev = tl.load(SA + wide(prev) * B * H + tile, mask=ok, other=0.0)
         tl.store(dxp + H, d_reset * a_prev * gamma_r * (1.0 - gamma_r), mask=ok)
@@ -63,16 +64,20 @@ def backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_n
                 d_a += tl.load(PRB + tile, mask=ok, other=0.0)
             elif VARIANT == 2:
                 d_a = times_r(d_a, d_next, GH, d_next, 0, rows, row_ok, R, 0, cols, col_ok,
-                              2 * H, H, False, BLOCK_K, PRECISION, UPCAST)
+                              2 * H, H, False, BLOCK_K, PRECISION, UPCAST, W0, W1, W1, W1, 2,
+                              RESIDENT, K_PAD)
             elif VARIANT == 3:   # the candidate's recurrent part sits inside Γ_r ⊙ (...)
                 d_a = times_r(d_a, d_next, GH, d_next, 0, rows, row_ok, R, 0, cols, col_ok,
-                              2 * H, H, False, BLOCK_K, PRECISION, UPCAST)
+                              2 * H, H, False, BLOCK_K, PRECISION, UPCAST, W0, W1, W1, W1, 2,
+                              RESIDENT, K_PAD)
                 d_a = times_r(d_a, d_next + 2 * H, GH,
                               SAVED + wide(t_next) * B * S * H + H, S * H, rows, row_ok, R,
-                              2 * H, cols, col_ok, H, H, True, BLOCK_K, PRECISION, UPCAST)
+                              2 * H, cols, col_ok, H, H, True, BLOCK_K, PRECISION, UPCAST,
+                              W2, W2, W2, W2, 1, RESIDENT, K_PAD)
             else:
                 d_a = times_r(d_a, d_next, GH, d_next, 0, rows, row_ok, R, 0, cols, col_ok, GH,
-                              H, False, BLOCK_K, PRECISION, UPCAST)
+                              H, False, BLOCK_K, PRECISION, UPCAST, W0, W1, W2, W3, G,
+                              RESIDENT, K_PAD)
         if final:
             tl.store(CA + tile, d_a, mask=ok)
         else:
@@ -138,7 +143,7 @@ def backward_step(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_n
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next, has_next,
                   B, H, has_mask, final, PRB, rows, cols, VARIANT, PHASE, G, S, BLOCK_B,
-                  BLOCK_H, BLOCK_K, PRECISION, UPCAST, GIVEN)
+                  BLOCK_H, BLOCK_K, PRECISION, UPCAST, GIVEN, R, R, R, R, False, 16)
 
 
 @triton.jit
@@ -146,14 +151,16 @@ def backward_tiles(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_
                    B, H, has_mask, final, first, stop, stride, n_h, VARIANT: tl.constexpr,
                    PHASE: tl.constexpr, G: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr,
                    BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
-                   UPCAST: tl.constexpr):
+                   UPCAST: tl.constexpr, W0, W1, W2, W3, RESIDENT: tl.constexpr,
+                   K_PAD: tl.constexpr):
     """One phase of step t on the tiles first, first + stride, ... < stop."""
     for tile in range(first, stop, stride):
         backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next,
                       has_next, B, H, has_mask, final, D_A,
                       (tile // n_h) * BLOCK_B + tl.arange(0, BLOCK_B),
                       (tile % n_h) * BLOCK_H + tl.arange(0, BLOCK_H), VARIANT, PHASE, G, S,
-                      BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST, False)
+                      BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST, False, W0, W1, W2, W3,
+                      RESIDENT, K_PAD)
 
 
 @triton.jit(do_not_specialize=["T", "B", "has_mask", "reverse", "n_h", "n_tiles"])
@@ -161,9 +168,14 @@ def backward_sequence(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, COUNTER, T, B
                       reverse, n_h, n_tiles, VARIANT: tl.constexpr, PHASES: tl.constexpr,
                       GRID_SYNC: tl.constexpr, G: tl.constexpr, S: tl.constexpr,
                       BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
-                      PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    """All T steps, then d_a<0>, in one launch (see forward.forward_sequence)."""
+                      PRECISION: tl.constexpr, UPCAST: tl.constexpr, RESIDENT: tl.constexpr,
+                      K_PAD: tl.constexpr):
+    """All T steps, then d_a<0>, in one launch (see forward.forward_sequence; RESIDENT: the
+    program's strips of R, loaded here once)."""
     first, stop, stride = tile_range(n_h, n_tiles, GRID_SYNC)
+    W0, W1, W2, W3 = R, R, R, R
+    if RESIDENT:
+        W0, W1, W2, W3 = strips(R, H, True, first, n_h, H, G, BLOCK_H, K_PAD)
     for i in range(0, T):
         t = T - 1 - i + reverse * (2 * i + 1 - T)   # steps in the opposite order to forward
         prev = t + reverse
@@ -172,10 +184,11 @@ def backward_sequence(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, COUNTER, T, B
         for phase in tl.static_range(PHASES):
             backward_tiles(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_next,
                            i > 0, B, H, has_mask, 0, first, stop, stride, n_h, VARIANT, phase, G,
-                           S, BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST)
+                           S, BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST, W0, W1, W2, W3,
+                           RESIDENT, K_PAD)
             # This phase's d_xp is read by every unit next.
             sync(COUNTER, (i * PHASES + phase + 1) * tl.num_programs(0), GRID_SYNC)
     last = reverse * (T - 1)   # the step done last: 0 forwards, T - 1 backwards
     backward_tiles(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, last, last, last, last, 1, B, H,
                    has_mask, 1, first, stop, stride, n_h, VARIANT, 0, G, S, BLOCK_B, BLOCK_H,
-                   BLOCK_K, PRECISION, UPCAST)
+                   BLOCK_K, PRECISION, UPCAST, W0, W1, W2, W3, RESIDENT, K_PAD)

@@ -4,6 +4,11 @@ A program owns a tile of the (B, H) state: rows `rows` of the batch, hidden unit
 Its share of the recurrent product is a sum over all H (forward) or all G*H (backward)
 units of the previous state or gradient, so it reads whole rows of those and a column
 strip of the weights, BLOCK_K at a time, through tl.dot with float32 (float64) accumulation.
+With RESIDENT (the "resident" launch: one program per tile for the whole sequence) the strips
+are loaded once, before the time loop (`strips`), and passed in as W0..W3, one per gate: Triton
+keeps such a loop-invariant tl.dot operand in shared memory, so R is read from memory once per
+sequence instead of once per step (Persistent RNNs, Diamos et al. 2016). K_PAD, the power of
+two at or above H, is then the reduction's length, masked past H.
 
 UPCAST: the Triton interpreter (TRITON_INTERPRET=1, how CI tests these kernels on the CPU)
 multiplies bfloat16 operands wrongly and rounds float32 to bfloat16 differently from the GPU,
@@ -36,14 +41,60 @@ def _dot(v, w, acc, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def strip(W, w_stride, row0, col0, cols, col_ok, K, K_PAD: tl.constexpr):
+    """W[row0 + k, col0 + cols] for k < K_PAD, zero from K on: one gate's strip of a weight
+    matrix for the program whose units are `cols`."""
+    ks = tl.arange(0, K_PAD)
+    return tl.load(W + (row0 + ks[:, None]) * w_stride + col0 + cols[None, :],
+                   mask=(ks < K)[:, None] & col_ok[None, :], other=0.0)
+
+
+@triton.jit
+def strips(W, w_stride, gate_rows: tl.constexpr, first, n_h, H, G: tl.constexpr,
+           BLOCK_H: tl.constexpr, K_PAD: tl.constexpr):
+    """The G strips (W0..W3; the unused ones repeat W0) of tile `first`'s units: of R^T (H, G*H)
+    with the gates along the columns (gate_rows False, the forward), or of R (G*H, H) with the
+    gates along the rows (gate_rows True, the backward)."""
+    cols = (first % n_h) * BLOCK_H + tl.arange(0, BLOCK_H)
+    col_ok = cols < H
+    if gate_rows:   # where gate g starts: row g·H of R, column g·H of R^T
+        row_step = H
+        col_step = 0
+    else:
+        row_step = 0
+        col_step = H
+    w0 = strip(W, w_stride, 0, 0, cols, col_ok, H, K_PAD)
+    w1 = w0
+    w2 = w0
+    w3 = w0
+    if G > 1:
+        w1 = strip(W, w_stride, row_step, col_step, cols, col_ok, H, K_PAD)
+    if G > 2:
+        w2 = strip(W, w_stride, 2 * row_step, 2 * col_step, cols, col_ok, H, K_PAD)
+    if G > 3:
+        w3 = strip(W, w_stride, 3 * row_step, 3 * col_step, cols, col_ok, H, K_PAD)
+    return w0, w1, w2, w3
+
+
+@triton.jit
+def _rows(V, v_stride, rows, row_ok, K, K_PAD: tl.constexpr):
+    """V[rows, :K_PAD], zero from K on."""
+    ks = tl.arange(0, K_PAD)
+    return tl.load(V + rows[:, None] * v_stride + ks[None, :],
+                   mask=row_ok[:, None] & (ks < K)[None, :], other=0.0)
+
+
+@triton.jit
 def times_rt(acc0, acc1, acc2, acc3, V, v_stride, rows, row_ok, RT, rt_stride, col0, cols, col_ok,
              K, H, N: tl.constexpr, GIVEN: tl.constexpr, BLOCK_K: tl.constexpr,
-             PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+             PRECISION: tl.constexpr, UPCAST: tl.constexpr, W0, W1, W2, W3,
+             RESIDENT: tl.constexpr, K_PAD: tl.constexpr):
     """(acc_g + V[rows, :K] @ RT[:K, col0 + g·H + cols] for the first N gates g; the others
     returned as they came): the forward's v R_g^T for up to four gates in one pass over V,
     with RT = R^T (H, G*H) so that every load runs along contiguous memory.
     GIVEN ("gemm" mode): that product was computed before the launch (cuBLAS) into V, gate g
-    at columns g·H + cols of rows of v_stride elements, and is only added."""
+    at columns g·H + cols of rows of v_stride elements, and is only added.
+    RESIDENT: RT's strips are W0..W3 already, in the order of the gates used here."""
     if GIVEN:
         ok = row_ok[:, None] & col_ok[None, :]
         given = V + rows[:, None] * v_stride + cols[None, :]
@@ -54,6 +105,15 @@ def times_rt(acc0, acc1, acc2, acc3, V, v_stride, rows, row_ok, RT, rt_stride, c
             acc2 += tl.load(given + 2 * H, mask=ok, other=0.0)
         if N > 3:
             acc3 += tl.load(given + 3 * H, mask=ok, other=0.0)
+    elif RESIDENT:
+        v = _rows(V, v_stride, rows, row_ok, K, K_PAD).to(acc0.dtype)
+        acc0 = _dot(v, W0, acc0, PRECISION, UPCAST)
+        if N > 1:
+            acc1 = _dot(v, W1, acc1, PRECISION, UPCAST)
+        if N > 2:
+            acc2 = _dot(v, W2, acc2, PRECISION, UPCAST)
+        if N > 3:
+            acc3 = _dot(v, W3, acc3, PRECISION, UPCAST)
     else:
         for k0 in range(0, K, BLOCK_K):
             ks = k0 + tl.arange(0, BLOCK_K)
@@ -75,22 +135,47 @@ def times_rt(acc0, acc1, acc2, acc3, V, v_stride, rows, row_ok, RT, rt_stride, c
 
 
 @triton.jit
+def _times_strip(acc, V, v_stride, SCALE, scale_stride, rows, row_ok, W, H,
+                 SCALED: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+                 K_PAD: tl.constexpr):
+    v = _rows(V, v_stride, rows, row_ok, H, K_PAD)
+    if SCALED:
+        v = v * _rows(SCALE, scale_stride, rows, row_ok, H, K_PAD)
+    return _dot(v.to(acc.dtype), W, acc, PRECISION, UPCAST)
+
+
+@triton.jit
 def times_r(acc, V, v_stride, SCALE, scale_stride, rows, row_ok, R, r_row0, cols, col_ok, K, H,
             SCALED: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
-            UPCAST: tl.constexpr):
+            UPCAST: tl.constexpr, W0, W1, W2, W3, N: tl.constexpr, RESIDENT: tl.constexpr,
+            K_PAD: tl.constexpr):
     """acc + (V[rows, :K] (⊙ SCALE[rows, :K] if SCALED)) @ R[r_row0 : r_row0 + K, cols]:
-    the backward's gradient through the recurrent product, R (G*H, H) as stored."""
-    for k0 in range(0, K, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < K
-        vmask = row_ok[:, None] & k_ok[None, :]
-        v = tl.load(V + rows[:, None] * v_stride + ks[None, :], mask=vmask, other=0.0)
-        if SCALED:
-            v = v * tl.load(SCALE + rows[:, None] * scale_stride + ks[None, :], mask=vmask,
-                            other=0.0)
-        w = tl.load(R + (r_row0 + ks[:, None]) * H + cols[None, :],
-                    mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-        acc = _dot(v.to(acc.dtype), w, acc, PRECISION, UPCAST)
+    the backward's gradient through the recurrent product, R (G*H, H) as stored.
+    RESIDENT: K = N·H, and R's strips of those N gates are W0..W3 already."""
+    if RESIDENT:
+        acc = _times_strip(acc, V, v_stride, SCALE, scale_stride, rows, row_ok, W0, H, SCALED,
+                           PRECISION, UPCAST, K_PAD)
+        if N > 1:
+            acc = _times_strip(acc, V + H, v_stride, SCALE + H, scale_stride, rows, row_ok, W1,
+                               H, SCALED, PRECISION, UPCAST, K_PAD)
+        if N > 2:
+            acc = _times_strip(acc, V + 2 * H, v_stride, SCALE + 2 * H, scale_stride, rows,
+                               row_ok, W2, H, SCALED, PRECISION, UPCAST, K_PAD)
+        if N > 3:
+            acc = _times_strip(acc, V + 3 * H, v_stride, SCALE + 3 * H, scale_stride, rows,
+                               row_ok, W3, H, SCALED, PRECISION, UPCAST, K_PAD)
+    else:
+        for k0 in range(0, K, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            k_ok = ks < K
+            vmask = row_ok[:, None] & k_ok[None, :]
+            v = tl.load(V + rows[:, None] * v_stride + ks[None, :], mask=vmask, other=0.0)
+            if SCALED:
+                v = v * tl.load(SCALE + rows[:, None] * scale_stride + ks[None, :], mask=vmask,
+                                other=0.0)
+            w = tl.load(R + (r_row0 + ks[:, None]) * H + cols[None, :],
+                        mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+            acc = _dot(v.to(acc.dtype), w, acc, PRECISION, UPCAST)
     return acc
 
 

@@ -25,7 +25,7 @@ product with R_c needs Γ_r ⊙ c<t-1> of every unit. Every other variant is one
 import triton
 import triton.language as tl
 
-from .common import sigmoid, sync, tanh, tile_range, times_rt
+from .common import sigmoid, strips, sync, tanh, tile_range, times_rt
 
 
 @triton.jit
@@ -39,7 +39,8 @@ def forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, sav
                  has_mask, PR, pr_stride, rows, cols, VARIANT: tl.constexpr,
                  PHASE: tl.constexpr, G: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr,
                  BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
-                 UPCAST: tl.constexpr, LOW_COPY: tl.constexpr, GIVEN: tl.constexpr):
+                 UPCAST: tl.constexpr, LOW_COPY: tl.constexpr, GIVEN: tl.constexpr, W0, W1, W2,
+                 W3, RESIDENT: tl.constexpr, K_PAD: tl.constexpr):
     GH = G * H
     row_ok = rows < B
     col_ok = cols < H
@@ -64,13 +65,15 @@ def forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, sav
     if VARIANT == 0:    # rnn
         pre, _, _, _ = times_rt(tl.load(xp, mask=ok, other=0.0).to(zero.dtype), zero, zero, zero,
                                 V, v_stride, rows, row_ok, RT, GH, 0, cols, col_ok, H, H, 1,
-                                GIVEN, BLOCK_K, PRECISION, UPCAST)
+                                GIVEN, BLOCK_K, PRECISION, UPCAST, W0, W1, W2, W3, RESIDENT,
+                                K_PAD)
         a = tanh(pre)
     elif VARIANT == 1:  # gru_simple
         pre_u, pre_c, _, _ = times_rt(tl.load(xp, mask=ok, other=0.0).to(zero.dtype),
                                       tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype), zero,
                                       zero, V, v_stride, rows, row_ok, RT, GH, 0, cols, col_ok,
-                                      H, H, 2, GIVEN, BLOCK_K, PRECISION, UPCAST)
+                                      H, H, 2, GIVEN, BLOCK_K, PRECISION, UPCAST, W0, W1, W2,
+                                      W3, RESIDENT, K_PAD)
         gamma_u = sigmoid(pre_u)
         c_tilde = tanh(pre_c)
         a = gamma_u * c_tilde + (1.0 - gamma_u) * a_prev
@@ -81,7 +84,8 @@ def forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, sav
             pre_u, pre_r, _, _ = times_rt(tl.load(xp, mask=ok, other=0.0).to(zero.dtype),
                                           tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype),
                                           zero, zero, V, v_stride, rows, row_ok, RT, GH, 0, cols,
-                                          col_ok, H, H, 2, GIVEN, BLOCK_K, PRECISION, UPCAST)
+                                          col_ok, H, H, 2, GIVEN, BLOCK_K, PRECISION, UPCAST,
+                                          W0, W1, W2, W3, RESIDENT, K_PAD)
             gamma_u = sigmoid(pre_u)
             gamma_r = sigmoid(pre_r)
             tl.store(sv, gamma_u, mask=ok)
@@ -90,7 +94,8 @@ def forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, sav
         else:
             pre_c, _, _, _ = times_rt(tl.load(xp + 2 * H, mask=ok, other=0.0).to(zero.dtype),
                                       zero, zero, zero, V, v_stride, rows, row_ok, RT, GH, 2 * H,
-                                      cols, col_ok, H, H, 1, GIVEN, BLOCK_K, PRECISION, UPCAST)
+                                      cols, col_ok, H, H, 1, GIVEN, BLOCK_K, PRECISION, UPCAST,
+                                      W2, W2, W2, W2, RESIDENT, K_PAD)   # R_c's strip
             c_tilde = tanh(pre_c)
             gamma_u = tl.load(sv, mask=ok, other=0.0)
             a = gamma_u * c_tilde + (1.0 - gamma_u) * a_prev
@@ -101,7 +106,7 @@ def forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, sav
             tl.load(xp, mask=ok, other=0.0).to(zero.dtype),
             tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype), zero + b_cc[None, :], zero,
             V, v_stride, rows, row_ok, RT, GH, 0, cols, col_ok, H, H, 3, GIVEN, BLOCK_K, PRECISION,
-            UPCAST)
+            UPCAST, W0, W1, W2, W3, RESIDENT, K_PAD)
         gamma_u = sigmoid(pre_u)
         gamma_r = sigmoid(pre_r)
         c_tilde = tanh(tl.load(xp + 2 * H, mask=ok, other=0.0).to(zero.dtype)
@@ -119,7 +124,7 @@ def forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, sav
             tl.load(xp + 2 * H, mask=ok, other=0.0).to(zero.dtype),
             tl.load(xp + 3 * H, mask=ok, other=0.0).to(zero.dtype),
             V, v_stride, rows, row_ok, RT, GH, 0, cols, col_ok, H, H, 4, GIVEN, BLOCK_K, PRECISION,
-            UPCAST)
+            UPCAST, W0, W1, W2, W3, RESIDENT, K_PAD)
         if VARIANT == 5:   # peepholes: unit k of c reaches only unit k of a gate
             pre_u += tl.load(P + cols, mask=col_ok, other=0.0).to(zero.dtype)[None, :] * c_prev
             pre_f += tl.load(P + H + cols, mask=col_ok, other=0.0).to(zero.dtype)[None, :] * c_prev
@@ -163,7 +168,7 @@ def forward_step(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, sav
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
                  has_mask, PR, pr_stride, rows, cols, VARIANT, PHASE, G, S, BLOCK_B, BLOCK_H,
-                 BLOCK_K, PRECISION, UPCAST, LOW_COPY, GIVEN)
+                 BLOCK_K, PRECISION, UPCAST, LOW_COPY, GIVEN, RT, RT, RT, RT, False, 16)
 
 
 @triton.jit
@@ -171,14 +176,16 @@ def forward_tiles(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, sa
                   has_mask, first, stop, stride, n_h, VARIANT: tl.constexpr, PHASE: tl.constexpr,
                   G: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
                   BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-                  LOW_COPY: tl.constexpr):
+                  LOW_COPY: tl.constexpr, W0, W1, W2, W3, RESIDENT: tl.constexpr,
+                  K_PAD: tl.constexpr):
     """One phase of step t on the tiles first, first + stride, ... < stop (tile = row block ×
     n_h + unit block)."""
     for tile in range(first, stop, stride):
         forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, save_row, B, H,
                      has_mask, XP, 0, (tile // n_h) * BLOCK_B + tl.arange(0, BLOCK_B),
                      (tile % n_h) * BLOCK_H + tl.arange(0, BLOCK_H), VARIANT, PHASE, G, S,
-                     BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST, LOW_COPY, False)
+                     BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST, LOW_COPY, False, W0, W1, W2,
+                     W3, RESIDENT, K_PAD)
 
 
 @triton.jit(do_not_specialize=["T", "B", "has_mask", "reverse", "keep_saved", "n_h", "n_tiles"])
@@ -187,9 +194,13 @@ def forward_sequence(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, COUNTER, T, B
                      PHASES: tl.constexpr, GRID_SYNC: tl.constexpr, G: tl.constexpr,
                      S: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
                      BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-                     LOW_COPY: tl.constexpr):
-    """All T steps in one launch (see tile_range for who does which tiles)."""
+                     LOW_COPY: tl.constexpr, RESIDENT: tl.constexpr, K_PAD: tl.constexpr):
+    """All T steps in one launch (see tile_range for who does which tiles). RESIDENT: a
+    program per tile, whose strips of R^T are loaded here, once (common.py)."""
     first, stop, stride = tile_range(n_h, n_tiles, GRID_SYNC)
+    W0, W1, W2, W3 = RT, RT, RT, RT
+    if RESIDENT:
+        W0, W1, W2, W3 = strips(RT, G * H, False, first, n_h, H, G, BLOCK_H, K_PAD)
     for i in range(0, T):
         t = i + reverse * (T - 1 - 2 * i)        # T - 1 - i backwards
         prev = t + reverse                        # the state rows of SA, as states.py says
@@ -198,6 +209,7 @@ def forward_sequence(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, COUNTER, T, B
         for phase in tl.static_range(PHASES):
             forward_tiles(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, save_row,
                           B, H, has_mask, first, stop, stride, n_h, VARIANT, phase, G, S,
-                          BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST, LOW_COPY)
+                          BLOCK_B, BLOCK_H, BLOCK_K, PRECISION, UPCAST, LOW_COPY, W0, W1, W2,
+                          W3, RESIDENT, K_PAD)
             # This phase's state (or Γ_r ⊙ c<t-1>) is read by every unit next.
             sync(COUNTER, (i * PHASES + phase + 1) * tl.num_programs(0), GRID_SYNC)
