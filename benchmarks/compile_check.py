@@ -9,6 +9,11 @@ here, on any machine, instead of on the lent GPU.
     python benchmarks/compile_check.py                      # every kernel, sm_90, as planned
     python benchmarks/compile_check.py --kernels forward_step --dtypes bf16 --arch 90
     python benchmarks/compile_check.py --block-b 16 --block-h 64 --block-k 64 --num-warps 8
+    python benchmarks/compile_check.py --kernels forward_resident backward_resident --hidden 768
+
+The resident kernels hold their strips of R, k_pad(--hidden) long, in shared memory: their
+"shared bytes" is what decides where they fit (planner.resident_fits). They compile with the
+plan's tiles for them (16 × 16, 8 warps) whatever the block options say.
 
 Exit status 1 if any kernel fails to compile.
 """
@@ -49,7 +54,10 @@ KERNELS = {"forward_step": (forward.forward_step, {"GIVEN": False}),
            "forward_sequence": (forward.forward_sequence, {"GRID_SYNC": False}),
            "backward_sequence": (backward.backward_sequence, {"GRID_SYNC": False}),
            "forward_persistent": (forward.forward_sequence, {"GRID_SYNC": True}),
-           "backward_persistent": (backward.backward_sequence, {"GRID_SYNC": True})}
+           "backward_persistent": (backward.backward_sequence, {"GRID_SYNC": True}),
+           "forward_resident": (forward.forward_sequence, {"GRID_SYNC": True, "RESIDENT": True}),
+           "backward_resident": (backward.backward_sequence,
+                                 {"GRID_SYNC": True, "RESIDENT": True})}
 DTYPES = {"f32": "fp32", "bf16": "bf16"}
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Pointers in the weights' dtype (and the LSTM's SA); the others (states, gates, carried
@@ -76,9 +84,11 @@ def signature(fn, dtype: str, constants: dict, has_cell: bool) -> dict:
 
 
 def compile_one(name: str, variant: str, phase: int, dtype: str, blocks, arch: int,
-                num_warps: int):
+                num_warps: int, hidden: int = 256):
     """One kernel with the constants the backend launches it with (triton._common)."""
     fn, extra = KERNELS[name]
+    if extra.get("RESIDENT"):   # as the plan launches it: 16 × 16 tiles, 8 warps
+        blocks, num_warps = (16, 16, blocks[2]), 8
     v = get_variant(variant)
     weights = TORCH_DTYPES[dtype]
     constants = dict(triton_backend._common(v, weights, planner.Plan(
@@ -90,6 +100,9 @@ def compile_one(name: str, variant: str, phase: int, dtype: str, blocks, arch: i
         constants["LOW_COPY"] = triton_backend._low_copy(v, weights)
     if "PHASES" in fn.arg_names:
         constants["PHASES"] = triton_backend._phases(v)
+    if "RESIDENT" in fn.arg_names:
+        constants.setdefault("RESIDENT", False)
+        constants["K_PAD"] = planner.k_pad(hidden) if constants["RESIDENT"] else 16
     source = ASTSource(fn, signature(fn, dtype, constants, v.has_cell), constants)
     return triton.compile(source, target=GPUTarget("cuda", arch, 32),
                           options=dict(num_warps=num_warps))
@@ -121,9 +134,12 @@ def main() -> None:
     parser.add_argument("--block-h", type=int, default=32)
     parser.add_argument("--block-k", type=int, default=32)
     parser.add_argument("--num-warps", type=int, default=4)
+    parser.add_argument("--hidden", type=int, default=256,
+                        help="H of the resident kernels, whose strips are k_pad(H) long")
     args = parser.parse_args()
     blocks = (args.block_b, args.block_h, args.block_k)
-    print(f"sm_{args.arch}, blocks (rows, units, k) = {blocks}, {args.num_warps} warps")
+    print(f"sm_{args.arch}, blocks (rows, units, k) = {blocks}, {args.num_warps} warps; "
+          f"resident kernels (16 × 16, 8 warps) for H = {args.hidden}")
     print("| kernel | variant | phase | dtype | registers | spills | shared bytes | s |")
     print("|---|---|---|---|---|---|---|---|")
     failures = 0
@@ -136,7 +152,7 @@ def main() -> None:
                     start = time.monotonic()
                     try:
                         k = compile_one(name, variant, phase, DTYPES[dname], blocks,
-                                        args.arch, args.num_warps)
+                                        args.arch, args.num_warps, args.hidden)
                     except Exception as error:  # report every failure, then fail at the end
                         failures += 1
                         message = str(error).strip().splitlines()

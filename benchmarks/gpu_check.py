@@ -4,14 +4,15 @@
    lengths, in every launch of the triton backend ("step": a launch per step; "gemm": a cuBLAS
    product, then a launch for the gates, per step; "+graphs": those launches recorded into a
    CUDA graph, checked on a replay with new values; "sequence": one launch, a program per
-   block of rows; "persistent": one launch over the chip with a grid-wide barrier per step),
-   on fresh random inputs, against the NumPy reference in float64 (the "reference"
-   backend, on the same rounded inputs). The backend's working buffers
-   are filled with NaN first, so an element no kernel writes shows. The persistent mode is
-   checked in a child process that is killed if its barrier hangs; it is timed only if it
-   passed. That child first compiles the timings' kernels, many threads at once (they reach
-   this process through Triton's cache on disk), and once the persistent mode has passed, its
-   kernels too, until half the time budget is spent. Also gatedrnn against cuDNN itself on the
+   block of rows; "persistent": one launch over the chip with a grid-wide barrier per step;
+   "resident": as persistent, a program per tile holding its strips of R on-chip), on fresh
+   random inputs, against the NumPy reference in float64 (the "reference" backend, on the same
+   rounded inputs). The backend's working buffers are filled with NaN first, so an element no
+   kernel writes shows. The launches with a grid barrier (persistent, resident) are checked
+   in a child process that is killed if a barrier hangs; each is timed only if it passed.
+   That child first compiles the timings' kernels, many threads at once (they reach this
+   process through Triton's cache on disk), and once a barrier launch has passed, its kernels
+   too, until half the time budget is spent. Also gatedrnn against cuDNN itself on the
    same weights (lstm, gru_reset_after, rnn).
 2. Timings with CUDA events (median after warm-up) of gatedrnn's triton backend, and in the
    same run torch.nn.LSTM / GRU / RNN (cuDNN) and the "loop" backend, forward (inference, no
@@ -48,9 +49,9 @@ import torch
 import gpu_common as common   # benchmarks/gpu_common.py: shapes, variants, the device
 from gatedrnn.kernels import gemm
 from gatedrnn.kernels import planner
-from gpu_common import LAUNCHES, SHAPES, VARIANTS
+from gpu_common import BARRIER, LAUNCHES, SHAPES, VARIANTS
 from gpu_correctness import against_cudnn, correctness   # benchmarks/gpu_correctness.py
-from gpu_probe import child, probe_persistent, probe_result   # benchmarks/gpu_probe.py
+from gpu_probe import child, probe_result, start_probe, statuses   # benchmarks/gpu_probe.py
 from gpu_table import DTYPES, summary, table, tuning_table   # benchmarks/gpu_table.py
 from gpu_timing import timings   # benchmarks/gpu_timing.py
 from gpu_tune import tune        # benchmarks/gpu_tune.py
@@ -88,8 +89,8 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="*", default=list(DTYPES))
     parser.add_argument("--variants", nargs="*", default=VARIANTS)
     parser.add_argument("--no-correctness", action="store_true",
-                        help="skip the correctness checks, but for the persistent mode's, which "
-                             "guards its timings against a hang")
+                        help="skip the correctness checks, but for the barrier launches', which "
+                             "guard their timings against a hang")
     parser.add_argument("--launches", nargs="*", default=LAUNCHES, choices=LAUNCHES,
                         help="the launches to check and time (the plan's own always runs)")
     parser.add_argument("--dry-run", action="store_true",
@@ -113,10 +114,11 @@ def main() -> None:
         sys.exit("gpu_check: needs a CUDA device (or --dry-run under TRITON_INTERPRET=1)")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    # Until this run's probe has passed the persistent mode, the plan must not take it from a
-    # past run's choices (gatedrnn/kernels/choices.py): a barrier that hangs would hang the run.
-    planner.refused.add("persistent")
-    if args.probe:   # the child of probe_persistent
+    # Until this run's probe has passed a launch with a grid barrier, the plan must not take it
+    # from a past run's choices (gatedrnn/kernels/choices.py): a barrier that hangs would hang
+    # the run.
+    planner.refused.update(BARRIER)
+    if args.probe:   # the child of start_probe
         child(args)
         return
     start = time.monotonic()
@@ -132,24 +134,26 @@ def main() -> None:
     print(f"gpu_check: {env}", flush=True)
 
     result = dict(env=env, date=datetime.date.today().isoformat(), quick=args.quick)
-    launches = [m for m in args.launches if m != "persistent"]
-    # It compiles, checks persistent, then compiles the persistent timings' kernels until half
+    launches = [m for m in args.launches if m not in BARRIER]
+    # It compiles, checks the barrier launches, then compiles their timings' kernels until half
     # the budget is spent, beside what follows.
-    probe = probe_persistent(args, until=time.time() + args.budget / 2)
+    probe = start_probe(args, until=time.time() + args.budget / 2)
     if not args.no_correctness:
         print("correctness against the float64 reference:", flush=True)
         result["correctness"] = correctness(args.variants, launches, int(time.time()),
                                             args.dry_run)
         result["against_cudnn"] = against_cudnn(int(time.time()) + 1, args.dry_run)
     probe_rows, status = probe_result(probe, timeout=max(180.0, args.budget / 2 + 60))
-    if "persistent" in args.launches:
-        result["persistent"] = status
-        result["correctness" if "correctness" in result else "persistent_check"] = (
+    barrier = [m for m in BARRIER if m in args.launches]
+    if barrier:
+        result["barrier"] = statuses(probe_rows, status, barrier)
+        result["correctness" if "correctness" in result else "barrier_check"] = (
             result.get("correctness", []) + probe_rows)
-        print(f"persistent mode: {status}", flush=True)
-        if status == "ok":
-            launches.append("persistent")
-            planner.refused.discard("persistent")
+        for launch, word in result["barrier"].items():
+            print(f"{launch} launch: {word}", flush=True)
+            if word == "ok":
+                launches.append(launch)
+                planner.refused.discard(launch)
     print(f"  ({time.monotonic() - start:.0f} s so far)", flush=True)
     repeats = 3 if args.quick or args.dry_run else 10
     if args.tune:

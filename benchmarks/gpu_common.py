@@ -9,6 +9,7 @@ import torch
 
 from gatedrnn.kernels import planner
 from gatedrnn.kernels import triton as triton_backend
+from gpu_table import DTYPES   # benchmarks/gpu_table.py
 
 SHAPES = {"G1": (1024, 16, 768), "G2": (256, 64, 256), "G3": (128, 256, 1024),
           "G4": (1024, 1, 256)}   # T, B, H (I = H)
@@ -18,15 +19,21 @@ LOOP_SHAPES = ("G1", "G2")                                    # where ≥ 10× t
 TOLERANCE = {"f32": 1e-4, "bf16": 3e-2}
 DEVICE = "cuda"                      # "cpu" on a dry run (run_on_the_cpu)
 LAUNCHES = list(planner.LAUNCHES)   # "step", "step+graphs", "gemm", ...
+# The launches whose programs meet at a grid-wide barrier: one that never opens would hang the
+# GPU, so they are first checked in a child process that can be killed (gpu_probe.py).
+BARRIER = ("persistent", "resident")
 
 
-def worth_timing(launch: str, B: int, H: int) -> bool:
+def worth_timing(launch: str, B: int, H: int, dname: str, variant: str) -> bool:
     """"sequence" gives a block of rows' whole recurrence to one program: only where the plan
     would take it (planner.sequence_fits). "gemm" adds a cuBLAS call per step: it can only lose
-    where a step is a vector (B = 1)."""
+    where a step is a vector (B = 1). "resident" only where its programs and their strips of R
+    fit this device (planner.resident_fits)."""
     mode = planner.launch(launch)["mode"]
     if mode == "sequence":
         return planner.sequence_fits(B, H)
+    if mode == "resident":
+        return planner.resident_fits(B, H, DTYPES[dname], variant, planner.device_limits())
     return mode != "gemm" or B > 1
 
 
@@ -39,8 +46,8 @@ def run_on_the_cpu() -> None:
     TRITON_INTERPRET=1. The other modules read DEVICE when they run, so they follow."""
     global DEVICE
     DEVICE = "cpu"
-    for k in SHAPES:
-        SHAPES[k] = (4, min(SHAPES[k][1], 3), 32)
+    for k in SHAPES:   # H = 16: one tile of 16 units, as the resident launch needs there
+        SHAPES[k] = (4, min(SHAPES[k][1], 3), 16)
 
 
 def graph_counts() -> tuple[int, int]:

@@ -84,17 +84,18 @@ def table(rows, device: str, launches, launch_of=lambda row: row["mode"]) -> str
 
 
 def summary(result: dict) -> str:
-    """The run's line on correctness: failures, the persistent mode, graph replays, and how
-    the gemm mode's 16-bit products were taken."""
+    """The run's line on correctness: failures, the launches with a grid barrier, graph
+    replays, and how the gemm mode's 16-bit products were taken."""
     failed = [r for r in result.get("correctness", []) + result.get("against_cudnn", [])
-              + result.get("persistent_check", []) if not r["ok"]]
+              + result.get("barrier_check", []) if not r["ok"]]
+    barrier = ", ".join(f"{m} {word}" for m, word in result.get("barrier", {}).items())
     checked = "correctness" in result
     return ("correctness: " + ("not checked" if not checked else
                                "all within tolerance" if not failed else
                                f"{len(failed)} FAILED: " + ", ".join(
                                    f"{r['variant']} {r.get('dtype', '')} {r.get('mode', '')} "
                                    f"{r['max_rel_err']:.1e}" for r in failed))
-            + f"; persistent mode: {result.get('persistent', 'not checked')}"
+            + f"; barrier launches: {barrier or 'not checked'}"
             + _graph_summary(result.get("correctness", []))
             + f"; gemm's 16-bit products: {result.get('gemm_products', 'not used')}")
 

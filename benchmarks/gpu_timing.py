@@ -73,7 +73,7 @@ def precompile(shapes, dtypes, variants, modes, until=float("inf"), announce=Fal
     try:
         for mode in modes:   # the settings are global: one mode at a time
             jobs = [(s, d, v) for v in ordered for s in shapes for d in dtypes
-                    if mode == "auto" or worth_timing(mode, *SHAPES[s][1:])]
+                    if mode == "auto" or worth_timing(mode, *SHAPES[s][1:], d, v)]
             planner.settings = planner.Settings(mode=mode)
             run = functools.partial(_two_steps, mode=mode, until=until, announce=announce)
             with ThreadPoolExecutor(threads()) as pool:
@@ -182,7 +182,8 @@ def _time_launches(row, x, launches, repeats, deadline) -> None:
     if "skipped" in row:   # the row itself was not measured
         return
     for launch in launches:
-        if launch in row["train"] or not worth_timing(launch, row["B"], row["H"]):
+        if launch in row["train"] or not worth_timing(launch, row["B"], row["H"], row["dtype"],
+                                                      row["variant"]):
             continue
         if time.monotonic() > deadline:
             row["errors"][launch] = "time budget"

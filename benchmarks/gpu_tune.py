@@ -16,7 +16,7 @@ from gpu_timing import module_for, time_ms   # benchmarks/gpu_timing.py
 from speed import train_step                 # benchmarks/speed.py
 
 
-def _candidates(base, B: int, H: int, launches) -> list[dict]:
+def _candidates(base, B: int, H: int, dname: str, variant: str, launches) -> list[dict]:
     """Settings for the plan's launch and its neighbours: each block size halved or doubled,
     the other reduction chunk and warp count, the other launches with the plan's tiles, and the
     step mode's launches through Triton's JIT instead of the direct call."""
@@ -27,7 +27,7 @@ def _candidates(base, B: int, H: int, launches) -> list[dict]:
             if value != getattr(base, field) and (field != "block_b" or value <= max(16, B)):
                 plans.append(dataclasses.replace(base, **{field: value}))
     for launch in launches:
-        if launch != base.mode and worth_timing(launch, B, H):
+        if launch != base.mode and worth_timing(launch, B, H, dname, variant):
             plans.append(dataclasses.replace(base, **planner.launch(launch)))
     out = [dict(_settings_of(p), fast_launch=True) for p in plans]
     if base.mode == "step":
@@ -51,7 +51,7 @@ def tune(shapes, dtypes, variant, launches, repeats, deadline) -> list[dict]:
         for dname in dtypes:
             dtype = DTYPES[dname]
             x = torch.randn(T, B, H, device=common.DEVICE, dtype=dtype)
-            candidates = _candidates(planner.plan(B, H, dtype, variant), B, H,
+            candidates = _candidates(planner.plan(B, H, dtype, variant), B, H, dname, variant,
                                      launches)
             for k, cand in enumerate(candidates):
                 row = dict(shape=sname, dtype=dname, variant=variant, chosen=k == 0, **cand)

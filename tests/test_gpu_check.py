@@ -20,22 +20,24 @@ def test_dry_run_prints_the_table(tmp_path):
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run",
                           "--variants", "lstm_peephole", "--shapes", "G2", "--dtypes", "f32",
-                          # one launch of each kind (a shorter run than all six)
+                          # one launch of each kind (a shorter run than all seven)
                           "--launches", "step", "gemm+graphs", "sequence", "persistent",
+                          "resident",
                           "--out", str(tmp_path)], env=env, capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert ("correctness: all within tolerance; persistent mode: ok; graphs: nothing "
+    assert ("correctness: all within tolerance; barrier launches: persistent ok, resident ok; "
+            "graphs: nothing "
             "recorded (the interpreter launches directly); gemm's 16-bit products: widened "
             "(CPU tensors)") in run.stdout
     assert "| G2 | f32 | lstm_peephole |" in run.stdout.splitlines()[-1]
     result = json.loads(next(tmp_path.glob("gpu-check-*.json")).read_text())
     assert {r["mode"] for r in result["correctness"]} == {"step", "gemm+graphs", "sequence",
-                                                            "persistent"}
+                                                            "persistent", "resident"}
     assert result["complete"]   # (written as the run goes too, complete only at the end)
     row = result["timings"][0]
     assert row["cudnn"] == "LSTM"
-    assert set(row["train"]) == {"step", "gemm+graphs", "sequence", "persistent"}
+    assert set(row["train"]) == {"step", "gemm+graphs", "sequence", "persistent", "resident"}
 
     # The plan's choices from that run, and its table as the plan then launches (as on a GPU:
     # the interpreter's plan ignores what was measured).
@@ -62,8 +64,8 @@ def _probe(gpu_probe, code: str):
     return gpu_probe.Probe([sys.executable, "-c", code])
 
 
-def test_a_probe_silent_in_its_persistent_runs_is_killed_as_hung(gpu_probe):
-    probe = _probe(gpu_probe, f"print({gpu_probe.PERSISTENT_START!r}, flush=True)\n"
+def test_a_probe_silent_in_its_barrier_runs_is_killed_as_hung(gpu_probe):
+    probe = _probe(gpu_probe, f"print({gpu_probe.BARRIER_START!r}, flush=True)\n"
                               "import time; time.sleep(60)")
     start = time.monotonic()
     rows, status = gpu_probe.probe_result(probe, timeout=50, quiet=1)
@@ -83,21 +85,36 @@ def test_a_probe_that_fails_says_so(gpu_probe):
     assert gpu_probe.probe_result(probe, timeout=50) == ([], "failed (exit 3)")
 
 
-def test_the_probe_takes_persistent_from_past_choices_only_once_it_passed(gpu_probe,
-                                                                           monkeypatch, capsys):
-    """The child compiles, then checks persistent, then compiles for it: until its check has
-    passed, the plan must not take persistent from a past run's choices (it could hang)."""
+def test_a_launch_that_hangs_keeps_the_rows_of_those_checked_before(gpu_probe):
+    persistent = {"ok": True, "mode": "persistent"}
+    probe = _probe(gpu_probe, f"print({gpu_probe.BARRIER_START!r}, flush=True)\n"
+                              f"print({gpu_probe.PROBE_MARK!r} + {json.dumps([persistent])!r}, "
+                              "flush=True)\nimport time; time.sleep(60)")
+    rows, status = gpu_probe.probe_result(probe, timeout=50, quiet=1)
+    assert rows == [persistent]
+    words = gpu_probe.statuses(rows, status, ["persistent", "resident"])
+    assert words["persistent"] == "ok" and words["resident"].startswith("hung: killed after")
+    assert gpu_probe.statuses([dict(persistent, ok=False)], "wrong results",
+                              ["persistent", "resident"]) == {"persistent": "wrong results",
+                                                              "resident": "not checked"}
+
+
+def test_the_probe_takes_a_barrier_launch_from_past_choices_only_once_it_passed(
+        gpu_probe, monkeypatch, capsys):
+    """The child compiles, then checks persistent and resident, then compiles for them: until
+    a launch's check has passed, the plan must not take it from a past run's choices (it could
+    hang)."""
     from gatedrnn.kernels import planner
     monkeypatch.setattr(planner, "refused", set())
     refused = []
 
     def precompile(shapes, dtypes, variants, modes, **kwargs):
-        refused.append((modes[-1], "persistent" in planner.refused))
+        refused.append((modes[-1], sorted(planner.refused)))
         return 0.0
 
     def correctness(variants, launches, seed, dry_run):
-        refused.append((launches[0], "persistent" in planner.refused))
-        return [{"ok": True}]
+        refused.append((launches[0], sorted(planner.refused)))
+        return [{"ok": True, "mode": launches[0]}]
 
     monkeypatch.setattr(gpu_probe, "precompile", precompile)
     monkeypatch.setattr(gpu_probe, "correctness", correctness)
@@ -109,5 +126,8 @@ def test_the_probe_takes_persistent_from_past_choices_only_once_it_passed(gpu_pr
     monkeypatch.setattr(gpu_common, "DEVICE", gpu_common.DEVICE)
     monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--probe", "--dry-run"])
     gpu_check.main()
-    assert refused == [("sequence", True), ("persistent", True), ("persistent", False)]
-    assert capsys.readouterr().out.splitlines()[-1] == gpu_probe.PROBE_MARK + '[{"ok": true}]'
+    both = ["persistent", "resident"]
+    assert refused == [("sequence", both), ("persistent", both), ("resident", ["resident"]),
+                       ("persistent", []), ("resident", [])]
+    assert capsys.readouterr().out.splitlines()[-1] == gpu_probe.PROBE_MARK + json.dumps(
+        [{"ok": True, "mode": "persistent"}, {"ok": True, "mode": "resident"}])

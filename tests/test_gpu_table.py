@@ -79,6 +79,6 @@ def test_a_run_that_did_not_finish_is_said_so(gpu_table, tmp_path, capsys):
     gpu_table.main([str(path)])
     out = capsys.readouterr().out
     assert out.startswith("run.json: the run did not finish")
-    assert ("correctness: 1 FAILED: lstm bf16 persistent 5.0e-01; persistent mode: not "
+    assert ("correctness: 1 FAILED: lstm bf16 persistent 5.0e-01; barrier launches: not "
             "checked; gemm's 16-bit products: not used") in out
     assert "| G1 | bf16 | lstm |" in out
