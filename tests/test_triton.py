@@ -7,20 +7,23 @@ every launch mode: a launch per step; the whole sequence in one launch, a progra
 rows; and the persistent launch over all tiles with a grid-wide barrier (which the interpreter,
 running programs one after the other, can only test with one program taking every tile). The
 resident launch, a program per tile holding its strips of R, runs here as one tile larger than
-the problem (rows, units and the padded reduction masked); its programs' other tiles only on a
-GPU (benchmarks/gpu_check.py checks them there before timing).
+the problem (rows, units and the padded reduction masked); which strips a program of any other
+tile holds is tested on its own, and the launch with many programs runs only on a GPU
+(benchmarks/gpu_check.py checks it there before timing it).
 """
 
 import pytest
 import torch
 
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 
 import gatedrnn  # noqa: E402
 from gatedrnn import kernels  # noqa: E402
 from gatedrnn.functional import argument_shapes, capture, lengths_to_mask, recurrence  # noqa: E402
 from gatedrnn.kernels import planner  # noqa: E402
 from gatedrnn.kernels import triton as triton_backend  # noqa: E402
+from gatedrnn.kernels.gpu import common  # noqa: E402
+import triton.language as tl  # noqa: E402
 
 from conftest import VARIANTS, rel_err  # noqa: E402
 
@@ -116,6 +119,44 @@ def test_bfloat16_in_the_resident_launch(variant, small_tiles, monkeypatch):
     _use("resident", monkeypatch)
     mask = lengths_to_mask(torch.tensor(LENGTHS), T).to(DEVICE)
     _compare(variant, torch.bfloat16, mask, reverse=False, tol=3e-2)
+
+
+@triton.jit
+def _strips_of(W, OUT, w_stride, n_h, H, G: tl.constexpr, GATE_ROWS: tl.constexpr,
+               BLOCK_H: tl.constexpr, K_PAD: tl.constexpr):
+    """Program p writes the strips that a resident program of tile p holds, gate after gate."""
+    tile = tl.program_id(0)
+    w0, w1, w2, w3 = common.strips(W, w_stride, GATE_ROWS, tile, n_h, H, G, BLOCK_H, K_PAD)
+    out = (OUT + tile * 4 * K_PAD * BLOCK_H + tl.arange(0, K_PAD)[:, None] * BLOCK_H
+           + tl.arange(0, BLOCK_H)[None, :])
+    tl.store(out, w0)
+    tl.store(out + K_PAD * BLOCK_H, w1)
+    tl.store(out + 2 * K_PAD * BLOCK_H, w2)
+    tl.store(out + 3 * K_PAD * BLOCK_H, w3)
+
+
+@pytest.mark.parametrize("gates", [1, 3, 4])
+def test_each_resident_program_holds_its_own_tiles_strips(gates):
+    """What the interpreter cannot run with more than one program (a barrier between them):
+    the strips a resident program of any tile loads, here 2 row blocks × 2 unit blocks of 16
+    at H = 20, the reduction padded to 32. Forward: of R^T, the gates along its columns;
+    backward: of R, the gates along its rows; zero past H and for the unused gates' repeats
+    of gate 0."""
+    H, block_h, k_pad, n_h = 20, 16, 32, 2
+    R = torch.randn(gates * H, H, dtype=torch.float64, device=DEVICE)
+    for W, gate_rows in ((R.t().contiguous(), False), (R, True)):
+        out = torch.full((2 * n_h, 4, k_pad, block_h), float("nan"), dtype=R.dtype,
+                         device=DEVICE)
+        _strips_of[(2 * n_h,)](W, out, W.shape[1], n_h, H, gates, gate_rows, block_h, k_pad)
+        for tile in range(2 * n_h):
+            cols = torch.arange(block_h) + (tile % n_h) * block_h
+            for g in range(4):
+                want = torch.zeros(k_pad, block_h, dtype=R.dtype, device=DEVICE)
+                inside = cols < H
+                gate = R[(g if g < gates else 0) * H:][:H]   # R_g (H, H)
+                # [k, unit]: backward R_g[k, unit]; forward (R^T)[k, g·H + unit] = R_g[unit, k]
+                want[:H, inside] = gate[:, cols[inside]] if gate_rows else gate[cols[inside]].t()
+                assert torch.equal(out[tile, g], want), (gate_rows, tile, g)
 
 
 @pytest.mark.parametrize("launch", planner.LAUNCHES)
