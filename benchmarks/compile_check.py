@@ -87,8 +87,9 @@ def compile_one(name: str, variant: str, phase: int, dtype: str, blocks, arch: i
                 num_warps: int, hidden: int = 256):
     """One kernel with the constants the backend launches it with (triton._common)."""
     fn, extra = KERNELS[name]
-    if extra.get("RESIDENT"):   # as the plan launches it: 16 × 16 tiles, 8 warps
-        blocks, num_warps = (16, 16, blocks[2]), 8
+    if extra.get("RESIDENT"):   # as the plan launches it
+        tile = planner.RESIDENT_TILE
+        blocks, num_warps = (tile, tile, blocks[2]), planner.RESIDENT_WARPS
     v = get_variant(variant)
     weights = TORCH_DTYPES[dtype]
     constants = dict(triton_backend._common(v, weights, planner.Plan(

@@ -21,7 +21,7 @@ DEVICE = "cuda"                      # "cpu" on a dry run (run_on_the_cpu)
 LAUNCHES = list(planner.LAUNCHES)   # "step", "step+graphs", "gemm", ...
 # The launches whose programs meet at a grid-wide barrier: one that never opens would hang the
 # GPU, so they are first checked in a child process that can be killed (gpu_probe.py).
-BARRIER = ("persistent", "resident")
+BARRIER = planner.BARRIER
 
 
 def worth_timing(launch: str, B: int, H: int, dname: str, variant: str) -> bool:

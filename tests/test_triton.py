@@ -47,7 +47,7 @@ def _use(launch, monkeypatch):
     test run: benchmarks/gpu_check.py checks it in a child process it can kill. The
     interpreter has no CUDA graphs: there "+graphs" would run exactly as without."""
     settings = planner.launch(launch)
-    if settings["mode"] in ("persistent", "resident") and DEVICE == "cuda":
+    if settings["mode"] in planner.BARRIER and DEVICE == "cuda":
         pytest.skip(f"the {launch} mode on a GPU is checked by benchmarks/gpu_check.py")
     if settings["graphs"] and DEVICE == "cpu":
         pytest.skip("CUDA graphs need a GPU (tests/test_graphs.py checks the rest)")

@@ -28,7 +28,7 @@ from torch import nn
 import gatedrnn
 from gatedrnn import kernels
 from gatedrnn.tasks.charlm import CharLMTask, load_text
-from gatedrnn.tasks.common import on_device
+from gatedrnn.tasks.common import device_of, on_device
 from gatedrnn.train import resolve_device
 
 from report import table, write
@@ -49,7 +49,7 @@ class Model(nn.Module):
 def train(model, task, steps, batch, lr, seed):
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
+    device = device_of(model)
     _synchronize(device)
     started = time.time()
     for _ in range(steps):

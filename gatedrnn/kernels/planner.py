@@ -76,6 +76,9 @@ MODES = ("auto", "step", "gemm", "sequence", "persistent", "resident")
 # Every way to launch a sequence, by name: a mode, "+graphs" with CUDA graphs of its launches.
 LAUNCHES = ("step", "step+graphs", "gemm", "gemm+graphs", "sequence", "persistent", "resident")
 ONE_LAUNCH = ("sequence", "persistent", "resident")   # the whole sequence in one launch
+BARRIER = ("persistent", "resident")   # one launch whose programs meet at a grid-wide barrier
+RESIDENT_TILE = 16    # rows and units of a resident program's tile: its strips grow with it
+RESIDENT_WARPS = 8    # its rows of the state are a whole k_pad(H) wide
 # Shared memory a resident program takes per byte of its strips of R (the strips themselves and
 # the operands of its products), for 4-byte and 2-byte weights: the larger of the forward's and
 # the backward's kernel, measured with benchmarks/compile_check.py for sm_90 (Triton 3.6,
@@ -122,9 +125,9 @@ def resident_fits(B: int, H: int, dtype: torch.dtype, variant: str,
     than multiprocessors; and each program's strips of R (gates × k_pad(H) × 16 weights) with
     what its products need beside them (SHARED_PER_STRIP_BYTE) within its shared memory."""
     programs, shared = device
-    tiles = -(-B // 16) * -(-H // 16)
+    tiles = -(-B // RESIDENT_TILE) * -(-H // RESIDENT_TILE)
     size = torch.empty((), dtype=dtype).element_size()
-    strips = get_variant(variant).num_gates * k_pad(H) * 16 * size
+    strips = get_variant(variant).num_gates * k_pad(H) * RESIDENT_TILE * size
     return tiles <= programs and strips * SHARED_PER_STRIP_BYTE[variant][size == 2] <= shared
 
 
@@ -156,12 +159,13 @@ def plan(B: int, H: int, dtype: torch.dtype = torch.float32, variant: str | None
     elif mode == "auto":
         mode = "sequence" if B <= 16 and H <= 128 else "step"
     resident = mode == "resident"
-    block_b = s.block_b or (16 if resident else _pow2(B, 16, 64))
+    block_b = s.block_b or (RESIDENT_TILE if resident else _pow2(B, 16, 64))
     tiles_of_32 = -(-B // block_b) * -(-H // 32)
-    block_h = s.block_h or (32 if (tiles_of_32 >= 64 or mode == "sequence") and not resident
-                            else 16)
+    block_h = s.block_h or (RESIDENT_TILE if resident else
+                            32 if tiles_of_32 >= 64 or mode == "sequence" else 16)
     block_k = s.block_k or (32 if dtype in (torch.float32, torch.float64) else 64)
-    num_warps = s.num_warps or (8 if block_b * block_h >= 2048 or resident else 4)
+    num_warps = s.num_warps or (RESIDENT_WARPS if resident else
+                                8 if block_b * block_h >= 2048 else 4)
     return Plan(mode, block_b, block_h, block_k, num_warps, graphs and mode in ("step", "gemm"),
                 measured is not None)
 

@@ -88,7 +88,7 @@ def _launch_whole(kernel, grid, pl: Plan, *args, **kwargs) -> None:
     try:
         kernel[grid](*args, **kwargs)
     except Exception as error:
-        if pl.measured and pl.mode in ("persistent", "resident"):
+        if pl.measured and pl.mode in planner.BARRIER:
             raise Refused(pl.mode, error) from error
         raise
 
@@ -226,7 +226,7 @@ def _one_launch(pl: Plan, nb: int, nh: int, H: int, device: torch.device):
     programs cannot all be resident. The interpreter runs programs one after the other: there a
     barrier can only ever be passed by a single program."""
     counter = torch.zeros(1, dtype=torch.int32, device=device)   # arrivals so far
-    options = dict(GRID_SYNC=pl.mode != "sequence", RESIDENT=pl.mode == "resident",
+    options = dict(GRID_SYNC=pl.mode in planner.BARRIER, RESIDENT=pl.mode == "resident",
                    K_PAD=planner.k_pad(H) if pl.mode == "resident" else 16)
     options["launch_cooperative_grid"] = options["GRID_SYNC"]
     if pl.mode == "sequence":
