@@ -4,12 +4,10 @@ compared with the NumPy reference in test_backends.py, which covers triton too).
 
 Shapes here span several tiles in every direction (rows, units, and reduction chunks), in
 every launch mode: a launch per step; the whole sequence in one launch, a program per block of
-rows; and the persistent launch over all tiles with a grid-wide barrier (which the interpreter,
-running programs one after the other, can only test with one program taking every tile). The
-resident launch, a program per tile holding its strips of R, runs here as one tile larger than
-the problem (rows, units and the padded reduction masked); which strips a program of any other
-tile holds is tested on its own, and the launch with many programs runs only on a GPU
-(benchmarks/gpu_check.py checks it there before timing it).
+rows; the persistent launch, 4 programs sharing the 6 tiles and meeting at a grid-wide barrier
+after every step; and the resident launch, a program per tile holding its strips of R. The
+interpreter runs a launch's programs one after the other, where a barrier between them never
+opens: the two barrier launches run here with a thread per program (interpreter_threads.py).
 """
 
 import pytest
@@ -25,6 +23,7 @@ from gatedrnn.kernels import triton as triton_backend  # noqa: E402
 from gatedrnn.kernels.gpu import common  # noqa: E402
 import triton.language as tl  # noqa: E402
 
+import interpreter_threads  # noqa: E402
 from conftest import VARIANTS, rel_err  # noqa: E402
 
 T, B, I, H = 4, 19, 6, 40          # 2 row blocks of 16, 3 unit blocks of 16, 3 chunks of 16
@@ -43,16 +42,22 @@ def small_tiles(monkeypatch):
 
 def _use(launch, monkeypatch):
     """Launch the triton backend's sequences as `launch` (planner.LAUNCHES) in this test. On a
-    GPU the persistent launch runs many programs and a barrier that never opens would hang the
-    test run: benchmarks/gpu_check.py checks it in a child process it can kill. The
-    interpreter has no CUDA graphs: there "+graphs" would run exactly as without."""
+    GPU the barrier launches run many programs and a barrier that never opens would hang the
+    test run: benchmarks/gpu_check.py checks them in a child process it can kill. Here they
+    run a thread per program: 4 programs for "persistent" (some own two tiles), one per tile
+    for "resident". The interpreter has no CUDA graphs: there "+graphs" would run exactly as
+    without."""
     settings = planner.launch(launch)
-    if settings["mode"] in planner.BARRIER and DEVICE == "cuda":
-        pytest.skip(f"the {launch} mode on a GPU is checked by benchmarks/gpu_check.py")
+    if settings["mode"] in planner.BARRIER:
+        if DEVICE == "cuda":
+            pytest.skip(f"the {launch} mode on a GPU is checked by benchmarks/gpu_check.py")
+        if not interpreter_threads.supported():
+            pytest.skip("this Triton's interpreter cannot be run a thread per program")
+        interpreter_threads.run_programs_in_threads(monkeypatch)
+        programs = 4 if launch == "persistent" else 64
+        monkeypatch.setattr(planner, "device_limits", lambda: (programs, 1 << 62))
     if settings["graphs"] and DEVICE == "cpu":
         pytest.skip("CUDA graphs need a GPU (tests/test_graphs.py checks the rest)")
-    if launch == "resident":   # a program per tile, and the interpreter runs one: one tile
-        settings.update(block_b=32, block_h=64)   # 19 of 32 rows, 40 of 64 units, K_PAD 64
     for name, value in settings.items():
         monkeypatch.setattr(planner.settings, name, value)
 
@@ -137,9 +142,10 @@ def _strips_of(W, OUT, w_stride, n_h, H, G: tl.constexpr, GATE_ROWS: tl.constexp
 
 @pytest.mark.parametrize("gates", [1, 3, 4])
 def test_each_resident_program_holds_its_own_tiles_strips(gates):
-    """What the interpreter cannot run with more than one program (a barrier between them):
-    the strips a resident program of any tile loads, here 2 row blocks × 2 unit blocks of 16
-    at H = 20, the reduction padded to 32. Forward: of R^T, the gates along its columns;
+    """The strips a resident program of any tile loads, element by element (the launches
+    above check only their products, which ignore what a padded strip holds past H where the
+    state's rows are masked): here 2 row blocks × 2 unit blocks of 16 at H = 20, the
+    reduction padded to 32. Forward: of R^T, the gates along its columns;
     backward: of R, the gates along its rows; zero past H and for the unused gates' repeats
     of gate 0."""
     H, block_h, k_pad, n_h = 20, 16, 32, 2
@@ -157,6 +163,56 @@ def test_each_resident_program_holds_its_own_tiles_strips(gates):
                 # [k, unit]: backward R_g[k, unit]; forward (R^T)[k, g·H + unit] = R_g[unit, k]
                 want[:H, inside] = gate[:, cols[inside]] if gate_rows else gate[cols[inside]].t()
                 assert torch.equal(out[tile, g], want), (gate_rows, tile, g)
+
+
+# Tests of the barrier itself, which on a GPU benchmarks/gpu_check.py checks in a child process
+# it can kill (one that never opens would hang the test run).
+threaded = pytest.mark.skipif(DEVICE == "cuda" or not interpreter_threads.supported(),
+                              reason="the interpreter, a thread per program")
+
+
+@triton.jit
+def _sums_after_barriers(COUNTER, OUT, SUMS, IDLE, ROUNDS: tl.constexpr,
+                         PROGRAMS: tl.constexpr):
+    """Each round, program p writes (round + 1)·(p + 1) to OUT[p], waits at the barrier, reads
+    every program's value, and waits again before the next round overwrites them. Before its
+    write it idles for a number of atomic operations on IDLE that differs by program and round
+    (each one a ms with interpreter_threads), so that another program is always the last."""
+    p = tl.program_id(0)
+    everyone = tl.arange(0, PROGRAMS)
+    for r in range(ROUNDS):
+        for _ in range(((p + r) % PROGRAMS) * 10):
+            tl.atomic_add(IDLE, 1)
+        tl.store(OUT + p, (r + 1) * (p + 1))
+        common.grid_barrier(COUNTER, (2 * r + 1) * PROGRAMS)
+        tl.store(SUMS + r * PROGRAMS + p, tl.sum(tl.load(OUT + everyone)))
+        common.grid_barrier(COUNTER, (2 * r + 2) * PROGRAMS)
+
+
+@threaded
+def test_the_grid_barrier_holds_every_program_until_all_arrive(monkeypatch):
+    """The barrier of the persistent and resident launches, with a thread per program: a
+    program that passed it early would read another's value of an earlier round (or NaN)."""
+    interpreter_threads.run_programs_in_threads(monkeypatch)
+    programs, rounds = 4, 3
+    counter = torch.zeros(1, dtype=torch.int32)
+    out = torch.full((programs,), -1, dtype=torch.int32)
+    sums = torch.full((rounds, programs), -1, dtype=torch.int32)
+    _sums_after_barriers[(programs,)](counter, out, sums, torch.zeros(1, dtype=torch.int32),
+                                      rounds, programs)
+    want = torch.tensor([(r + 1) * programs * (programs + 1) // 2 for r in range(rounds)],
+                        dtype=torch.int32)
+    assert torch.equal(sums, want[:, None].expand(rounds, programs))
+    assert counter.item() == 2 * rounds * programs
+
+
+@threaded
+def test_a_barrier_that_never_opens_stops_the_threaded_launch(monkeypatch):
+    interpreter_threads.run_programs_in_threads(monkeypatch, timeout=2.0)
+    counter = torch.full((1,), -1, dtype=torch.int32)   # one arrival short, forever
+    out, sums = torch.zeros(2, dtype=torch.int32), torch.zeros(1, 2, dtype=torch.int32)
+    with pytest.raises(interpreter_threads.BarrierTimeout, match="2 of 2 programs"):
+        _sums_after_barriers[(2,)](counter, out, sums, out, 1, 2)
 
 
 @pytest.mark.parametrize("launch", planner.LAUNCHES)

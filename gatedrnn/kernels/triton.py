@@ -224,7 +224,8 @@ def _one_launch(pl: Plan, nb: int, nh: int, H: int, device: torch.device):
     sequence (planner.resident_fits says where they fit). The barrier's launch is cooperative
     (cuLaunchCooperativeKernel): the driver refuses it, rather than let it hang, if the
     programs cannot all be resident. The interpreter runs programs one after the other: there a
-    barrier can only ever be passed by a single program."""
+    barrier can only ever be passed by a single program (the tests run its programs a thread
+    each, tests/interpreter_threads.py)."""
     counter = torch.zeros(1, dtype=torch.int32, device=device)   # arrivals so far
     options = dict(GRID_SYNC=pl.mode in planner.BARRIER, RESIDENT=pl.mode == "resident",
                    K_PAD=planner.k_pad(H) if pl.mode == "resident" else 16)

@@ -1,0 +1,110 @@
+"""Triton's interpreter with every program of a launch in a thread of its own, for the tests of
+the launches whose programs meet at a grid-wide barrier (gatedrnn/kernels/gpu/common.py,
+grid_barrier). The interpreter runs a launch's programs one after the other, so a barrier
+between them never opens; here they all run at once, as on a GPU whose programs are all
+resident, and a program that reads another's tile before the barrier reads the NaN the
+poisoned buffers hold (tests/test_triton.py, small_tiles).
+
+Threads share the interpreter's memory directly: this checks the programs' logic (who owns
+which tile, where the barriers are, what each reads after them), not the GPU's memory model
+(the barrier's release and acquire; gpu/common.py says why they suffice).
+
+It replaces GridExecutor.__call__ of Triton's interpreter (triton/runtime/interpreter.py),
+whose helpers it calls: written against Triton 3.6, and `supported()` says whether the
+Triton at hand has them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+
+from triton.runtime import interpreter
+
+
+def supported() -> bool:
+    return (all(hasattr(interpreter, name) for name in ("_patch_lang", "_implicit_cvt"))
+            and all(hasattr(interpreter.GridExecutor, name)
+                    for name in ("_init_args_hst", "_restore_args_dev")))
+
+
+class BarrierTimeout(RuntimeError):
+    """Programs of a threaded launch still ran after the time allowed: a barrier that never
+    opens, most likely."""
+
+
+def run_programs_in_threads(monkeypatch, timeout: float = 300.0) -> None:
+    """Until the test ends (monkeypatch undoes it), run each program of an interpreted launch in
+    its own thread. A launch whose programs have not all finished after `timeout` seconds
+    raises BarrierTimeout, and its programs stop at their next atomic operation."""
+    builder_class = type(interpreter.interpreter_builder)
+    local = threading.local()
+    # The interpreter keeps the running program's index on its one builder: one per thread.
+    monkeypatch.setattr(builder_class, "grid_idx",
+                        property(lambda self: getattr(local, "index", None),
+                                 lambda self, index: setattr(local, "index", index)),
+                        raising=False)
+    abandoned = threading.Event()
+    atomic_rmw = builder_class.create_atomic_rmw
+
+    def create_atomic_rmw(self, *args, **kwargs):
+        if abandoned.is_set():
+            raise BarrierTimeout("launch abandoned")
+        value = atomic_rmw(self, *args, **kwargs)
+        time.sleep(0.001)   # a program spinning at a barrier leaves the others the time
+        return value
+
+    monkeypatch.setattr(builder_class, "create_atomic_rmw", create_atomic_rmw)
+    monkeypatch.setattr(interpreter.GridExecutor, "__call__",
+                        lambda executor, *args, **kwargs:
+                        _threaded_call(executor, abandoned, timeout, args, kwargs))
+
+
+def _threaded_call(executor, abandoned: threading.Event, timeout: float, args_dev, kwargs):
+    """GridExecutor.__call__ with a thread per program instead of a loop over them."""
+    abandoned.clear()
+    fn = executor.fn
+    kwargs = {k: v for k, v in kwargs.items() if k in inspect.getfullargspec(fn).args}
+    args_host, kwargs_host = executor._init_args_hst(args_dev, kwargs)
+    for hook in executor.pre_run_hooks:
+        hook(*args_host, **kwargs_host)
+    scope = interpreter._patch_lang(fn)
+    errors = []
+    try:
+        args = inspect.getcallargs(fn, *args_host, **kwargs_host)
+        args = {name: value if name in executor.constexprs else interpreter._implicit_cvt(value)
+                for name, value in args.items()}
+        grid = executor.grid(args) if callable(executor.grid) else executor.grid
+        grid = tuple(grid) + (1,) * (3 - len(grid))
+        interpreter.interpreter_builder.set_grid_dim(*grid)
+
+        def program(index):
+            try:
+                interpreter.interpreter_builder.set_grid_idx(*index)
+                fn(**args)
+            except BaseException as error:   # noqa: BLE001 -- re-raised by the launch
+                errors.append((index, error))
+                abandoned.set()   # the others may wait for this one at a barrier
+
+        threads = [threading.Thread(target=program, args=((x, y, z),), daemon=True)
+                   for x in range(grid[0]) for y in range(grid[1]) for z in range(grid[2])]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        running = sum(thread.is_alive() for thread in threads)
+        if running:
+            abandoned.set()
+            for thread in threads:
+                thread.join(10.0)
+            raise BarrierTimeout(f"{running} of {len(threads)} programs still ran after "
+                                 f"{timeout:g} s: a barrier that never opens?")
+    finally:
+        scope.restore()
+    first = next((e for e in errors if not isinstance(e[1], BarrierTimeout)), None)
+    if first is not None:
+        index, error = first
+        raise interpreter.InterpreterError(f"program {index}: {error!r}") from error
+    executor._restore_args_dev(args_dev, args_host, kwargs, kwargs_host)
