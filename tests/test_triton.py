@@ -4,7 +4,7 @@ compared with the NumPy reference in test_backends.py, which covers triton too).
 
 Shapes here span several tiles in every direction (rows, units, and reduction chunks), in
 every launch mode: a launch per step; the whole sequence in one launch, a program per block of
-rows; the persistent launch, 4 programs sharing the 6 tiles and meeting at a grid-wide barrier
+rows; the persistent launch, 5 programs sharing the 6 tiles and meeting at a grid-wide barrier
 after every step; and the resident launch, a program per tile holding its strips of R. The
 interpreter runs a launch's programs one after the other, where a barrier between them never
 opens: the two barrier launches run here with a thread per program (interpreter_threads.py).
@@ -44,9 +44,9 @@ def _use(launch, monkeypatch):
     """Launch the triton backend's sequences as `launch` (planner.LAUNCHES) in this test. On a
     GPU the barrier launches run many programs and a barrier that never opens would hang the
     test run: benchmarks/gpu_check.py checks them in a child process it can kill. Here they
-    run a thread per program: 4 programs for "persistent" (some own two tiles), one per tile
-    for "resident". The interpreter has no CUDA graphs: there "+graphs" would run exactly as
-    without."""
+    run a thread per program: 5 programs for "persistent" (the first owns two tiles), one per
+    tile for "resident". The interpreter has no CUDA graphs: there "+graphs" would run exactly
+    as without."""
     settings = planner.launch(launch)
     if settings["mode"] in planner.BARRIER:
         if DEVICE == "cuda":
@@ -54,7 +54,7 @@ def _use(launch, monkeypatch):
         if not interpreter_threads.supported():
             pytest.skip("this Triton's interpreter cannot be run a thread per program")
         interpreter_threads.run_programs_in_threads(monkeypatch)
-        programs = 4 if launch == "persistent" else 64
+        programs = 5 if launch == "persistent" else 64
         monkeypatch.setattr(planner, "device_limits", lambda: (programs, 1 << 62))
     if settings["graphs"] and DEVICE == "cpu":
         pytest.skip("CUDA graphs need a GPU (tests/test_graphs.py checks the rest)")
@@ -172,17 +172,12 @@ threaded = pytest.mark.skipif(DEVICE == "cuda" or not interpreter_threads.suppor
 
 
 @triton.jit
-def _sums_after_barriers(COUNTER, OUT, SUMS, IDLE, ROUNDS: tl.constexpr,
-                         PROGRAMS: tl.constexpr):
+def _sums_after_barriers(COUNTER, OUT, SUMS, ROUNDS: tl.constexpr, PROGRAMS: tl.constexpr):
     """Each round, program p writes (round + 1)·(p + 1) to OUT[p], waits at the barrier, reads
-    every program's value, and waits again before the next round overwrites them. Before its
-    write it idles for a number of atomic operations on IDLE that differs by program and round
-    (each one a ms with interpreter_threads), so that another program is always the last."""
+    every program's value, and waits again before the next round overwrites them."""
     p = tl.program_id(0)
     everyone = tl.arange(0, PROGRAMS)
     for r in range(ROUNDS):
-        for _ in range(((p + r) % PROGRAMS) * 10):
-            tl.atomic_add(IDLE, 1)
         tl.store(OUT + p, (r + 1) * (p + 1))
         common.grid_barrier(COUNTER, (2 * r + 1) * PROGRAMS)
         tl.store(SUMS + r * PROGRAMS + p, tl.sum(tl.load(OUT + everyone)))
@@ -191,15 +186,15 @@ def _sums_after_barriers(COUNTER, OUT, SUMS, IDLE, ROUNDS: tl.constexpr,
 
 @threaded
 def test_the_grid_barrier_holds_every_program_until_all_arrive(monkeypatch):
-    """The barrier of the persistent and resident launches, with a thread per program: a
-    program that passed it early would read another's value of an earlier round (or NaN)."""
+    """The barrier of the persistent and resident launches, with a thread per program, the
+    last one latest: a program that passed it early would read another's value of an
+    earlier round."""
     interpreter_threads.run_programs_in_threads(monkeypatch)
     programs, rounds = 4, 3
     counter = torch.zeros(1, dtype=torch.int32)
     out = torch.full((programs,), -1, dtype=torch.int32)
     sums = torch.full((rounds, programs), -1, dtype=torch.int32)
-    _sums_after_barriers[(programs,)](counter, out, sums, torch.zeros(1, dtype=torch.int32),
-                                      rounds, programs)
+    _sums_after_barriers[(programs,)](counter, out, sums, rounds, programs)
     want = torch.tensor([(r + 1) * programs * (programs + 1) // 2 for r in range(rounds)],
                         dtype=torch.int32)
     assert torch.equal(sums, want[:, None].expand(rounds, programs))
@@ -212,7 +207,7 @@ def test_a_barrier_that_never_opens_stops_the_threaded_launch(monkeypatch):
     counter = torch.full((1,), -1, dtype=torch.int32)   # one arrival short, forever
     out, sums = torch.zeros(2, dtype=torch.int32), torch.zeros(1, 2, dtype=torch.int32)
     with pytest.raises(interpreter_threads.BarrierTimeout, match="2 of 2 programs"):
-        _sums_after_barriers[(2,)](counter, out, sums, out, 1, 2)
+        _sums_after_barriers[(2,)](counter, out, sums, 1, 2)
 
 
 @pytest.mark.parametrize("launch", planner.LAUNCHES)
