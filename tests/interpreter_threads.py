@@ -32,9 +32,21 @@ PAUSE = 1e-3   # seconds a program gives the others after each atomic operation,
 
 
 def supported() -> bool:
-    return (all(hasattr(interpreter, name) for name in ("_patch_lang", "_implicit_cvt"))
-            and all(hasattr(interpreter.GridExecutor, name)
-                    for name in ("_init_args_hst", "_restore_args_dev")))
+    """Has this Triton's interpreter the helpers, with the parameters, that this calls?"""
+    def parameters(owner, name):
+        function = getattr(owner, name, None)
+        return list(inspect.signature(function).parameters) if callable(function) else None
+
+    builder = type(getattr(interpreter, "interpreter_builder", None))
+    return (all(callable(getattr(interpreter, name, None))
+                for name in ("_patch_lang", "_implicit_cvt"))
+            and parameters(interpreter.GridExecutor, "_init_args_hst")
+            == ["self", "args_dev", "kwargs"]
+            and parameters(interpreter.GridExecutor, "_restore_args_dev")
+            == ["self", "args_dev", "args_hst", "kwargs", "kwargs_hst"]
+            and all(callable(getattr(builder, name, None))
+                    for name in ("set_grid_idx", "set_grid_dim", "create_atomic_rmw",
+                                 "create_store", "create_masked_store")))
 
 
 class BarrierTimeout(RuntimeError):
