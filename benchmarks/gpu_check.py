@@ -49,7 +49,7 @@ import torch
 import gpu_common as common   # benchmarks/gpu_common.py: shapes, variants, the device
 from gatedrnn.kernels import gemm
 from gatedrnn.kernels import planner
-from gpu_common import BARRIER, LAUNCHES, SHAPES, VARIANTS
+from gpu_common import LAUNCHES, SHAPES, VARIANTS
 from gpu_correctness import against_cudnn, correctness   # benchmarks/gpu_correctness.py
 from gpu_probe import child, probe_result, start_probe, statuses   # benchmarks/gpu_probe.py
 from gpu_table import DTYPES, summary, table, tuning_table   # benchmarks/gpu_table.py
@@ -117,7 +117,7 @@ def main() -> None:
     # Until this run's probe has passed a launch with a grid barrier, the plan must not take it
     # from a past run's choices (gatedrnn/kernels/choices.py): a barrier that hangs would hang
     # the run.
-    planner.refused.update(BARRIER)
+    planner.refused.update(planner.BARRIER)
     if args.probe:   # the child of start_probe
         child(args)
         return
@@ -134,7 +134,7 @@ def main() -> None:
     print(f"gpu_check: {env}", flush=True)
 
     result = dict(env=env, date=datetime.date.today().isoformat(), quick=args.quick)
-    launches = [m for m in args.launches if m not in BARRIER]
+    launches = [m for m in args.launches if m not in planner.BARRIER]
     # It compiles, checks the barrier launches, then compiles their timings' kernels until half
     # the budget is spent, beside what follows.
     probe = start_probe(args, until=time.time() + args.budget / 2)
@@ -144,7 +144,7 @@ def main() -> None:
                                             args.dry_run)
         result["against_cudnn"] = against_cudnn(int(time.time()) + 1, args.dry_run)
     probe_rows, status = probe_result(probe, timeout=max(180.0, args.budget / 2 + 60))
-    barrier = [m for m in BARRIER if m in args.launches]
+    barrier = [m for m in planner.BARRIER if m in args.launches]
     if barrier:
         result["barrier"] = statuses(probe_rows, status, barrier)
         result["correctness" if "correctness" in result else "barrier_check"] = (

@@ -19,9 +19,6 @@ LOOP_SHAPES = ("G1", "G2")                                    # where ≥ 10× t
 TOLERANCE = {"f32": 1e-4, "bf16": 3e-2}
 DEVICE = "cuda"                      # "cpu" on a dry run (run_on_the_cpu)
 LAUNCHES = list(planner.LAUNCHES)   # "step", "step+graphs", "gemm", ...
-# The launches whose programs meet at a grid-wide barrier: one that never opens would hang the
-# GPU, so they are first checked in a child process that can be killed (gpu_probe.py).
-BARRIER = planner.BARRIER
 
 
 def worth_timing(launch: str, B: int, H: int, dname: str, variant: str) -> bool:

@@ -1,6 +1,6 @@
 """The GPU check's child process (benchmarks/gpu_check.py --probe): it compiles the timings'
 kernels while the parent checks correctness, and checks the launches whose grid-wide barrier
-could hang the GPU (gpu_common.BARRIER: persistent, resident), where it can be killed."""
+could hang the GPU (planner.BARRIER: persistent, resident), where it can be killed."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 from gatedrnn.kernels import planner
-from gpu_common import BARRIER             # benchmarks/gpu_common.py
 from gpu_correctness import correctness   # benchmarks/gpu_correctness.py
 from gpu_timing import precompile         # benchmarks/gpu_timing.py
 
@@ -91,11 +90,11 @@ def child(args) -> None:
     """The child's whole run (gpu_check.py --probe): compile, check the barrier launches, and
     compile for each only once it passed; the last line its rows (PROBE_MARK)."""
     modes = ["auto", *dict.fromkeys(planner.launch(m)["mode"] for m in args.launches
-                                    if m not in BARRIER)]
+                                    if m not in planner.BARRIER)]
     seconds = precompile(args.shapes, args.dtypes, args.variants, modes)
     print(f"  kernels for the timings compiled in {seconds:.0f} s", flush=True)
     rows, passed = [], []
-    barrier = [m for m in BARRIER if m in args.launches]
+    barrier = [m for m in planner.BARRIER if m in args.launches]
     if barrier:
         print(BARRIER_START, flush=True)
     for launch in barrier:

@@ -183,8 +183,10 @@ class CharLMTask:
     def evaluate(self, model, max_chars: int = 200_000) -> dict:
         """Validation loss (nats per character) over consecutive windows, and the unigram
         baseline: the loss of predicting every character by its training frequency."""
-        ids = self.valid_ids[: max_chars + 1].to(device_of(model))
+        ids = self.valid_ids[: max_chars + 1]
         n = (len(ids) - 1) // self.seq_len
+        unigram = -self.unigram_log_p[ids[1: n * self.seq_len + 1]].mean().item()
+        ids = ids.to(device_of(model))
         inputs = ids[: n * self.seq_len].reshape(n, self.seq_len).T
         targets = ids[1: n * self.seq_len + 1].reshape(n, self.seq_len).T
         total = 0.0
@@ -192,7 +194,6 @@ class CharLMTask:
             logits, _ = model(inputs[:, i: i + 64])
             total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                      targets[:, i: i + 64].reshape(-1), reduction="sum").item()
-        unigram = -self.unigram_log_p[targets.reshape(-1).cpu()].mean().item()
         return {"valid_loss": total / targets.numel(), "unigram_loss": unigram,
                 "valid_bits_per_char": total / targets.numel() / math.log(2)}
 
