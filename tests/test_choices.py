@@ -136,7 +136,7 @@ class _Refusing:
         return launch
 
 
-def _refusing_persistent(monkeypatch, measured: bool, launch="persistent", H=32):
+def _refusing_one_launch(monkeypatch, measured: bool, launch="persistent", H=32):
     from gatedrnn.kernels.gpu import backward, forward
     monkeypatch.setattr(forward, "forward_sequence", _Refusing(forward.forward_sequence))
     monkeypatch.setattr(backward, "backward_sequence", _Refusing(backward.backward_sequence))
@@ -161,7 +161,7 @@ def _lstm_step(backend, H=32):
 # The resident launch at H=16: one tile, as the interpreter can run it.
 @pytest.mark.parametrize("launch, H", [("persistent", 32), ("resident", 16)])
 def test_a_measured_one_launch_kernel_this_machine_refuses_is_replanned(monkeypatch, launch, H):
-    _refusing_persistent(monkeypatch, True, launch, H)
+    _refusing_one_launch(monkeypatch, True, launch, H)
     assert planner.plan(3, H, torch.float32, "lstm").mode == launch
     with pytest.warns(UserWarning, match=f"the {launch} launch, measured fastest for this "
                                          "problem, failed here .*COOPERATIVE_LAUNCH_TOO_LARGE"):
@@ -173,7 +173,7 @@ def test_a_measured_one_launch_kernel_this_machine_refuses_is_replanned(monkeypa
 
 @pytest.mark.parametrize("launch, H", [("persistent", 32), ("resident", 16)])
 def test_a_one_launch_kernel_asked_for_by_hand_raises(monkeypatch, launch, H):
-    _refusing_persistent(monkeypatch, False, launch, H)
+    _refusing_one_launch(monkeypatch, False, launch, H)
     with pytest.raises(RuntimeError, match="COOPERATIVE_LAUNCH_TOO_LARGE"):
         _lstm_step("triton", H)
 
