@@ -63,11 +63,11 @@ def precompile(shapes, dtypes, variants, modes, until=float("inf"), announce=Fal
     """Compile, many at once, the kernels the timings launch in `modes` ("auto": the plan's
     launch; "+graphs" launches use their mode's kernels), by running every shape, dtype and
     variant for two steps in each mode (each block shape and mode is a kernel of its own), in
-    threads (_threads): one after the other this would be much of the script's device time.
-    The variants with targets first; no run starts after `until` (time.time()), and with
+    threads (gpu_common.threads): one after the other this would be much of the script's device
+    time. The variants with targets first; no run starts after `until` (time.time()), and with
     `announce` each prints a line as it ends (which the probe's watchdog hears). Done in the
-    child of probe_persistent, so that a failure here costs nothing but time, and the timings
-    compile whatever is missing themselves. Returns the seconds it took."""
+    probe's child (gpu_probe.child), so that a failure here costs nothing but time, and the
+    timings compile whatever is missing themselves. Returns the seconds it took."""
     start = time.monotonic()
     ordered = sorted(variants, key=lambda v: v not in TARGET)
     try:

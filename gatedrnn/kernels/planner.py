@@ -87,6 +87,7 @@ SHARED_PER_STRIP_BYTE = {"rnn": (3.0, 2.2), "gru_simple": (3.0, 1.6), "gru": (2.
                          "gru_reset_after": (4.0, 2.8), "lstm": (3.0, 1.3),
                          "lstm_peephole": (3.0, 1.3)}
 
+
 def launch(name: str) -> dict:
     """The Settings fields of a launch named as in LAUNCHES (for benchmarks and tests)."""
     if name not in LAUNCHES:
@@ -126,7 +127,7 @@ def resident_fits(B: int, H: int, dtype: torch.dtype, variant: str,
     what its products need beside them (SHARED_PER_STRIP_BYTE) within its shared memory."""
     programs, shared = device
     tiles = -(-B // RESIDENT_TILE) * -(-H // RESIDENT_TILE)
-    size = torch.empty((), dtype=dtype).element_size()
+    size = dtype.itemsize
     strips = get_variant(variant).num_gates * k_pad(H) * RESIDENT_TILE * size
     return tiles <= programs and strips * SHARED_PER_STRIP_BYTE[variant][size == 2] <= shared
 
