@@ -10,6 +10,8 @@ interpreter runs a launch's programs one after the other, where a barrier betwee
 opens: the two barrier launches run here with a thread per program (interpreter_threads.py).
 """
 
+import random
+
 import pytest
 import torch
 
@@ -104,6 +106,46 @@ def test_every_tile_matches_the_loop(variant, launch, small_tiles, monkeypatch):
     mask = lengths_to_mask(torch.tensor(LENGTHS), T).to(DEVICE)
     _compare(variant, torch.float64, mask, reverse=False, tol=1e-10)
     _compare(variant, torch.float64, None, reverse=True, tol=1e-10)
+
+
+PLAIN_LAUNCHES = [n for n in planner.LAUNCHES if "+" not in n]   # CUDA graphs need a GPU
+EDGES = [1, 15, 16, 17, 40, 50]   # hidden sizes about the 16-wide tiles and k_pad's powers of 2
+
+
+@pytest.mark.parametrize("seed", range(len(PLAIN_LAUNCHES) * len(EDGES)))
+def test_random_shapes_tiles_and_launches_match_the_loop(seed, monkeypatch):
+    """Drawn shapes and tiles, where the test above has one of each: sizes at and around the
+    tiles' edges (one step, one row, one input feature, one unit; a tile less one, a tile, a
+    tile and one), reduction chunks of 16 to 64, rows of length 0 (never updated), reversed or
+    not, a drawn variant. The seeds go round the launches and the hidden sizes so that every
+    launch meets every size in EDGES; the persistent launch gets 1 to 6 programs."""
+    rnd = random.Random(seed)
+    launch = PLAIN_LAUNCHES[seed % len(PLAIN_LAUNCHES)]
+    variant, h = rnd.choice(VARIANTS), EDGES[seed % len(EDGES)]
+    t, b, i = rnd.choice([1, 2, 4]), rnd.choice([1, 15, 16, 17, 33]), rnd.choice([1, 7, 20])
+    _use(launch, monkeypatch)
+    if launch == "persistent":
+        programs = rnd.randint(1, 6)
+        monkeypatch.setattr(planner, "device_limits", lambda: (programs, 1 << 62))
+    tiles = dict(block_k=rnd.choice([16, 32, 64]), poison=True)
+    if launch != "resident":   # its tiles are fixed (planner.RESIDENT_TILE)
+        tiles.update(block_b=rnd.choice([16, 32]), block_h=rnd.choice([16, 32]))
+    for name, value in tiles.items():
+        monkeypatch.setattr(planner.settings, name, value)
+    lengths = torch.tensor([rnd.choice([0, *range(1, t + 1)]) for _ in range(b)])
+    mask = lengths_to_mask(lengths, t).to(DEVICE) if rnd.random() < 0.5 else None
+    g = torch.Generator().manual_seed(seed)
+    leaves = {k: (0.5 * torch.randn(s, generator=g, dtype=torch.float64)).to(DEVICE)
+              .requires_grad_() for k, s in argument_shapes(variant, t, b, i, h).items()}
+    reverse = rnd.random() < 0.5
+    outs, grads = _run(variant, leaves, "triton", mask, reverse)
+    want_outs, want_grads = _run(variant, leaves, "loop", mask, reverse)
+    shape = f"{variant} {launch} T={t} B={b} I={i} H={h} {tiles} reverse={reverse}"
+    for o, w in zip(outs, want_outs):
+        assert rel_err(o, w) <= 1e-10, shape
+    for name, w in want_grads.items():
+        assert (grads[name] is None) == (w is None), (name, shape)
+        assert w is None or rel_err(grads[name], w) <= 1e-10, (name, shape)
 
 
 @pytest.mark.parametrize("mode", ["auto", "gemm"])
