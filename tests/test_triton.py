@@ -5,7 +5,8 @@ compared with the NumPy reference in test_backends.py, which covers triton too).
 Shapes here span several tiles in every direction (rows, units, and reduction chunks), in
 every launch mode: a launch per step; the whole sequence in one launch, a program per block of
 rows; the persistent launch, 5 programs sharing the 6 tiles and meeting at a grid-wide barrier
-after every step; and the resident launch, a program per tile holding its strips of R. The
+after every step; and the resident launch, a program per tile holding its strips of R. Drawn
+shapes then take every launch about the tiles' edges (one row or unit, a tile and one). The
 interpreter runs a launch's programs one after the other, where a barrier between them never
 opens: the two barrier launches run here with a thread per program (interpreter_threads.py).
 """
