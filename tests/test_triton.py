@@ -43,12 +43,12 @@ def small_tiles(monkeypatch):
     monkeypatch.setattr(planner.settings, "poison", True)
 
 
-def _use(launch, monkeypatch):
+def _use(launch, monkeypatch, programs=5):
     """Launch the triton backend's sequences as `launch` (planner.LAUNCHES) in this test. On a
     GPU the barrier launches run many programs and a barrier that never opens would hang the
     test run: benchmarks/gpu_check.py checks them in a child process it can kill. Here they
-    run a thread per program: 5 programs for "persistent" (the first owns two tiles), one per
-    tile for "resident". The interpreter has no CUDA graphs: there "+graphs" would run exactly
+    run a thread per program: `programs` for "persistent" (at 5, the first of them owns two of
+    the 6 tiles of T, B, I, H), one per tile for "resident". The interpreter has no CUDA graphs: there "+graphs" would run exactly
     as without."""
     settings = planner.launch(launch)
     if settings["mode"] in planner.BARRIER:
@@ -57,17 +57,17 @@ def _use(launch, monkeypatch):
         if not interpreter_threads.supported():
             pytest.skip("this Triton's interpreter cannot be run a thread per program")
         interpreter_threads.run_programs_in_threads(monkeypatch)
-        programs = 5 if launch == "persistent" else 64
-        monkeypatch.setattr(planner, "device_limits", lambda: (programs, 1 << 62))
+        limit = programs if launch == "persistent" else 64
+        monkeypatch.setattr(planner, "device_limits", lambda: (limit, 1 << 62))
     if settings["graphs"] and DEVICE == "cpu":
         pytest.skip("CUDA graphs need a GPU (tests/test_graphs.py checks the rest)")
     for name, value in settings.items():
         monkeypatch.setattr(planner.settings, name, value)
 
 
-def _leaves(variant, dtype, seed=0):
+def _leaves(variant, dtype, seed=0, sizes=(T, B, I, H)):
     g = torch.Generator().manual_seed(seed)
-    shapes = argument_shapes(variant, T, B, I, H)
+    shapes = argument_shapes(variant, *sizes)
     scale = {"weight_ih": 0.4, "weight_hh": 0.3}
     return {k: (scale.get(k, 1.0) * torch.randn(s, generator=g, dtype=torch.float64))
             .to(DEVICE, dtype).requires_grad_() for k, s in shapes.items()}
@@ -84,8 +84,8 @@ def _run(variant, leaves, backend, mask, reverse):
     return outs, dict(zip(leaves, grads))
 
 
-def _compare(variant, dtype, mask, reverse, tol):
-    leaves = _leaves(variant, dtype)
+def _compare(variant, dtype, mask, reverse, tol, seed=0, sizes=(T, B, I, H)):
+    leaves = _leaves(variant, dtype, seed, sizes)
     exact = {k: v.detach().double().requires_grad_() for k, v in leaves.items()}
     outs, grads = _run(variant, leaves, "triton", mask, reverse)
     want_outs, want_grads = _run(variant, exact, "loop", mask, reverse)
@@ -124,10 +124,7 @@ def test_random_shapes_tiles_and_launches_match_the_loop(seed, monkeypatch):
     launch = PLAIN_LAUNCHES[seed % len(PLAIN_LAUNCHES)]
     variant, h = rnd.choice(VARIANTS), EDGES[seed % len(EDGES)]
     t, b, i = rnd.choice([1, 2, 4]), rnd.choice([1, 15, 16, 17, 33]), rnd.choice([1, 7, 20])
-    _use(launch, monkeypatch)
-    if launch == "persistent":
-        programs = rnd.randint(1, 6)
-        monkeypatch.setattr(planner, "device_limits", lambda: (programs, 1 << 62))
+    _use(launch, monkeypatch, programs=rnd.randint(1, 6))
     tiles = dict(block_k=rnd.choice([16, 32, 64]), poison=True)
     if launch != "resident":   # its tiles are fixed (planner.RESIDENT_TILE)
         tiles.update(block_b=rnd.choice([16, 32]), block_h=rnd.choice([16, 32]))
@@ -135,18 +132,9 @@ def test_random_shapes_tiles_and_launches_match_the_loop(seed, monkeypatch):
         monkeypatch.setattr(planner.settings, name, value)
     lengths = torch.tensor([rnd.choice([0, *range(1, t + 1)]) for _ in range(b)])
     mask = lengths_to_mask(lengths, t).to(DEVICE) if rnd.random() < 0.5 else None
-    g = torch.Generator().manual_seed(seed)
-    leaves = {k: (0.5 * torch.randn(s, generator=g, dtype=torch.float64)).to(DEVICE)
-              .requires_grad_() for k, s in argument_shapes(variant, t, b, i, h).items()}
     reverse = rnd.random() < 0.5
-    outs, grads = _run(variant, leaves, "triton", mask, reverse)
-    want_outs, want_grads = _run(variant, leaves, "loop", mask, reverse)
-    shape = f"{variant} {launch} T={t} B={b} I={i} H={h} {tiles} reverse={reverse}"
-    for o, w in zip(outs, want_outs):
-        assert rel_err(o, w) <= 1e-10, shape
-    for name, w in want_grads.items():
-        assert (grads[name] is None) == (w is None), (name, shape)
-        assert w is None or rel_err(grads[name], w) <= 1e-10, (name, shape)
+    print(f"drawn: {variant} {launch} T={t} B={b} I={i} H={h} {tiles} reverse={reverse}")
+    _compare(variant, torch.float64, mask, reverse, tol=1e-10, seed=seed, sizes=(t, b, i, h))
 
 
 @pytest.mark.parametrize("mode", ["auto", "gemm"])
