@@ -15,10 +15,10 @@ demo: $(VENV)/.installed          ## the main job: train a char-LM on the embedd
 	$(VENV)/bin/gatedrnn demo
 
 test: $(VENV)/.installed          ## the test suite CI runs
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 test-all: $(VENV)/.installed      ## also the slow tests
-	$(PY) -m pytest -q --runslow
+	$(PY) -m pytest -q -n auto --runslow
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
