@@ -2,8 +2,11 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# A process per core (pytest-xdist; tests/conftest.py keeps each to one thread), at most 4: a
+# container may see more cores than its CPU quota gives it, and each process loads torch.
+PYTEST := $(PY) -m pytest -q -n auto --maxprocesses 4
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), f"gatedrnn needs Python >= 3.11, $(PYTHON) is {sys.version.split()[0]}"'
@@ -15,10 +18,10 @@ demo: $(VENV)/.installed          ## the main job: train a char-LM on the embedd
 	$(VENV)/bin/gatedrnn demo
 
 test: $(VENV)/.installed          ## the test suite CI runs
-	$(PY) -m pytest -q -n auto
+	$(PYTEST)
 
 test-all: $(VENV)/.installed      ## also the slow tests
-	$(PY) -m pytest -q -n auto --runslow
+	$(PYTEST) --runslow
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
