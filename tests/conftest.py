@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 
 # `make test` runs the suite in a process per core (pytest-xdist), each keeping to one thread.
-# On CI's two cores, runs in turn: one process 333 s and 328 s, two of one thread 186 s and
-# 194 s; two of two threads each contend (293 s, against 237 s for one thread each, in turn).
-# Set before torch and NumPy load, which read it then; a test that needs threads asks for them
-# (test_backends sets two).
+# On the development machine's two cores, runs in turn: one process 333 s and 328 s, two of one
+# thread 186 s and 194 s; two of two threads each contend (293 s, against 237 s for one thread
+# each, in turn). Set before torch and NumPy load, which read it then; a test that needs
+# threads asks for them (test_backends sets two).
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
