@@ -48,8 +48,8 @@ def _use(launch, monkeypatch, programs=5):
     GPU the barrier launches run many programs and a barrier that never opens would hang the
     test run: benchmarks/gpu_check.py checks them in a child process it can kill. Here they
     run a thread per program: `programs` for "persistent" (at 5, the first of them owns two of
-    the 6 tiles of T, B, I, H), one per tile for "resident". The interpreter has no CUDA graphs: there "+graphs" would run exactly
-    as without."""
+    the 6 tiles of T, B, I, H), one per tile for "resident". The interpreter has no CUDA
+    graphs: there "+graphs" would run exactly as without."""
     settings = planner.launch(launch)
     if settings["mode"] in planner.BARRIER:
         if DEVICE == "cuda":
