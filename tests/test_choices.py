@@ -29,23 +29,28 @@ def measured(monkeypatch):
     monkeypatch.setattr(planner, "interpreting", lambda: False)
 
 
+def _launch(*args):
+    chosen = choices.nearest(MEASURED, *args)
+    return None if chosen is None else chosen.launch
+
+
 def test_the_nearest_measured_problem_of_the_variant_and_dtype_chooses():
-    assert choices.nearest(MEASURED, "lstm", 16, 768, torch.bfloat16) == "persistent"
-    assert choices.nearest(MEASURED, "lstm", 32, 512, torch.bfloat16) == "persistent"
-    assert choices.nearest(MEASURED, "lstm", 128, 1024, torch.bfloat16) == "gemm+graphs"
-    assert choices.nearest(MEASURED, "lstm", 16, 768, torch.float32) == "step+graphs"
-    assert choices.nearest(MEASURED, "lstm", 16, 768, torch.float16) == "persistent"
+    assert _launch("lstm", 16, 768, torch.bfloat16) == "persistent"
+    assert _launch("lstm", 32, 512, torch.bfloat16) == "persistent"
+    assert _launch("lstm", 128, 1024, torch.bfloat16) == "gemm+graphs"
+    assert _launch("lstm", 16, 768, torch.float32) == "step+graphs"
+    assert _launch("lstm", 16, 768, torch.float16) == "persistent"
 
 
 def test_an_unmeasured_variant_takes_what_most_measured_variants_took_there():
-    assert choices.nearest(MEASURED, "rnn", 16, 768, torch.bfloat16) == "step"
+    assert _launch("rnn", 16, 768, torch.bfloat16) == "step"
     # gru was measured at G1 only: at G3 it takes what was measured there (lstm's)
-    assert choices.nearest(MEASURED, "gru", 256, 1024, torch.bfloat16) == "gemm+graphs"
+    assert _launch("gru", 256, 1024, torch.bfloat16) == "gemm+graphs"
 
 
 def test_nothing_is_chosen_far_from_every_measured_problem_nor_in_float64():
-    assert choices.nearest(MEASURED, "lstm", 4, 4096, torch.bfloat16) is None
-    assert choices.nearest(MEASURED, "lstm", 16, 768, torch.float64) is None
+    assert _launch("lstm", 4, 4096, torch.bfloat16) is None
+    assert _launch("lstm", 16, 768, torch.float64) is None
     assert choices.nearest((), "lstm", 16, 768, torch.bfloat16) is None
 
 
@@ -57,6 +62,53 @@ def test_the_plan_launches_as_measured(measured):
     assert (chosen.block_b, chosen.block_h, chosen.block_k) == (64, 32, 64)   # tiles as before
 
 
+def _tiles(p):
+    return p.block_b, p.block_h, p.block_k, p.num_warps
+
+
+TUNED = Choice("lstm", "bf16", 16, 768, "step", block_b=32, block_h=64, block_k=32, num_warps=8)
+
+
+def test_tuned_tiles_are_taken_within_an_octave_of_where_they_were_tuned(measured, monkeypatch):
+    monkeypatch.setattr(planner, "_choices", lambda: Measured([TUNED]))
+    assert _tiles(planner.plan(16, 768, torch.bfloat16, "lstm")) == (32, 64, 32, 8)
+    assert _tiles(planner.plan(32, 768, torch.bfloat16, "lstm")) == (32, 64, 32, 8)
+    assert _tiles(planner.plan(16, 384, torch.bfloat16, "lstm")) == (32, 64, 32, 8)
+    far = planner.plan(64, 768, torch.bfloat16, "lstm")   # two octaves: the launch, not the tiles
+    assert (far.mode, _tiles(far)) == ("step", (64, 16, 64, 4))
+
+
+def test_tuned_tiles_are_the_variants_own_and_settings_go_first(measured, monkeypatch):
+    monkeypatch.setattr(planner, "_choices", lambda: Measured([TUNED]))
+    other = planner.plan(16, 768, torch.bfloat16, "rnn")   # lstm's launch, the heuristic tiles
+    assert (other.mode, _tiles(other)) == ("step", (16, 16, 64, 4))
+    monkeypatch.setattr(planner.settings, "block_h", 16)
+    assert _tiles(planner.plan(16, 768, torch.bfloat16, "lstm")) == (32, 16, 32, 8)
+
+
+def test_a_resident_launch_keeps_its_own_tiles(measured, monkeypatch):
+    tuned = Choice("lstm", "bf16", 16, 768, "resident", block_b=32, block_h=32, num_warps=4)
+    monkeypatch.setattr(planner, "_choices", lambda: Measured([tuned]))
+    monkeypatch.setattr(planner, "device_limits", lambda: H100)
+    chosen = planner.plan(16, 768, torch.bfloat16, "lstm")
+    assert (chosen.mode, _tiles(chosen)) == ("resident", (16, 16, 64, 8))
+
+
+def test_tuned_tiles_load_from_the_file_and_bad_ones_are_named(tmp_path):
+    path = tmp_path / "choices.json"
+    entry = dict(variant="lstm", dtype="bf16", B=16, H=768, launch="step", block_b=32,
+                 block_h=64, block_k=32, num_warps=8)
+    path.write_text(json.dumps({"choices": [entry, dict(entry, variant="gru", block_b=None)]}))
+    tuned, untuned_b = choices.load(path)
+    assert tuned == TUNED and tuned.tiles() == dict(block_b=32, block_h=64, block_k=32,
+                                                    num_warps=8)
+    assert "block_b" not in untuned_b.tiles()
+    path.write_text(json.dumps({"choices": [dict(entry, block_h=24)]}))
+    with pytest.raises(ValueError, match=r"block_h: expected a power of two ≥ 16, got 24 "
+                                         r"\(lstm bf16 B=16 H=768\)"):
+        choices.load(path)
+
+
 def test_the_heuristic_plans_where_nothing_near_was_measured(measured):
     assert planner.plan(4, 4096, torch.bfloat16, "lstm").mode == "step"
     assert planner.plan(1, 64, torch.float64, "lstm").mode == "sequence"
@@ -65,7 +117,7 @@ def test_the_heuristic_plans_where_nothing_near_was_measured(measured):
 
 def test_a_measured_sequence_launch_is_not_taken_for_a_large_problem(measured):
     assert planner.plan(1, 256, torch.bfloat16, "lstm").mode == "sequence"
-    assert choices.nearest(MEASURED, "lstm", 2, 512, torch.bfloat16) == "sequence"
+    assert _launch("lstm", 2, 512, torch.bfloat16) == "sequence"
     assert planner.plan(2, 512, torch.bfloat16, "lstm").mode == "step"
 
 

@@ -148,41 +148,53 @@ def plan(B: int, H: int, dtype: torch.dtype = torch.float32, variant: str | None
     - 8 warps for tiles of 2048 elements or more: with 4, the four gates' accumulators of a
       64 × 32 tile spill registers (benchmarks/compile_check.py); 8 for "resident", whose rows
       of the state are a whole k_pad(H) wide.
-    The tiles are first guesses, to be set by the GPU check's --tune (benchmarks/gpu-notes.md).
+    These tiles are first guesses: where the GPU check's --tune found faster ones near (B, H)
+    that passed its correctness check, the plan takes those (choices.py); settings' own tiles
+    go before both.
     """
     s = settings
     if s.mode not in MODES:
         raise ValueError(f"settings.mode: expected one of {list(MODES)}, got {s.mode!r}")
     mode, graphs = s.mode, s.graphs
     measured = _measured_launch(B, H, dtype, variant) if mode == "auto" else None
+    tuned = {}
     if measured is not None:
         mode, graphs = measured["mode"], measured["graphs"] or graphs
+        tuned = measured["tiles"]
     elif mode == "auto":
         mode = "sequence" if B <= 16 and H <= 128 else "step"
     resident = mode == "resident"
-    block_b = s.block_b or (RESIDENT_TILE if resident else _pow2(B, 16, 64))
+    block_b = s.block_b or tuned.get("block_b") or (RESIDENT_TILE if resident else
+                                                    _pow2(B, 16, 64))
     tiles_of_32 = -(-B // block_b) * -(-H // 32)
-    block_h = s.block_h or (RESIDENT_TILE if resident else
-                            32 if tiles_of_32 >= 64 or mode == "sequence" else 16)
-    block_k = s.block_k or (32 if dtype in (torch.float32, torch.float64) else 64)
-    num_warps = s.num_warps or (RESIDENT_WARPS if resident else
-                                8 if block_b * block_h >= 2048 else 4)
+    block_h = s.block_h or tuned.get("block_h") or (
+        RESIDENT_TILE if resident else 32 if tiles_of_32 >= 64 or mode == "sequence" else 16)
+    block_k = s.block_k or tuned.get("block_k") or (
+        32 if dtype in (torch.float32, torch.float64) else 64)
+    num_warps = s.num_warps or tuned.get("num_warps") or (
+        RESIDENT_WARPS if resident else 8 if block_b * block_h >= 2048 else 4)
     return Plan(mode, block_b, block_h, block_k, num_warps, graphs and mode in ("step", "gemm"),
                 measured is not None)
 
 
 def _measured_launch(B: int, H: int, dtype: torch.dtype, variant: str | None) -> dict | None:
-    """The Settings fields of the launch measured fastest near (B, H), if one was; never under
-    the interpreter, whose tests choose their launches, nor a "sequence" or "resident" launch
-    that (B, H) does not fit, nor a launch this machine has refused (`refused`)."""
+    """The Settings fields of the launch measured fastest near (B, H), if one was, and under
+    "tiles" those tuned for it within choices.TILE_DISTANCE; never under the interpreter, whose
+    tests choose their launches, nor a "sequence" or "resident" launch that (B, H) does not
+    fit, nor a launch this machine has refused (`refused`). A resident launch keeps its own
+    tiles, on which resident_fits counts."""
     if variant is None or not _use_measurements():
         return None
-    name = _choices().nearest(variant, B, H, dtype)
-    if name is None or name in refused or (name == "sequence" and not sequence_fits(B, H)):
+    chosen = _choices().nearest(variant, B, H, dtype)
+    if chosen is None:
+        return None
+    name = chosen.launch
+    if name in refused or (name == "sequence" and not sequence_fits(B, H)):
         return None
     if name == "resident" and not resident_fits(B, H, dtype, variant, device_limits()):
         return None
-    return launch(name)
+    near = choices.distance(chosen, B, H) <= choices.TILE_DISTANCE and name != "resident"
+    return dict(launch(name), tiles=chosen.tiles() if near else {})
 
 
 def _use_measurements() -> bool:
