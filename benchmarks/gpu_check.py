@@ -98,7 +98,8 @@ def main() -> None:
                              "the script (its times mean nothing)")
     parser.add_argument("--tune", metavar="VARIANT", nargs="?", const="lstm",
                         help="instead of the timings table, time VARIANT (default lstm) under the "
-                             "plan's launch and its neighbours")
+                             "plan's launch and its neighbours, each checked first (its JSON "
+                             "sets tiles: gpu_table.py --tuned)")
     parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--probe-until", type=float, default=float("inf"),
                         help=argparse.SUPPRESS)   # time.time() past which the child compiles
@@ -106,6 +107,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"),
                         help="folder for the JSON file")
     args = parser.parse_args()
+    if args.tune:   # its probe then compiles and checks that variant alone
+        args.variants = [args.tune]
     if args.dry_run:
         if not planner.interpreting():
             sys.exit("gpu_check: --dry-run needs TRITON_INTERPRET=1")
@@ -159,7 +162,7 @@ def main() -> None:
     if args.tune:
         print("tuning:", flush=True)
         result["tuning"] = tune(args.shapes, args.dtypes, args.tune, launches, min(repeats, 5),
-                                deadline)
+                                deadline, int(time.time()) + 2)
         _write(result, args.out, start)
         print(tuning_table(result["tuning"]))
         return

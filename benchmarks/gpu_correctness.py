@@ -66,12 +66,12 @@ def correctness(variants, launches, seed: int, dry_run: bool) -> list[dict]:
                 shape = _shape(launch, dry_run)
                 if shape not in cases:
                     cases[shape] = _cases(variants, *shape, g)
-                    for case, want in zip(cases[shape], pool.map(_reference, cases[shape])):
+                    for case, want in zip(cases[shape], pool.map(reference, cases[shape])):
                         case.want = want
                 graphs = use(launch)
-                check = functools.partial(_check, launch, graphs)
-                rows += list(map(check, cases[shape]) if graphs
-                             else pool.map(check, cases[shape]))
+                checked = functools.partial(check, launch, graphs)
+                rows += list(map(checked, cases[shape]) if graphs
+                             else pool.map(checked, cases[shape]))
         finally:
             planner.settings = planner.Settings()
     return rows
@@ -86,30 +86,30 @@ def _shape(launch: str, dry_run: bool) -> tuple[int, int, int, int]:
 
 
 def _cases(variants, T, B, I, H, g) -> list[Case]:
-    cases = []
-    for variant in variants:
-        for dname, dtype in DTYPES.items():
-            for reverse in (False, True):
-                lengths = torch.randint(1, T + 1, (B,), generator=g)
-                lengths[0] = T
-                weights = [torch.randn(s, generator=g, dtype=torch.float64)
-                           for s in ((T, B, H), (B, H), (B, H))]
-                # The reference sees the rounded values in float64: the error measured is the
-                # kernels', not the rounding of the inputs.
-                low = {k: v.to(dtype) for k, v in
-                       _random_leaves(variant, T, B, I, H, torch.float64, g).items()}
-                cases.append(Case(variant, dname, reverse, low, lengths_to_mask(lengths, T),
-                                  weights))
-    return cases
+    return [case(variant, dname, reverse, T, B, I, H, g)
+            for variant in variants for dname in DTYPES for reverse in (False, True)]
 
 
-def _reference(case: Case) -> dict:
+def case(variant: str, dname: str, reverse: bool, T: int, B: int, I: int, H: int, g) -> Case:
+    """A case on fresh random inputs from `g`, with lengths from 1 to T (the first T)."""
+    lengths = torch.randint(1, T + 1, (B,), generator=g)
+    lengths[0] = T
+    weights = [torch.randn(s, generator=g, dtype=torch.float64)
+               for s in ((T, B, H), (B, H), (B, H))]
+    # The reference sees the rounded values in float64: the error measured is the kernels',
+    # not the rounding of the inputs.
+    low = {k: v.to(DTYPES[dname]) for k, v in
+           _random_leaves(variant, T, B, I, H, torch.float64, g).items()}
+    return Case(variant, dname, reverse, low, lengths_to_mask(lengths, T), weights)
+
+
+def reference(case: Case) -> dict:
     return _outputs_and_grads(case.variant, {k: v.double() for k, v in case.low.items()},
                               case.mask, case.reverse, "reference", case.weights)
 
 
-def _check(launch: str, graphs: bool, case: Case) -> dict:
-    """The row of one case in one launch (which the caller has set)."""
+def check(launch: str, graphs: bool, case: Case) -> dict:
+    """The row of one case in one launch (which the caller has set), named `launch`."""
     row = dict(variant=case.variant, dtype=case.dname, mode=launch, reverse=case.reverse)
     device = common.DEVICE
     mask = case.mask.to(device)

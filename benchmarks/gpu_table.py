@@ -8,11 +8,19 @@ prints its table with the launch the plan chose while it ran. After such a run:
                                                           # to gatedrnn/kernels/gpu/choices.json,
                                                           # then print the table as the plan
                                                           # now launches
+    python benchmarks/gpu_table.py RESULT.json --tuned TUNE.json --choose
+                                                          # and where a --tune run found a
+                                                          # faster candidate that passed its
+                                                          # check, that launch with its tiles
     python benchmarks/gpu_table.py RESULT.json            # only print
+    python benchmarks/gpu_table.py RESULT.json --worst    # the row furthest over its target
+                                                          # as the plan now launches it:
+                                                          # "variant shape dtype", or nothing
 
 Every number in the table was measured in that one run: choosing picks, row by row, the launch
 whose time the table then shows, so one run of the GPU check both sets the plan and measures
-it. A launch the run did not time shows as not measured.
+it. A launch the run did not time shows as not measured. Rows whose plan now has tiles from a
+--tune show that run's time for them in the tuning table printed after the main one.
 """
 
 from __future__ import annotations
@@ -111,16 +119,20 @@ def _graph_summary(rows) -> str:
 
 
 def tuning_table(rows) -> str:
+    """A --tune run's candidates: the plan's first (as it was when the run was made), each
+    with its check against the float64 reference and, if it passed, its training time."""
     chosen = {(r["shape"], r["dtype"]): r.get("train") for r in rows if r["chosen"]}
     cells = [{**r, "mode": r["mode"] + ("+graphs" if r["graphs"] else "")
               + (" (plan)" if r["chosen"] else ""),
               "warps": r["num_warps"], "launch": "direct" if r["fast_launch"] else "JIT",
+              "check": ("—" if "max_rel_err" not in r else
+                        f"{r['max_rel_err']:.1e}" + ("" if r["ok"] else " FAILED")),
               "train ms": (f"{r['train']:.2f}" if "train" in r else
-                           r.get("error", r.get("skipped", ""))),
+                           r.get("error", r.get("skipped", "not timed"))),
               "÷ plan's": _ratio(r.get("train"), chosen.get((r["shape"], r["dtype"])))}
              for r in rows]
     return markdown(cells, ["shape", "dtype", "mode", "block_b", "block_h", "block_k", "warps",
-                            "launch", "train ms", "÷ plan's"])
+                            "launch", "check", "train ms", "÷ plan's"])
 
 
 def passed(result: dict) -> set[str]:
@@ -142,13 +154,48 @@ def choose(result: dict, source: str) -> dict:
     for r in result.get("timings", []):
         times = {m: ms for m, ms in r.get("train", {}).items() if m in ok and ms == ms}
         if times and "time budget" not in r.get("errors", {}).values():
+            launch = min(times, key=times.get)
+            # The plan's own launch ran with the tiles a past --tune chose: keep them.
+            tiles = r.get("tiles", {}) if launch == r["mode"] else {}
             found.append(dict(variant=r["variant"], dtype=r["dtype"], B=r["B"], H=r["H"],
-                              launch=min(times, key=times.get), train_ms=times))
+                              launch=launch, **tiles, train_ms=times))
     return {"about": "The launch gpu_check timed fastest per problem, dtype and variant, of "
                      "those that passed its correctness check (gatedrnn/kernels/choices.py); "
                      "written by benchmarks/gpu_table.py --choose.",
             "source": source, **result.get("env", {}), "date": result.get("date"),
             "choices": found}
+
+
+def tuned(found: list[dict], rows, source: str) -> list[dict]:
+    """`found` (choose's choices) with, per problem a --tune run timed, the fastest candidate
+    that passed its correctness check, launched directly, in place of the choice there (its
+    launch and tiles). Candidates through Triton's JIT are there to measure the direct
+    launch's gain, not to be chosen."""
+    best = {}
+    for r in rows:
+        ms, key = r.get("train"), (r["variant"], r["dtype"], r["B"], r["H"])
+        if (r.get("ok") and r["fast_launch"] and ms is not None and ms == ms
+                and (key not in best or ms < best[key]["train"])):
+            best[key] = r
+    out = [c for c in found if (c["variant"], c["dtype"], c["B"], c["H"]) not in best]
+    for (variant, dname, B, H), r in best.items():
+        out.append(dict(variant=variant, dtype=dname, B=B, H=H,
+                        launch=r["mode"] + ("+graphs" if r["graphs"] else ""),
+                        **{k: r[k] for k in choices.TILES}, tuned_ms=r["train"],
+                        tuned_in=source))
+    return out
+
+
+def worst(rows, launch_of=lambda row: row["mode"]) -> dict | None:
+    """The row whose train time in the launch `launch_of(row)` (by default the one the plan
+    chose while the check ran) is furthest over its target against cuDNN, if any is."""
+    over = []
+    for r in rows:
+        ms = r.get("train", {}).get(launch_of(r))
+        if r["variant"] in TARGET and ms is not None and ms == ms:
+            over.append((ms / r["cudnn_train"] / TARGET[r["variant"]], r))
+    ratio, row = max(over, key=lambda pair: pair[0], default=(0.0, None))
+    return row if ratio > 1 else None
 
 
 def main(argv=None) -> None:
@@ -158,15 +205,32 @@ def main(argv=None) -> None:
                         help="first write the run's fastest launches as the plan's choices")
     parser.add_argument("--choices", type=Path, default=choices.PATH,
                         help="the choices file to write (default: the package's)")
+    parser.add_argument("--tuned", type=Path, nargs="+", default=[], metavar="TUNE.json",
+                        help="with --choose: gpu-tune-*.json runs of gpu_check.py --tune, whose "
+                             "fastest candidates that passed their check go in as choices")
+    parser.add_argument("--worst", action="store_true",
+                        help="only print the row furthest over its target, launched as the "
+                             "plan now launches it, as 'variant shape dtype' (nothing if every "
+                             "row meets its target)")
     args = parser.parse_args(argv)
     result = json.loads(args.result.read_text())
+    if args.worst:
+        row = worst(result.get("timings", []), planned)
+        if row:
+            print(row["variant"], row["shape"], row["dtype"])
+        return
+    if args.tuned and not args.choose:
+        parser.error("--tuned: expected with --choose (it sets choices)")
     if not result.get("complete", True):
         print(f"{args.result.name}: the run did not finish; this is what it measured until then")
+    tunings = [(path.name, json.loads(path.read_text()).get("tuning", [])) for path in args.tuned]
     if args.choose:
         try:
             data = choose(result, args.result.name)
         except ValueError as error:
             sys.exit(f"gpu_table: {error}")
+        for name, rows in tunings:
+            data["choices"] = tuned(data["choices"], rows, name)
         args.choices.write_text(json.dumps(data, indent=1) + "\n")
         print(f"{len(data['choices'])} choices written to {args.choices}")
         choices.PATH = args.choices
@@ -177,6 +241,9 @@ def main(argv=None) -> None:
     print()
     print(table(result.get("timings", []), result.get("env", {}).get("device", "?"), launches,
                 planned))
+    for name, rows in tunings:
+        print(f"\nTuning in {name}:\n")
+        print(tuning_table(rows))
 
 
 if __name__ == "__main__":

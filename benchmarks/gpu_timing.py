@@ -13,7 +13,7 @@ import torch
 
 import gatedrnn
 import gpu_common as common   # benchmarks/gpu_common.py
-from gatedrnn.kernels import planner
+from gatedrnn.kernels import choices, planner
 from gpu_common import (LOOP_SHAPES, SHAPES, graph_counts, peer_class, replays_since, threads,
                         use, worth_timing)
 from gpu_table import DTYPES, TARGET      # benchmarks/gpu_table.py
@@ -140,9 +140,12 @@ def _time_row(sname, dname, variant, x, peers, repeats, deadline, loop_repeats) 
     """The row of the plan's launch, with cuDNN's and the loop's times (by launch: "infer",
     "train", "replayed" and "errors" map launch names to what was measured in each)."""
     T, B, H = x.shape
-    launch = planner.launch_name(planner.plan(B, H, x.dtype, variant))
+    plan = planner.plan(B, H, x.dtype, variant)
+    launch = planner.launch_name(plan)
     row = dict(shape=sname, T=T, B=B, H=H, dtype=dname, variant=variant, mode=launch,
                infer={}, train={}, replayed={}, errors={})
+    if plan.tuned:   # the plan's launch runs with tiles a --tune chose (choices.py)
+        row["tiles"] = {k: getattr(plan, k) for k in choices.TILES}
     if time.monotonic() > deadline:
         return {**row, "skipped": "time budget"}
     try:

@@ -1,5 +1,11 @@
 """The GPU check's --tune (benchmarks/gpu_check.py): one variant's training time under the plan's
-launch and its neighbours (tiles, reduction chunk, warps, the other launches)."""
+launch and its neighbours (tiles, reduction chunk, warps, the other launches), each first
+checked against the float64 reference at the same problem over CHECK_STEPS steps.
+
+Its JSON sets the plan's tiles: `python benchmarks/gpu_table.py CHECK.json --tuned TUNE.json
+--choose` makes the fastest candidate that passed its check the plan's choice at that problem
+(gatedrnn/kernels/choices.py).
+"""
 
 from __future__ import annotations
 
@@ -11,24 +17,40 @@ import torch
 import gpu_common as common   # benchmarks/gpu_common.py
 from gatedrnn.kernels import planner
 from gpu_common import SHAPES, worth_timing
+from gpu_correctness import case, check, reference   # benchmarks/gpu_correctness.py
 from gpu_table import DTYPES   # benchmarks/gpu_table.py
 from gpu_timing import module_for, time_ms   # benchmarks/gpu_timing.py
 from speed import train_step                 # benchmarks/speed.py
 
+# Steps of each candidate's correctness check: a tile's rows, units and reduction chunks are the
+# same at every step, and the dry run's problems are that long anyway.
+CHECK_STEPS = 8
+
+
+def _planned(B: int, H: int, dtype: torch.dtype, variant: str, launch: str) -> planner.Plan:
+    """The plan's own tiles for `launch` at this problem (its heuristic's)."""
+    planner.settings = planner.Settings(**planner.launch(launch))
+    try:
+        return planner.plan(B, H, dtype, variant)
+    finally:
+        planner.settings = planner.Settings()
+
 
 def _candidates(base, B: int, H: int, dname: str, variant: str, launches) -> list[dict]:
     """Settings for the plan's launch and its neighbours: each block size halved or doubled,
-    the other reduction chunk and warp count, the other launches with the plan's tiles, and the
-    step mode's launches through Triton's JIT instead of the direct call."""
+    the other reduction chunk and warp count (not for "resident", whose fit counts on its own
+    tiles), the other launches with the tiles the plan gives them, and the step mode's
+    launches through Triton's JIT instead of the direct call."""
     plans = [base]
     for field, values in (("block_h", (16, 32, 64)), ("block_b", (16, 32, 64)),
                           ("block_k", (32, 64)), ("num_warps", (4, 8))):
         for value in values:
-            if value != getattr(base, field) and (field != "block_b" or value <= max(16, B)):
+            if (base.mode != "resident" and value != getattr(base, field)
+                    and (field != "block_b" or value <= max(16, B))):
                 plans.append(dataclasses.replace(base, **{field: value}))
     for launch in launches:
-        if launch != base.mode and worth_timing(launch, B, H, dname, variant):
-            plans.append(dataclasses.replace(base, **planner.launch(launch)))
+        if launch != planner.launch_name(base) and worth_timing(launch, B, H, dname, variant):
+            plans.append(_planned(B, H, DTYPES[dname], variant, launch))
     out = [dict(_settings_of(p), fast_launch=True) for p in plans]
     if base.mode == "step":
         out.append(dict(_settings_of(base), fast_launch=False))
@@ -38,35 +60,45 @@ def _candidates(base, B: int, H: int, dname: str, variant: str, launches) -> lis
 def _settings_of(p) -> dict:
     """The Settings fields that launch as the Plan `p` does."""
     fields = dataclasses.asdict(p)
-    del fields["measured"]
+    del fields["measured"], fields["tuned"]
     return fields
 
 
-def tune(shapes, dtypes, variant, launches, repeats, deadline) -> list[dict]:
+def tune(shapes, dtypes, variant, launches, repeats, deadline, seed: int) -> list[dict]:
     """Training time of `variant` under the plan's launch and its neighbours, per shape and
-    dtype: the numbers to set the plan by (gatedrnn.kernels.planner.plan)."""
+    dtype, each candidate timed only if it passed its correctness check (buffers poisoned, as
+    in the check's): the numbers to set the plan by (gatedrnn/kernels/choices.py)."""
     rows = []
+    g = torch.Generator().manual_seed(seed)
     for sname in shapes:
         T, B, H = SHAPES[sname]
         for dname in dtypes:
             dtype = DTYPES[dname]
             x = torch.randn(T, B, H, device=common.DEVICE, dtype=dtype)
+            checked = case(variant, dname, False, min(T, CHECK_STEPS), B, H, H, g)
+            checked.want = reference(checked)
             candidates = _candidates(planner.plan(B, H, dtype, variant), B, H, dname, variant,
                                      launches)
             for k, cand in enumerate(candidates):
-                row = dict(shape=sname, dtype=dname, variant=variant, chosen=k == 0, **cand)
+                row = dict(shape=sname, B=B, H=H, dtype=dname, variant=variant, chosen=k == 0,
+                           **cand)
                 if time.monotonic() > deadline:
                     rows.append({**row, "skipped": "time budget"})
                     continue
-                planner.settings = planner.Settings(**cand)
+                rows.append(row)
+                launch = cand["mode"] + ("+graphs" if cand["graphs"] else "")
                 try:
+                    planner.settings = planner.Settings(**cand, poison=True)
+                    found = check(launch, cand["graphs"], checked)
+                    row.update(ok=found["ok"], max_rel_err=found["max_rel_err"])
+                    if not found["ok"]:
+                        continue
+                    planner.settings = planner.Settings(**cand)
                     row["train"] = time_ms(train_step(module_for(variant, H, dtype), x), repeats)
                 except Exception as error:   # a launch the compiler refuses is a result too
                     row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
                 finally:
                     planner.settings = planner.Settings()
-                rows.append(row)
-                print(f"  tune {sname} {dname} {cand}: {row.get('train', row.get('error'))}",
-                      flush=True)
+                print(f"  tune {sname} {dname} {cand}: "
+                      f"{row.get('train', row.get('error', 'failed its check'))}", flush=True)
     return rows
-

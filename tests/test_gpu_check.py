@@ -1,6 +1,6 @@
 """benchmarks/gpu_check.py stays runnable: its dry run (tiny shapes, Triton's interpreter on the
 CPU) goes through correctness (the persistent mode's in a child process), timings and the
-table for one variant and one shape."""
+table for one variant and one shape; and so does its --tune, whose choices then set tiles."""
 
 import json
 import os
@@ -51,6 +51,41 @@ def test_dry_run_prints_the_table(tmp_path):
     (chosen,) = json.loads(choices.read_text())["choices"]
     assert chosen["launch"] == min(row["train"], key=row["train"].get)
     assert f"| G2 | f32 | lstm_peephole | {chosen['launch']} |" in run.stdout.splitlines()[-1]
+
+
+def test_dry_run_tune_checks_each_candidate_and_sets_the_plans_tiles(tmp_path):
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run",
+                          "--no-correctness", "--tune", "rnn", "--shapes", "G4", "--dtypes",
+                          "f32", "--launches", "step", "--out", str(tmp_path)],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    tune = next(tmp_path.glob("gpu-tune-*.json"))
+    rows = json.loads(tune.read_text())["tuning"]
+    # the plan's sequence launch, its four tile neighbours, and the step launch
+    assert [r["mode"] for r in rows] == ["sequence"] * 5 + ["step"]
+    assert all(r["ok"] and r["max_rel_err"] <= 1e-4 and r["train"] > 0 for r in rows)
+    assert "| G4 | f32 | sequence (plan) | 16 | 32 | 32 | 4 | direct |" in run.stdout
+
+    # A check whose correctness passed and which timed nothing: the choices are the tune's.
+    check = tmp_path / "gpu-check.json"
+    check.write_text(json.dumps(dict(correctness=[dict(variant="rnn", dtype="f32", mode="step",
+                                                       ok=True, max_rel_err=0.0)],
+                                     timings=[])))
+    env.pop("TRITON_INTERPRET")
+    choices = tmp_path / "choices.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_table.py"), str(check),
+                          "--tuned", str(tune), "--choose", "--choices", str(choices)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (chosen,) = json.loads(choices.read_text())["choices"]
+    fastest = min(rows, key=lambda r: r["train"])
+    assert chosen == dict(variant="rnn", dtype="f32", B=fastest["B"], H=fastest["H"],
+                          launch=fastest["mode"], block_b=fastest["block_b"],
+                          block_h=fastest["block_h"], block_k=fastest["block_k"],
+                          num_warps=fastest["num_warps"], tuned_ms=fastest["train"],
+                          tuned_in=tune.name)
+    assert f"Tuning in {tune.name}:" in run.stdout
 
 
 @pytest.fixture

@@ -82,3 +82,68 @@ def test_a_run_that_did_not_finish_is_said_so(gpu_table, tmp_path, capsys):
     assert ("correctness: 1 FAILED: lstm bf16 persistent 5.0e-01; barrier launches: not "
             "checked; gemm's 16-bit products: not used") in out
     assert "| G1 | bf16 | lstm |" in out
+
+
+def _candidate(mode, train, ok=True, fast_launch=True, **tiles):
+    return dict(shape="G1", B=16, H=768, dtype="bf16", variant="lstm", chosen=False, mode=mode,
+                graphs=False, fast_launch=fast_launch, ok=ok, max_rel_err=1e-3 if ok else 0.5,
+                train=train, **{"block_b": 16, "block_h": 16, "block_k": 64, "num_warps": 4,
+                                **tiles})
+
+
+def test_the_fastest_tuned_candidate_that_passed_replaces_the_choice_there(gpu_table):
+    found = gpu_table.choose(_result(failed_launch=None), "run.json")["choices"]
+    elsewhere = dict(found[0], H=256, launch="step")
+    rows = [_candidate("persistent", 8.5), _candidate("step", 7.0, block_h=32),
+            _candidate("step", 5.0, ok=False, block_h=64),            # wrong: not chosen
+            _candidate("step", 6.0, fast_launch=False, block_h=32),   # Triton's JIT: not chosen
+            dict(_candidate("step", 1.0), train=float("nan"))]        # failed to run
+    (other, chosen) = gpu_table.tuned(found + [elsewhere], rows, "tune.json")
+    assert other == elsewhere
+    assert chosen == dict(variant="lstm", dtype="bf16", B=16, H=768, launch="step", block_b=16,
+                          block_h=32, block_k=64, num_warps=4, tuned_ms=7.0,
+                          tuned_in="tune.json")
+
+
+def test_choose_keeps_the_tiles_the_plan_ran_with_if_its_launch_stays_fastest(gpu_table):
+    tiles = dict(block_b=16, block_h=32, block_k=64, num_warps=4)
+    result = _result(failed_launch=None)
+    result["timings"] = [dict(ROW, mode="persistent", tiles=tiles)]
+    (chosen,) = gpu_table.choose(result, "run.json")["choices"]
+    assert chosen["launch"] == "persistent" and chosen["block_h"] == 32
+    result["timings"] = [dict(ROW, tiles=tiles)]   # the plan ran step; persistent won
+    (chosen,) = gpu_table.choose(result, "run.json")["choices"]
+    assert chosen["launch"] == "persistent" and "block_h" not in chosen
+
+
+def test_worst_is_the_row_furthest_over_its_target(gpu_table):
+    gru = dict(ROW, variant="gru", cudnn_train=6.0)             # 12 / 6 / 1.25 = 1.6
+    peephole = dict(ROW, variant="lstm_peephole", cudnn_train=7.0)   # 12 / 7 / 1.4 = 1.22
+    rnn = dict(ROW, variant="rnn", cudnn_train=1.0)             # no target
+    assert gpu_table.worst([ROW, peephole, gru, rnn]) is gru
+    assert gpu_table.worst([ROW, rnn, dict(ROW, skipped="time budget", train={})]) is None
+    # as the plan launches now: lstm in persistent (8 ms) meets its target, gru misses it
+    assert gpu_table.worst([ROW, gru], lambda row: "persistent") is gru
+    assert gpu_table.worst([dict(ROW, cudnn_train=7.0)], lambda row: "persistent") is None
+
+
+def test_worst_prints_variant_shape_and_dtype_as_the_plan_launches_now(gpu_table, tmp_path,
+                                                                       capsys, monkeypatch):
+    monkeypatch.setattr(planner, "interpreting", lambda: False)
+    monkeypatch.setattr(planner, "_choices", lambda: Measured([]))   # the plan's heuristic: step
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(dict(_result(), timings=[dict(ROW, cudnn_train=7.0)])))
+    gpu_table.main([str(path), "--worst"])
+    assert capsys.readouterr().out == "lstm G1 bf16\n"   # step: 12 ms against 7
+    measured = Measured([Choice("lstm", "bf16", 16, 768, "persistent")])
+    monkeypatch.setattr(planner, "_choices", lambda: measured)
+    gpu_table.main([str(path), "--worst"])
+    assert capsys.readouterr().out == ""                  # persistent: 8 ms against 7
+
+
+def test_tuned_without_choose_is_refused(gpu_table, tmp_path, capsys):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(_result()))
+    with pytest.raises(SystemExit):
+        gpu_table.main([str(path), "--tuned", str(path)])
+    assert "--tuned: expected with --choose" in capsys.readouterr().err

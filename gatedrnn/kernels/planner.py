@@ -70,6 +70,7 @@ class Plan:
     num_warps: int
     graphs: bool = False     # step and gemm modes only
     measured: bool = False   # mode and graphs are the GPU check's choice (choices.py)
+    tuned: bool = False      # ... and some of the tiles its --tune's
 
 
 MODES = ("auto", "step", "gemm", "sequence", "persistent", "resident")
@@ -174,7 +175,7 @@ def plan(B: int, H: int, dtype: torch.dtype = torch.float32, variant: str | None
     num_warps = s.num_warps or tuned.get("num_warps") or (
         RESIDENT_WARPS if resident else 8 if block_b * block_h >= 2048 else 4)
     return Plan(mode, block_b, block_h, block_k, num_warps, graphs and mode in ("step", "gemm"),
-                measured is not None)
+                measured is not None, bool(tuned))
 
 
 def _measured_launch(B: int, H: int, dtype: torch.dtype, variant: str | None) -> dict | None:
