@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 
 import gpu_common as common   # benchmarks/gpu_common.py: shapes, variants, the device
+from gatedrnn.kernels import choices
 from gatedrnn.kernels import gemm
 from gatedrnn.kernels import planner
 from gpu_common import LAUNCHES, SHAPES, VARIANTS
@@ -100,6 +101,9 @@ def main() -> None:
                         help="instead of the timings table, time VARIANT (default lstm) under the "
                              "plan's launch and its neighbours, each checked first (its JSON "
                              "sets tiles: gpu_table.py --tuned)")
+    parser.add_argument("--choices", type=Path, default=None,
+                        help="plan from this choices file instead of the package's "
+                             "(gatedrnn/kernels/choices.py)")
     parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--probe-until", type=float, default=float("inf"),
                         help=argparse.SUPPRESS)   # time.time() past which the child compiles
@@ -109,6 +113,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.tune:   # its probe then compiles and checks that variant alone
         args.variants = [args.tune]
+    if args.choices:
+        choices.PATH = args.choices
     if args.dry_run:
         if not planner.interpreting():
             sys.exit("gpu_check: --dry-run needs TRITON_INTERPRET=1")
@@ -161,8 +167,10 @@ def main() -> None:
     repeats = 3 if args.quick or args.dry_run else 10
     if args.tune:
         print("tuning:", flush=True)
-        result["tuning"] = tune(args.shapes, args.dtypes, args.tune, launches, min(repeats, 5),
-                                deadline, int(time.time()) + 2)
+        result["tuning"] = []
+        tune(result["tuning"], args.shapes, args.dtypes, args.tune, launches, min(repeats, 5),
+             deadline, int(time.time()) + 2,
+             saved=lambda: _write(result, args.out, start, final=False))
         _write(result, args.out, start)
         print(tuning_table(result["tuning"]))
         return

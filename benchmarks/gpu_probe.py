@@ -48,7 +48,8 @@ def start_probe(args, until: float) -> Probe:
     return Probe([sys.executable, str(GPU_CHECK), "--probe", "--probe-until", str(until),
                   "--variants", *args.variants, "--shapes", *args.shapes, "--dtypes",
                   *args.dtypes, "--launches", *args.launches,
-                  "--out", str(args.out)] + (["--dry-run"] if args.dry_run else []))
+                  "--out", str(args.out)] + (["--dry-run"] if args.dry_run else [])
+                 + (["--choices", str(args.choices)] if args.choices else []))
 
 
 def probe_result(probe: Probe, timeout: float, quiet: float = 60) -> tuple[list[dict], str]:

@@ -204,7 +204,7 @@ def main(argv=None) -> None:
     parser.add_argument("--choose", action="store_true",
                         help="first write the run's fastest launches as the plan's choices")
     parser.add_argument("--choices", type=Path, default=choices.PATH,
-                        help="the choices file to write (default: the package's)")
+                        help="the choices file to plan from and write (default: the package's)")
     parser.add_argument("--tuned", type=Path, nargs="+", default=[], metavar="TUNE.json",
                         help="with --choose: gpu-tune-*.json runs of gpu_check.py --tune, whose "
                              "fastest candidates that passed their check go in as choices")
@@ -213,6 +213,8 @@ def main(argv=None) -> None:
                              "plan now launches it, as 'variant shape dtype' (nothing if every "
                              "row meets its target)")
     args = parser.parse_args(argv)
+    choices.PATH = args.choices
+    planner._choices.cache_clear()
     result = json.loads(args.result.read_text())
     if args.worst:
         row = worst(result.get("timings", []), planned)
@@ -233,7 +235,6 @@ def main(argv=None) -> None:
             data["choices"] = tuned(data["choices"], rows, name)
         args.choices.write_text(json.dumps(data, indent=1) + "\n")
         print(f"{len(data['choices'])} choices written to {args.choices}")
-        choices.PATH = args.choices
         planner._choices.cache_clear()
     launches = sorted({m for r in result.get("timings", []) for m in r.get("train", {})},
                       key=planner.LAUNCHES.index)

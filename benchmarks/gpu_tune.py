@@ -64,11 +64,13 @@ def _settings_of(p) -> dict:
     return fields
 
 
-def tune(shapes, dtypes, variant, launches, repeats, deadline, seed: int) -> list[dict]:
-    """Training time of `variant` under the plan's launch and its neighbours, per shape and
-    dtype, each candidate timed only if it passed its correctness check (buffers poisoned, as
-    in the check's): the numbers to set the plan by (gatedrnn/kernels/choices.py)."""
-    rows = []
+def tune(rows, shapes, dtypes, variant, launches, repeats, deadline, seed: int,
+         saved=lambda: None) -> None:
+    """Appends to `rows` the training time of `variant` under the plan's launch and its
+    neighbours, per shape and dtype, each candidate timed only if it passed its correctness
+    check (buffers poisoned, as in the check's): the numbers to set the plan by
+    (gatedrnn/kernels/choices.py). saved() after each candidate writes what is measured so
+    far."""
     g = torch.Generator().manual_seed(seed)
     for sname in shapes:
         T, B, H = SHAPES[sname]
@@ -82,23 +84,23 @@ def tune(shapes, dtypes, variant, launches, repeats, deadline, seed: int) -> lis
             for k, cand in enumerate(candidates):
                 row = dict(shape=sname, B=B, H=H, dtype=dname, variant=variant, chosen=k == 0,
                            **cand)
-                if time.monotonic() > deadline:
-                    rows.append({**row, "skipped": "time budget"})
-                    continue
                 rows.append(row)
+                if time.monotonic() > deadline:
+                    row["skipped"] = "time budget"
+                    continue
                 launch = cand["mode"] + ("+graphs" if cand["graphs"] else "")
                 try:
                     planner.settings = planner.Settings(**cand, poison=True)
                     found = check(launch, cand["graphs"], checked)
                     row.update(ok=found["ok"], max_rel_err=found["max_rel_err"])
-                    if not found["ok"]:
-                        continue
-                    planner.settings = planner.Settings(**cand)
-                    row["train"] = time_ms(train_step(module_for(variant, H, dtype), x), repeats)
+                    if found["ok"]:
+                        planner.settings = planner.Settings(**cand)
+                        row["train"] = time_ms(train_step(module_for(variant, H, dtype), x),
+                                               repeats)
                 except Exception as error:   # a launch the compiler refuses is a result too
                     row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
                 finally:
                     planner.settings = planner.Settings()
+                    saved()
                 print(f"  tune {sname} {dname} {cand}: "
                       f"{row.get('train', row.get('error', 'failed its check'))}", flush=True)
-    return rows

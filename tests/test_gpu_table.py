@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gatedrnn.kernels import planner
+from gatedrnn.kernels import choices, planner
 from gatedrnn.kernels.choices import Choice, Measured
 
 ROW = dict(shape="G1", T=1024, B=16, H=768, dtype="bf16", variant="lstm", mode="step",
@@ -25,7 +25,17 @@ def _result(failed_launch="persistent"):
 
 
 @pytest.fixture
-def gpu_table(monkeypatch):
+def _choices_restored():
+    """gpu_table.main points the plan at its --choices file: the package's again afterwards
+    (set up before monkeypatch, so undone after it)."""
+    path = choices.PATH
+    yield
+    choices.PATH = path
+    planner._choices.cache_clear()
+
+
+@pytest.fixture
+def gpu_table(_choices_restored, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
     import gpu_table
     return gpu_table
@@ -130,15 +140,16 @@ def test_worst_is_the_row_furthest_over_its_target(gpu_table):
 def test_worst_prints_variant_shape_and_dtype_as_the_plan_launches_now(gpu_table, tmp_path,
                                                                        capsys, monkeypatch):
     monkeypatch.setattr(planner, "interpreting", lambda: False)
-    monkeypatch.setattr(planner, "_choices", lambda: Measured([]))   # the plan's heuristic: step
-    path = tmp_path / "run.json"
-    path.write_text(json.dumps(dict(_result(), timings=[dict(ROW, cudnn_train=7.0)])))
-    gpu_table.main([str(path), "--worst"])
+    path, chosen = tmp_path / "run.json", tmp_path / "choices.json"
+    path.write_text(json.dumps(dict(_result(failed_launch=None),
+                                    timings=[dict(ROW, cudnn_train=7.0)])))
+    chosen.write_text(json.dumps({"choices": []}))   # the plan's heuristic: step
+    gpu_table.main([str(path), "--worst", "--choices", str(chosen)])
     assert capsys.readouterr().out == "lstm G1 bf16\n"   # step: 12 ms against 7
-    measured = Measured([Choice("lstm", "bf16", 16, 768, "persistent")])
-    monkeypatch.setattr(planner, "_choices", lambda: measured)
-    gpu_table.main([str(path), "--worst"])
-    assert capsys.readouterr().out == ""                  # persistent: 8 ms against 7
+    gpu_table.main([str(path), "--choose", "--choices", str(chosen)])   # persistent, 8 ms
+    capsys.readouterr()
+    gpu_table.main([str(path), "--worst", "--choices", str(chosen)])
+    assert capsys.readouterr().out == ""
 
 
 def test_tuned_without_choose_is_refused(gpu_table, tmp_path, capsys):
