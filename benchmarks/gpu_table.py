@@ -57,7 +57,8 @@ def table(rows, device: str, launches, launch_of=lambda row: row["mode"]) -> str
     cells = []
     for r in rows:
         launch = launch_of(r)
-        cell = dict(r, mode=launch)
+        tuned = "tiles" in r and launch == r["mode"]   # it ran with tiles a --tune chose
+        cell = dict(r, mode=launch + (" (tuned tiles)" if tuned else ""))
         train, infer = r.get("train", {}).get(launch), r.get("infer", {}).get(launch)
         if "skipped" in r or train is None or train != train:
             why = r.get("skipped") or r.get("errors", {}).get(launch) or f"{launch} not timed"
@@ -243,7 +244,8 @@ def main(argv=None) -> None:
     print(table(result.get("timings", []), result.get("env", {}).get("device", "?"), launches,
                 planned))
     for name, rows in tunings:
-        print(f"\nTuning in {name}:\n")
+        print(f"\nTuning in {name} (the table above has the check's times, with the tiles it "
+              "ran; where the plan now takes this tune's, their times are here):\n")
         print(tuning_table(rows))
 
 

@@ -69,6 +69,13 @@ def test_the_table_shows_the_times_of_the_launch_taken(gpu_table):
     assert "| step | 4.00 | 1.14 | 12.00 | 1.20 (10.00) | met | 15.0 | 12.00 |" in line
 
 
+def test_a_row_run_with_tuned_tiles_says_so(gpu_table):
+    row = dict(ROW, tiles=dict(block_b=16, block_h=32, block_k=64, num_warps=4))
+    assert "| step (tuned tiles) | 4.00 |" in gpu_table.table([row], "H100", ["step"])
+    assert "| step+graphs | 3.00 |" in gpu_table.table([row], "H100", ["step"],
+                                                       lambda row: "step+graphs")
+
+
 def test_a_launch_not_timed_shows_why(gpu_table):
     for launch, why in (("gemm", "RuntimeError: no"), ("sequence", "sequence not timed")):
         line = gpu_table.table([ROW], "H100", ["step"], lambda row: launch).splitlines()[-1]
