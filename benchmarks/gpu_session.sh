@@ -53,7 +53,8 @@ fi
 dry=""
 case " ${GPU_CHECK_ARGS:-} " in *" --dry-run "*) dry="--dry-run" ;; esac
 left=$(( SESSION_SECONDS - SECONDS ))
-tune="not run: ${worst:-no row missed its target}, ${left} s left"
+tune="not run: no row missed its target"
+[ -n "$worst" ] && tune="not run: $worst missed its target, only ${left} s left"
 if [ -n "$worst" ] && [ "$left" -ge 120 ]; then
     read -r variant shape dtype <<< "$worst"
     timeout --kill-after=10 $(( left - 10 )) python3 benchmarks/gpu_check.py --no-correctness \

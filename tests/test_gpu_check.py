@@ -88,6 +88,25 @@ def test_dry_run_tune_checks_each_candidate_and_sets_the_plans_tiles(tmp_path):
     assert f"Tuning in {tune.name} (" in run.stdout
 
 
+def test_tune_candidates_give_each_launch_the_plans_own_tiles(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import gpu_tune
+    from gatedrnn.kernels import planner
+    monkeypatch.setattr(planner, "device_limits", lambda: (132, 227 << 10))   # an H100
+    step = planner.Plan("step", 16, 16, 64, 4)
+    found = gpu_tune._candidates(step, 16, 768, "bf16", "lstm", ["step", "sequence", "resident"])
+    tiles = [(c["mode"], c["block_b"], c["block_h"], c["block_k"], c["num_warps"],
+              c["fast_launch"]) for c in found]
+    assert tiles == [("step", 16, 16, 64, 4, True), ("step", 16, 32, 64, 4, True),
+                     ("step", 16, 64, 64, 4, True), ("step", 16, 16, 32, 4, True),
+                     ("step", 16, 16, 64, 8, True),
+                     ("resident", 16, 16, 64, 8, True),   # its own tiles; sequence does not fit
+                     ("step", 16, 16, 64, 4, False)]      # through Triton's JIT
+    resident = planner.Plan("resident", 16, 16, 64, 8)   # no tile neighbours
+    found = gpu_tune._candidates(resident, 16, 768, "bf16", "lstm", ["step", "resident"])
+    assert [(c["mode"], c["block_h"]) for c in found] == [("resident", 16), ("step", 16)]
+
+
 @pytest.fixture
 def gpu_probe(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
