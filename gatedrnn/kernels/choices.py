@@ -93,8 +93,8 @@ def nearest(choices, variant: str, B: int, H: int, dtype: torch.dtype) -> Choice
     there, else one of the launch most variants measured there took (without tiles: tuned
     tiles are a variant's own); None if no problem of this dtype was measured within
     MAX_DISTANCE (float64 never is)."""
-    name = DTYPE_NAMES.get(dtype)
-    scored = [(distance(c, B, H), c) for c in choices if c.dtype == name]
+    dname = DTYPE_NAMES.get(dtype)
+    scored = [(distance(c, B, H), c) for c in choices if c.dtype == dname]
     best = min((d for d, _ in scored), default=math.inf)
     if best > MAX_DISTANCE:
         return None
@@ -103,7 +103,7 @@ def nearest(choices, variant: str, B: int, H: int, dtype: torch.dtype) -> Choice
     if own:
         return own[0]
     launch = collections.Counter(c.launch for c in there).most_common(1)[0][0]
-    return Choice(variant, name, there[0].B, there[0].H, launch)
+    return Choice(variant, dname, there[0].B, there[0].H, launch)
 
 
 class Measured:
