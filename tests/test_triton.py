@@ -117,8 +117,8 @@ EDGES = [1, 15, 16, 17, 40, 50]   # hidden sizes about the 16-wide tiles and k_p
 def test_random_shapes_tiles_and_launches_match_the_loop(seed, monkeypatch):
     """Drawn shapes and tiles, where the test above has one of each: sizes at and around the
     tiles' edges (one step, one row, one input feature, one unit; a tile less one, a tile, a
-    tile and one), reduction chunks of 16 to 64, rows of length 0 (never updated), reversed or
-    not, a drawn variant. The seeds go round the launches and the hidden sizes so that every
+    tile and one), tiles and reduction chunks of 16 to 64, rows of length 0 (never updated),
+    reversed or not, a drawn variant. The seeds go round the launches and the hidden sizes so that every
     launch meets every size in EDGES; the persistent launch gets 1 to 6 programs."""
     rnd = random.Random(seed)
     launch = PLAIN_LAUNCHES[seed % len(PLAIN_LAUNCHES)]
@@ -127,7 +127,8 @@ def test_random_shapes_tiles_and_launches_match_the_loop(seed, monkeypatch):
     _use(launch, monkeypatch, programs=rnd.randint(1, 6))
     tiles = dict(block_k=rnd.choice([16, 32, 64]), poison=True)
     if launch != "resident":   # its tiles are fixed (planner.RESIDENT_TILE)
-        tiles.update(block_b=rnd.choice([16, 32]), block_h=rnd.choice([16, 32]))
+        # 64: the plan's rows per program from B = 33 (G2, G3), and what a --tune may choose
+        tiles.update(block_b=rnd.choice([16, 32, 64]), block_h=rnd.choice([16, 32, 64]))
     for name, value in tiles.items():
         monkeypatch.setattr(planner.settings, name, value)
     lengths = torch.tensor([rnd.choice([0, *range(1, t + 1)]) for _ in range(b)])
