@@ -47,7 +47,6 @@ from pathlib import Path
 import torch
 
 import gpu_common as common   # benchmarks/gpu_common.py: shapes, variants, the device
-from gatedrnn.kernels import choices
 from gatedrnn.kernels import gemm
 from gatedrnn.kernels import planner
 from gpu_common import LAUNCHES, SHAPES, VARIANTS
@@ -114,7 +113,7 @@ def main() -> None:
     if args.tune:   # its probe then compiles and checks that variant alone
         args.variants = [args.tune]
     if args.choices:
-        choices.PATH = args.choices
+        planner.choices_from(args.choices)
     if args.dry_run:
         if not planner.interpreting():
             sys.exit("gpu_check: --dry-run needs TRITON_INTERPRET=1")

@@ -86,11 +86,12 @@ def _shape(launch: str, dry_run: bool) -> tuple[int, int, int, int]:
 
 
 def _cases(variants, T, B, I, H, g) -> list[Case]:
-    return [case(variant, dname, reverse, T, B, I, H, g)
+    return [new_case(variant, dname, reverse, T, B, I, H, g)
             for variant in variants for dname in DTYPES for reverse in (False, True)]
 
 
-def case(variant: str, dname: str, reverse: bool, T: int, B: int, I: int, H: int, g) -> Case:
+def new_case(variant: str, dname: str, reverse: bool, T: int, B: int, I: int, H: int,
+             g) -> Case:
     """A case on fresh random inputs from `g`, with lengths from 1 to T (the first T)."""
     lengths = torch.randint(1, T + 1, (B,), generator=g)
     lengths[0] = T

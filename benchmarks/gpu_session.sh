@@ -45,10 +45,9 @@ tests=${PIPESTATUS[0]}
 # ($OUT/choices.json; the package's stays as it is: there the JSON sets it anew).
 check_json=$(ls "$OUT"/gpu-check-*.json 2>/dev/null | head -n 1)
 worst=""
-if [ -n "$check_json" ] && python3 benchmarks/gpu_table.py "$check_json" --choose \
-        --choices "$OUT/choices.json" > "$OUT/gpu-choose.log" 2>&1; then
-    worst=$(python3 benchmarks/gpu_table.py "$check_json" --worst \
-        --choices "$OUT/choices.json" 2>>"$OUT/gpu-choose.log")
+if [ -n "$check_json" ]; then
+    worst=$(python3 benchmarks/gpu_table.py "$check_json" --choose --worst \
+        --choices "$OUT/choices.json" 2>"$OUT/gpu-choose.log")
 fi
 dry=""
 case " ${GPU_CHECK_ARGS:-} " in *" --dry-run "*) dry="--dry-run" ;; esac

@@ -14,8 +14,9 @@ prints its table with the launch the plan chose while it ran. After such a run:
                                                           # check, that launch with its tiles
     python benchmarks/gpu_table.py RESULT.json            # only print
     python benchmarks/gpu_table.py RESULT.json --worst    # the row furthest over its target
-                                                          # as the plan now launches it:
-                                                          # "variant shape dtype", or nothing
+                                                          # as the plan now launches it (after
+                                                          # --choose, if given): "variant shape
+                                                          # dtype", or nothing
 
 Every number in the table was measured in that one run: choosing picks, row by row, the launch
 whose time the table then shows, so one run of the GPU check both sets the plan and measures
@@ -26,6 +27,7 @@ it. A launch the run did not time shows as not measured. Rows whose plan now has
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -38,6 +40,11 @@ from tasks.report import table as markdown   # benchmarks/tasks/report.py
 
 TARGET = {"gru": 1.25, "lstm": 1.25, "lstm_peephole": 1.4}   # train time ÷ cuDNN, at most
 DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _timed(ms) -> bool:
+    """Was it timed? NaN: the launch failed; None: it was not run."""
+    return ms is not None and ms == ms
 
 
 def _ratio(a, b):
@@ -60,7 +67,7 @@ def table(rows, device: str, launches, launch_of=lambda row: row["mode"]) -> str
         tuned = "tiles" in r and launch == r["mode"]   # it ran with tiles a --tune chose
         cell = dict(r, mode=launch + (" (tuned tiles)" if tuned else ""))
         train, infer = r.get("train", {}).get(launch), r.get("infer", {}).get(launch)
-        if "skipped" in r or train is None or train != train:
+        if "skipped" in r or not _timed(train):
             why = r.get("skipped") or r.get("errors", {}).get(launch) or f"{launch} not timed"
             cell["infer ms"] = f"not measured ({why})"
             cells.append(cell)
@@ -153,7 +160,7 @@ def choose(result: dict, source: str) -> dict:
     ok = passed(result)
     found = []
     for r in result.get("timings", []):
-        times = {m: ms for m, ms in r.get("train", {}).items() if m in ok and ms == ms}
+        times = {m: ms for m, ms in r.get("train", {}).items() if m in ok and _timed(ms)}
         if times and "time budget" not in r.get("errors", {}).values():
             launch = min(times, key=times.get)
             # The plan's own launch ran with the tiles a past --tune chose: keep them.
@@ -175,7 +182,7 @@ def tuned(found: list[dict], rows, source: str) -> list[dict]:
     best = {}
     for r in rows:
         ms, key = r.get("train"), (r["variant"], r["dtype"], r["B"], r["H"])
-        if (r.get("ok") and r["fast_launch"] and ms is not None and ms == ms
+        if (r.get("ok") and r["fast_launch"] and _timed(ms)
                 and (key not in best or ms < best[key]["train"])):
             best[key] = r
     out = [c for c in found if (c["variant"], c["dtype"], c["B"], c["H"]) not in best]
@@ -193,7 +200,7 @@ def worst(rows, launch_of=lambda row: row["mode"]) -> dict | None:
     over = []
     for r in rows:
         ms = r.get("train", {}).get(launch_of(r))
-        if r["variant"] in TARGET and ms is not None and ms == ms:
+        if r["variant"] in TARGET and _timed(ms):
             over.append((ms / r["cudnn_train"] / TARGET[r["variant"]], r))
     ratio, row = max(over, key=lambda pair: pair[0], default=(0.0, None))
     return row if ratio > 1 else None
@@ -210,22 +217,19 @@ def main(argv=None) -> None:
                         help="with --choose: gpu-tune-*.json runs of gpu_check.py --tune, whose "
                              "fastest candidates that passed their check go in as choices")
     parser.add_argument("--worst", action="store_true",
-                        help="only print the row furthest over its target, launched as the "
-                             "plan now launches it, as 'variant shape dtype' (nothing if every "
-                             "row meets its target)")
+                        help="instead of the table, print the row furthest over its target, "
+                             "launched as the plan launches it (after --choose, if given), as "
+                             "'variant shape dtype' (nothing if every row meets its target)")
     args = parser.parse_args(argv)
-    choices.PATH = args.choices
-    planner._choices.cache_clear()
+    planner.choices_from(args.choices)
     result = json.loads(args.result.read_text())
-    if args.worst:
-        row = worst(result.get("timings", []), planned)
-        if row:
-            print(row["variant"], row["shape"], row["dtype"])
-        return
     if args.tuned and not args.choose:
         parser.error("--tuned: expected with --choose (it sets choices)")
+    # With --worst, standard output is that one line (gpu_session.sh reads it), the rest goes
+    # to standard error.
+    say = functools.partial(print, file=sys.stderr if args.worst else sys.stdout)
     if not result.get("complete", True):
-        print(f"{args.result.name}: the run did not finish; this is what it measured until then")
+        say(f"{args.result.name}: the run did not finish; this is what it measured until then")
     tunings = [(path.name, json.loads(path.read_text()).get("tuning", [])) for path in args.tuned]
     if args.choose:
         try:
@@ -235,8 +239,13 @@ def main(argv=None) -> None:
         for name, rows in tunings:
             data["choices"] = tuned(data["choices"], rows, name)
         args.choices.write_text(json.dumps(data, indent=1) + "\n")
-        print(f"{len(data['choices'])} choices written to {args.choices}")
-        planner._choices.cache_clear()
+        say(f"{len(data['choices'])} choices written to {args.choices}")
+        planner.choices_from(args.choices)   # what was just written
+    if args.worst:
+        row = worst(result.get("timings", []), planned)
+        if row:
+            print(row["variant"], row["shape"], row["dtype"])
+        return
     launches = sorted({m for r in result.get("timings", []) for m in r.get("train", {})},
                       key=planner.LAUNCHES.index)
     print(summary(result))

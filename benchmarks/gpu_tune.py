@@ -17,7 +17,7 @@ import torch
 import gpu_common as common   # benchmarks/gpu_common.py
 from gatedrnn.kernels import planner
 from gpu_common import SHAPES, worth_timing
-from gpu_correctness import case, check, reference   # benchmarks/gpu_correctness.py
+from gpu_correctness import check, new_case, reference   # benchmarks/gpu_correctness.py
 from gpu_table import DTYPES   # benchmarks/gpu_table.py
 from gpu_timing import module_for, time_ms   # benchmarks/gpu_timing.py
 from speed import train_step                 # benchmarks/speed.py
@@ -77,7 +77,7 @@ def tune(rows, shapes, dtypes, variant, launches, repeats, deadline, seed: int,
         for dname in dtypes:
             dtype = DTYPES[dname]
             x = torch.randn(T, B, H, device=common.DEVICE, dtype=dtype)
-            checked = case(variant, dname, False, min(T, CHECK_STEPS), B, H, H, g)
+            checked = new_case(variant, dname, False, min(T, CHECK_STEPS), B, H, H, g)
             checked.want = reference(checked)
             candidates = _candidates(planner.plan(B, H, dtype, variant), B, H, dname, variant,
                                      launches)

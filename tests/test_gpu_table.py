@@ -30,8 +30,7 @@ def _choices_restored():
     (set up before monkeypatch, so undone after it)."""
     path = choices.PATH
     yield
-    choices.PATH = path
-    planner._choices.cache_clear()
+    planner.choices_from(path)
 
 
 @pytest.fixture

@@ -83,25 +83,25 @@ def load(path: Path | None = None) -> tuple[Choice, ...]:
     return found
 
 
-def distance(c: Choice, B: int, H: int) -> float:
-    """How far (B, H) is from the problem `c` was measured at: octaves of B plus of H."""
+def _distance(c: Choice, B: int, H: int) -> float:
     return abs(math.log2(B / c.B)) + abs(math.log2(H / c.H))
 
 
 def nearest(choices, variant: str, B: int, H: int, dtype: torch.dtype) -> Choice | None:
     """The choice at the measured problem nearest to (B, H): `variant`'s own if it was measured
-    there, else one of the launch most variants measured there took (without tiles: tuned
-    tiles are a variant's own); None if no problem of this dtype was measured within
-    MAX_DISTANCE (float64 never is)."""
+    there, with its tuned tiles if that is within TILE_DISTANCE; else one of the launch most
+    variants measured there took, without tiles (tuned tiles are a variant's own); None if no
+    problem of this dtype was measured within MAX_DISTANCE (float64 never is)."""
     dname = DTYPE_NAMES.get(dtype)
-    scored = [(distance(c, B, H), c) for c in choices if c.dtype == dname]
+    scored = [(_distance(c, B, H), c) for c in choices if c.dtype == dname]
     best = min((d for d, _ in scored), default=math.inf)
     if best > MAX_DISTANCE:
         return None
     there = [c for d, c in scored if d == best]
     own = [c for c in there if c.variant == variant]
     if own:
-        return own[0]
+        return own[0] if best <= TILE_DISTANCE else dataclasses.replace(
+            own[0], **dict.fromkeys(TILES))
     launch = collections.Counter(c.launch for c in there).most_common(1)[0][0]
     return Choice(variant, dname, there[0].B, there[0].H, launch)
 

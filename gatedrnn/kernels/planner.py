@@ -180,10 +180,10 @@ def plan(B: int, H: int, dtype: torch.dtype = torch.float32, variant: str | None
 
 def _measured_launch(B: int, H: int, dtype: torch.dtype, variant: str | None) -> dict | None:
     """The Settings fields of the launch measured fastest near (B, H), if one was, and under
-    "tiles" those tuned for it within choices.TILE_DISTANCE; never under the interpreter, whose
-    tests choose their launches, nor a "sequence" or "resident" launch that (B, H) does not
-    fit, nor a launch this machine has refused (`refused`). A resident launch keeps its own
-    tiles, on which resident_fits counts."""
+    "tiles" those tuned for it near enough (choices.nearest); never under the interpreter,
+    whose tests choose their launches, nor a "sequence" or "resident" launch that (B, H) does
+    not fit, nor a launch this machine has refused (`refused`). A resident launch keeps its
+    own tiles, on which resident_fits counts."""
     if variant is None or not _use_measurements():
         return None
     chosen = _choices().nearest(variant, B, H, dtype)
@@ -194,8 +194,7 @@ def _measured_launch(B: int, H: int, dtype: torch.dtype, variant: str | None) ->
         return None
     if name == "resident" and not resident_fits(B, H, dtype, variant, device_limits()):
         return None
-    near = choices.distance(chosen, B, H) <= choices.TILE_DISTANCE and name != "resident"
-    return dict(launch(name), tiles=chosen.tiles() if near else {})
+    return dict(launch(name), tiles={} if name == "resident" else chosen.tiles())
 
 
 def _use_measurements() -> bool:
@@ -227,6 +226,12 @@ def replanned(run, *args):
                       f"problem, failed here ({failure.error}); planning without it from now "
                       "on", stacklevel=3)
         return run(*args)
+
+
+def choices_from(path) -> None:
+    """Plan from the choices in `path` from now on (the benchmarks: another run's file)."""
+    choices.PATH = path
+    _choices.cache_clear()
 
 
 @functools.cache
