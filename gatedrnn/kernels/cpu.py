@@ -6,9 +6,12 @@ built (no compiler, an unsupported platform) gatedrnn warns once and runs the "l
 GATEDRNN_CPU_KERNEL=0 turns the compiled path off.
 
 Why compiled: a Python time loop pays ~5-10 µs of interpreter and dispatch overhead per op;
-at batch 1 that is most of the cost. Here each step is one BLAS call (the MKL that ships inside
-libtorch_cpu, called directly where its symbols are exported, else through ATen) and one fused,
-vectorised element-wise pass. The weight gradients stay large GEMMs in PyTorch.
+at batch 1 that is most of the cost. Here each step is one product and one fused, vectorised
+element-wise pass. The product is BLAS from 8 batch rows per thread (the MKL that ships inside
+libtorch_cpu, called directly where its symbols are exported, else through ATen) and the
+kernel's own below that (recurrence.cpp's Panels: BLAS spends more on setting up a product of
+a few rows than on the product). The batch is split over threads by rows, each thread running
+the whole time loop for its rows. The weight gradients stay large GEMMs in PyTorch.
 """
 
 from __future__ import annotations
@@ -43,8 +46,21 @@ def _exported(*symbols: str) -> bool:
 
 def _flags() -> list[str]:
     flags = ["-O3"]
-    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
-        # ATen's Vectorized<T> (with the Sleef exp/tanh inside libtorch) at AVX2 width.
+    openmp = "parallel backend: OpenMP" in torch.__config__.parallel_info()
+    if openmp and sys.platform.startswith("linux"):
+        # at::parallel_for is a header template over "#pragma omp parallel": compiled without
+        # -fopenmp the pragma is dropped and the loop runs on one thread (as it did until
+        # 2026-11-27: a batch's row blocks ran one after another). The OpenMP calls resolve to
+        # the libgomp torch loaded, so both share one thread pool. (Apple's clang has no
+        # -fopenmp: there the loops stay on one thread and BLAS threads the products.)
+        flags.append("-fopenmp")
+    # ATen's Vectorized<T> at the widest width ATen itself uses on this CPU: AVX-512 halves the
+    # element-wise passes' instructions and gives Panels the registers for 4 rows at once.
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability == "AVX512":
+        flags += ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma",
+                  "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"]
+    elif capability == "AVX2":
         flags += ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
     if _exported("sgemm_", "dgemm_"):
         flags.append("-DGATEDRNN_BLAS_SYMBOLS")
