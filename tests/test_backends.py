@@ -96,39 +96,52 @@ def test_backend_matches_reference(variant, reverse, lengths, dtype, backend):
         assert rel_err(g, expected_grads[name]) <= tol, f"d{name}: {rel_err(g, expected_grads[name]):.2e}"
 
 
+def _cpu_matches_loop(variant, T_, B_, I_, H_, dtype, tol, seed=3):
+    """The cpu and loop backends on the same random layer, with lengths, in both directions,
+    on two threads: outputs, final states and every gradient within tol of each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(seed)
+        G = get_variant(variant).num_gates
+        shapes = [(T_, B_, I_), (G * H_, I_), (G * H_, H_), (G * H_,), (G * H_,), (B_, H_),
+                  (B_, H_), (3, H_)]
+        scales = [1, 0.5, 0.5, 1, 1, 1, 1, 1]
+        leaves = [(s * torch.randn(*shape, generator=g, dtype=torch.float64)).to(dtype)
+                  .requires_grad_() for s, shape in zip(scales, shapes)]
+        *layer, peephole = leaves
+        mask = lengths_to_mask(torch.randint(1, T_ + 1, (B_,), generator=g), T_)
+        for reverse in (False, True):
+            results = []
+            for backend in ("cpu", "loop"):
+                outs = recurrence(*layer, variant=variant, peephole=peephole, mask=mask,
+                                  reverse=reverse, backend=backend)
+                loss = sum((o * (k + 1)).sin().sum() for k, o in enumerate(outs))
+                grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+                results.append(list(outs) + [gr for gr in grads if gr is not None])
+            for got, expected in zip(*results):
+                assert rel_err(got, expected) <= tol, (B_, H_, reverse)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_cpu_backend_splits_the_batch_over_threads_exactly(variant):
     """Large enough batches (rows × units >= 4096) run as one time loop per thread over a
     block of rows; an uneven split, masks and both directions must give what the loop backend
     gives."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        g = torch.Generator().manual_seed(3)
-        v = get_variant(variant)
-        T_, B_, I_, H_ = 5, 65, 3, 64
-        G = v.num_gates
-        leaves = [torch.randn(T_, B_, I_, generator=g, dtype=torch.float64),
-                  0.5 * torch.randn(G * H_, I_, generator=g, dtype=torch.float64),
-                  0.5 * torch.randn(G * H_, H_, generator=g, dtype=torch.float64),
-                  torch.randn(G * H_, generator=g, dtype=torch.float64),
-                  torch.randn(G * H_, generator=g, dtype=torch.float64),
-                  torch.randn(B_, H_, generator=g, dtype=torch.float64),
-                  torch.randn(B_, H_, generator=g, dtype=torch.float64)]
-        peephole = torch.randn(3, H_, generator=g, dtype=torch.float64).requires_grad_()
-        for t in leaves:
-            t.requires_grad_()
-        mask = lengths_to_mask(torch.randint(1, T_ + 1, (B_,), generator=g), T_)
-        for reverse in (False, True):
-            results = []
-            for backend in ("cpu", "loop"):
-                outs = recurrence(*leaves, variant=variant, peephole=peephole, mask=mask,
-                                  reverse=reverse, backend=backend)
-                loss = sum((o * (k + 1)).sin().sum() for k, o in enumerate(outs))
-                wrt = leaves + [peephole]
-                grads = torch.autograd.grad(loss, wrt, allow_unused=True)
-                results.append(list(outs) + [gr for gr in grads if gr is not None])
-            for got, expected in zip(*results):
-                assert rel_err(got, expected) <= 1e-12
-    finally:
-        torch.set_num_threads(threads)
+    _cpu_matches_loop(variant, 5, 65, 3, 64, torch.float64, 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_cpu_backend_small_batches_match_the_loop(variant, dtype):
+    """Below 8 rows the compiled kernel does the per-step products itself (Panels in
+    recurrence.cpp): rows in groups of four and the rest, hidden sizes that end inside a
+    vector and inside a panel, the backward products that add to what is there, and, at one
+    row of H = 256, the panels split over two threads."""
+    tol = 1e-12 if dtype == torch.float64 else 1e-4   # float32: sums in another order
+    for B_ in (1, 2, 3, 4, 5, 7, 8):
+        for H_ in (5, 17, 70):
+            _cpu_matches_loop(variant, 4, B_, 3, H_, dtype, tol, seed=B_ * 100 + H_)
+    _cpu_matches_loop(variant, 3, 1, 3, 256, dtype, tol)

@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 
 #if defined(__SSE__) || defined(__x86_64__)
 #include <xmmintrin.h>
@@ -79,7 +80,8 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* W, 
 // The recurrent weights of one product, used at every step: MKL packs them once into its
 // internal layout (cblas_sgemm_pack) where it can, which makes the per-step GEMMs 1.6-4x
 // faster than plain sgemm at batch 32-64. Not below kPackMinRows rows: MKL's packed copy is
-// then 10-35x the size of the matrix, and packing it costs more than it saves.
+// then 10-35x the size of the matrix, and packing it costs more than it saves (Panels,
+// below, take those).
 #ifdef GATEDRNN_MKL_PACKED
 extern "C" {
 size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k);
@@ -91,6 +93,106 @@ void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k
 enum { kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162 };
 #endif
 
+// A few rows against the whole of W: C (M, N) = A (M, K) · op(W) + beta · C, for the batch
+// rows of one thread below kPackMinRows, where BLAS's general kernels spend more on setting up
+// than on the product. op(W) is copied once per call into panels of kPanel columns, each K
+// rows of kPanel contiguous values (zero past N), so that a product streams W front to back:
+// read in place, W's rows lie a whole row apart, and the prefetcher does not follow. Each
+// group of ROWS rows of A streams the panels once, every A value broadcast against a panel
+// row's kUnroll vectors (ROWS × kUnroll accumulators in registers, no horizontal sums).
+constexpr int kUnroll = 4;
+template <typename T>
+constexpr int64_t kPanel = kUnroll * Vectorized<T>::size();
+
+template <typename T>
+struct Panels {
+  at::Tensor values;   // (panels, K, kPanel); torch's allocator aligns it to 64 bytes
+  int64_t N = 0, K = 0;
+
+  Panels(const T* W, int64_t ldw, bool transposed, int64_t N_, int64_t K_) : N(N_), K(K_) {
+    const int64_t count = (N + kPanel<T> - 1) / kPanel<T>;
+    values = at::zeros({count, K, kPanel<T>}, c10::CppTypeToScalarType<T>::value);
+    T* v = values.data_ptr<T>();
+    for (int64_t n = 0; n < N; ++n) {   // op(W)[k, n] is W[n, k] transposed, else W[k, n]
+      T* column = v + (n / kPanel<T>) * K * kPanel<T> + n % kPanel<T>;
+      for (int64_t k = 0; k < K; ++k) {
+        column[k * kPanel<T>] = transposed ? W[n * ldw + k] : W[k * ldw + n];
+      }
+    }
+  }
+
+  template <int ROWS>
+  void rows_times(int64_t first, int64_t last, const T* A, int64_t lda, T beta, T* C,
+                  int64_t ldc) const {
+    using Vec = Vectorized<T>;
+    constexpr int64_t V = Vec::size();
+    for (int64_t panel = first; panel < last; ++panel) {
+      const int64_t n0 = panel * kPanel<T>;
+      const T* w = values.data_ptr<T>() + panel * K * kPanel<T>;
+      int64_t width[kUnroll];   // columns of C in each vector: V, then N's tail, then none
+      for (int u = 0; u < kUnroll; ++u) width[u] = std::clamp<int64_t>(N - n0 - u * V, 0, V);
+      Vec acc[ROWS][kUnroll];
+      for (int r = 0; r < ROWS; ++r) {
+        for (int u = 0; u < kUnroll; ++u) {
+          // beta is 0 (C may be garbage, so not read) or 1 (accumulate).
+          acc[r][u] = beta == T(0) || width[u] == 0
+                          ? Vec(T(0))
+                          : Vec(beta) * Vec::loadu(C + r * ldc + n0 + u * V, width[u]);
+        }
+      }
+      for (int64_t k = 0; k < K; ++k, w += kPanel<T>) {
+        Vec row[kUnroll];
+        for (int u = 0; u < kUnroll; ++u) row[u] = Vec::loadu(w + u * V);
+        for (int r = 0; r < ROWS; ++r) {
+          const Vec a(A[r * lda + k]);
+          for (int u = 0; u < kUnroll; ++u) acc[r][u] = at::vec::fmadd(a, row[u], acc[r][u]);
+        }
+      }
+      for (int r = 0; r < ROWS; ++r) {
+        for (int u = 0; u < kUnroll; ++u) {
+          if (width[u] > 0) acc[r][u].store(C + r * ldc + n0 + u * V, width[u]);
+        }
+      }
+    }
+  }
+
+  // Rows in groups: 4 × kUnroll accumulators need AVX-512's 32 vector registers; with 16
+  // (AVX2) groups of 4 would spill, so rows go one at a time.
+  static constexpr int kGroup = Vectorized<T>::size() * sizeof(T) >= 64 ? 4 : 1;
+
+  void times(int64_t first, int64_t last, int64_t M, const T* A, int64_t lda, T beta, T* C,
+             int64_t ldc) const {
+    int64_t m = 0;
+    for (; m + kGroup <= M; m += kGroup) {
+      rows_times<kGroup>(first, last, A + m * lda, lda, beta, C + m * ldc, ldc);
+    }
+    if constexpr (kGroup == 4) {
+      const T* a = A + m * lda;
+      T* c = C + m * ldc;
+      switch (M - m) {
+        case 3: return rows_times<3>(first, last, a, lda, beta, c, ldc);
+        case 2: return rows_times<2>(first, last, a, lda, beta, c, ldc);
+        case 1: return rows_times<1>(first, last, a, lda, beta, c, ldc);
+      }
+    }
+  }
+
+  // The panels split over the threads where each gets kMinMacsPerThread multiply-adds (a few
+  // µs of work): a batch too small to split over threads by rows (for_row_blocks) still uses
+  // them, as BLAS did. Smaller products run in the calling thread.
+  static constexpr int64_t kMinMacsPerThread = 1 << 17;
+
+  void apply(int64_t M, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
+    const int64_t count = values.size(0);
+    const int64_t grain = std::max<int64_t>(1, kMinMacsPerThread / (M * K * kPanel<T>));
+    at::parallel_for(0, count, grain, [&](int64_t first, int64_t last) {
+      times(first, last, M, A, lda, beta, C, ldc);
+    });
+  }
+};
+
+constexpr int64_t kPackMinRows = 8;
+
 template <typename T>
 struct Weight {
   // op(W) as the right operand of C (M, N) = A (M, K) · op(W); see gemm.
@@ -98,28 +200,29 @@ struct Weight {
   int64_t ldw, N, K;
   bool transposed;
   std::unique_ptr<float[]> packed;   // uninitialised on purpose: MKL writes all of it
-  static constexpr int64_t kPackMinRows = 8;
+  std::optional<Panels<T>> panels;   // below kPackMinRows rows: see Panels
 
   Weight(int64_t M, const T* W_, int64_t ldw_, bool transposed_, int64_t N_, int64_t K_)
       : W(W_), ldw(ldw_), N(N_), K(K_), transposed(transposed_) {
+    if (M < kPackMinRows) {
+      panels.emplace(W, ldw, transposed, N, K);
+      return;
+    }
 #ifdef GATEDRNN_MKL_PACKED
     if constexpr (std::is_same_v<T, float>) {
-      if (M >= kPackMinRows) {
-        packed.reset(new float[cblas_sgemm_pack_get_size(kBMatrix, M, N, K) / sizeof(float) + 1]);
-        cblas_sgemm_pack(kRowMajor, kBMatrix, transposed ? kTrans : kNoTrans, M, N, K, 1.0f, W,
-                         ldw, packed.get());
-      }
+      packed.reset(new float[cblas_sgemm_pack_get_size(kBMatrix, M, N, K) / sizeof(float) + 1]);
+      cblas_sgemm_pack(kRowMajor, kBMatrix, transposed ? kTrans : kNoTrans, M, N, K, 1.0f, W,
+                       ldw, packed.get());
     }
 #endif
   }
 
   void apply(int64_t M, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
+    if (panels) return panels->apply(M, A, lda, beta, C, ldc);
 #ifdef GATEDRNN_MKL_PACKED
     if constexpr (std::is_same_v<T, float>) {
-      if (packed) {
-        return cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, M, N, K, A, lda, packed.get(),
-                                   N, beta, C, ldc);
-      }
+      return cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, M, N, K, A, lda, packed.get(),
+                                 N, beta, C, ldc);
     }
 #endif
     gemm<T>(M, N, K, A, lda, W, ldw, transposed, beta, C, ldc);
@@ -549,15 +652,19 @@ const T* ptr_or_null(const std::optional<at::Tensor>& t) {
 // Batch rows never interact, so the whole time loop splits over row blocks: one block per
 // thread, each running every step for its rows (MKL runs single-threaded inside an OpenMP
 // parallel region). No synchronisation per step: a fork/join per step costs more than the
-// element-wise work it would share out. A block gets at least kMinUnitsPerThread rows × units
-// (measured: at H=64 and 8 or 32 rows one thread is faster than two); below that one block
-// runs and BLAS threads the products itself.
-constexpr int64_t kMinUnitsPerThread = 2048;
+// element-wise work it would share out. But every block streams all of R at every step, so a
+// block needs at least kMinRowsPerBlock rows, and at most kMaxBytesPerRow of R per row;
+// otherwise one block runs and the products are split over the threads instead (Panels by
+// columns, BLAS its own way). Measured, 2 threads, against one block: 8 rows of H = 64,
+// 0.47x; 12 of H = 128, 0.65-0.87x; 8 rows of the LSTM at H = 256 (1 MiB of R, 256 KiB a
+// row), 1.46x; 4 of H = 256, no gain.
+constexpr int64_t kMinRowsPerBlock = 4;
+constexpr int64_t kMaxBytesPerRow = 128 * 1024;
 
 template <typename F>
-void for_row_blocks(int64_t B, int64_t H, const F& body) {
-  const int64_t blocks = std::min<int64_t>(
-      at::get_num_threads(), std::max<int64_t>(1, B * H / kMinUnitsPerThread));
+void for_row_blocks(int64_t B, int64_t weight_bytes, const F& body) {
+  int64_t blocks = std::min<int64_t>(at::get_num_threads(), B / kMinRowsPerBlock);
+  while (blocks > 1 && weight_bytes / (B / blocks) > kMaxBytesPerRow) --blocks;
   if (blocks <= 1) return body(0, B);
   at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
     for (int64_t k = first; k < last; ++k) body(k * B / blocks, (k + 1) * B / blocks);
@@ -654,7 +761,7 @@ std::vector<at::Tensor> forward(int64_t variant, const at::Tensor& xp, const at:
   }
   auto saved = at::empty({keep_saved ? pb.T : 1, pb.B, pb.sh.S * pb.H}, xp.options());
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "gatedrnn_cpu_forward", [&] {
-    for_row_blocks(pb.B, pb.H, [&](int64_t r0, int64_t r1) {
+    for_row_blocks(pb.B, R.numel() * R.element_size(), [&](int64_t r0, int64_t r1) {
       forward_rows<scalar_t>(pb, r0, r1, xp, R, b_hh, p, keep_saved, SA, SC, saved);
     });
   });
@@ -725,7 +832,7 @@ std::vector<at::Tensor> backward(int64_t variant, const at::Tensor& d_A, const a
   auto d_a0 = at::empty({pb.B, pb.H}, d_A.options());
   auto d_c0 = pb.sh.cell ? at::empty({pb.B, pb.H}, d_A.options()) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(d_A.scalar_type(), "gatedrnn_cpu_backward", [&] {
-    for_row_blocks(pb.B, pb.H, [&](int64_t r0, int64_t r1) {
+    for_row_blocks(pb.B, R.numel() * R.element_size(), [&](int64_t r0, int64_t r1) {
       backward_rows<scalar_t>(pb, r0, r1, d_A, d_a_n, d_c_n, R, p, SA, SC, saved, d_xp, d_a0,
                               d_c0);
     });
