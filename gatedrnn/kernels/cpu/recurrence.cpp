@@ -96,10 +96,11 @@ enum { kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 
 // A few rows against the whole of W: C (M, N) = A (M, K) · op(W) + beta · C, for the batch
 // rows of one thread below kPackMinRows, where BLAS's general kernels spend more on setting up
 // than on the product. op(W) is copied once per call into panels of kPanel columns, each K
-// rows of kPanel contiguous values (zero past N), so that a product streams W front to back:
-// read in place, W's rows lie a whole row apart, and the prefetcher does not follow. Each
-// group of ROWS rows of A streams the panels once, every A value broadcast against a panel
-// row's kUnroll vectors (ROWS × kUnroll accumulators in registers, no horizontal sums).
+// rows of kPanel contiguous values (zero past N: lanes computed, never stored), so that a
+// product streams W front to back: read in place, W's rows lie a whole row apart, and the
+// prefetcher does not follow. Each group of ROWS rows of A streams the panels once, every A
+// value broadcast against a panel row's kUnroll vectors (ROWS × kUnroll accumulators in
+// registers, no horizontal sums).
 constexpr int kUnroll = 4;
 template <typename T>
 constexpr int64_t kPanel = kUnroll * Vectorized<T>::size();
@@ -111,12 +112,19 @@ struct Panels {
 
   Panels(const T* W, int64_t ldw, bool transposed, int64_t N_, int64_t K_) : N(N_), K(K_) {
     const int64_t count = (N + kPanel<T> - 1) / kPanel<T>;
-    values = at::zeros({count, K, kPanel<T>}, c10::CppTypeToScalarType<T>::value);
+    values = at::empty({count, K, kPanel<T>}, c10::CppTypeToScalarType<T>::value);
     T* v = values.data_ptr<T>();
-    for (int64_t n = 0; n < N; ++n) {   // op(W)[k, n] is W[n, k] transposed, else W[k, n]
-      T* column = v + (n / kPanel<T>) * K * kPanel<T> + n % kPanel<T>;
-      for (int64_t k = 0; k < K; ++k) {
-        column[k * kPanel<T>] = transposed ? W[n * ldw + k] : W[k * ldw + n];
+    // Written in order; read transposed, a panel's kPanel rows of W are read 64 bytes at a
+    // time across its K steps, so each line of W is fetched once.
+    for (int64_t panel = 0; panel < count; ++panel) {
+      const int64_t n0 = panel * kPanel<T>, width = std::min(kPanel<T>, N - n0);
+      for (int64_t k = 0; k < K; ++k, v += kPanel<T>) {
+        if (transposed) {   // op(W)[k, n] = W[n, k]
+          for (int64_t j = 0; j < width; ++j) v[j] = W[(n0 + j) * ldw + k];
+        } else {
+          std::copy_n(W + k * ldw + n0, width, v);
+        }
+        std::fill(v + width, v + kPanel<T>, T(0));
       }
     }
   }
@@ -193,6 +201,14 @@ struct Panels {
 
 constexpr int64_t kPackMinRows = 8;
 
+// Panels copy R at ~1.2 ns a value, as much as 15-50 steps gain (measured, one row: H = 128
+// pays from 16 steps, H = 256 from ~50), so only a call of kPanelMinSteps steps or more makes
+// them, and only of at most kPanelMaxBytes: at the LSTM's H = 512 (4 MiB) MKL's product is as
+// fast even after 256 steps. Otherwise BLAS multiplies R where it lies, as for a stream fed a
+// step at a time (Stream, sample_text).
+constexpr int64_t kPanelMinSteps = 64;
+constexpr int64_t kPanelMaxBytes = 1024 * 1024;
+
 template <typename T>
 struct Weight {
   // op(W) as the right operand of C (M, N) = A (M, K) · op(W); see gemm.
@@ -200,12 +216,15 @@ struct Weight {
   int64_t ldw, N, K;
   bool transposed;
   std::unique_ptr<float[]> packed;   // uninitialised on purpose: MKL writes all of it
-  std::optional<Panels<T>> panels;   // below kPackMinRows rows: see Panels
+  std::optional<Panels<T>> panels;   // below kPackMinRows rows, if worth the copy
 
-  Weight(int64_t M, const T* W_, int64_t ldw_, bool transposed_, int64_t N_, int64_t K_)
+  Weight(int64_t M, int64_t steps, const T* W_, int64_t ldw_, bool transposed_, int64_t N_,
+         int64_t K_)
       : W(W_), ldw(ldw_), N(N_), K(K_), transposed(transposed_) {
     if (M < kPackMinRows) {
-      panels.emplace(W, ldw, transposed, N, K);
+      if (steps >= kPanelMinSteps && N * K * int64_t(sizeof(T)) <= kPanelMaxBytes) {
+        panels.emplace(W, ldw, transposed, N, K);
+      }
       return;
     }
 #ifdef GATEDRNN_MKL_PACKED
@@ -221,8 +240,10 @@ struct Weight {
     if (panels) return panels->apply(M, A, lda, beta, C, ldc);
 #ifdef GATEDRNN_MKL_PACKED
     if constexpr (std::is_same_v<T, float>) {
-      return cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, M, N, K, A, lda, packed.get(),
-                                 N, beta, C, ldc);
+      if (packed) {
+        return cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, M, N, K, A, lda, packed.get(),
+                                   N, beta, C, ldc);
+      }
     }
 #endif
     gemm<T>(M, N, K, A, lda, W, ldw, transposed, beta, C, ldc);
@@ -618,28 +639,28 @@ Shape shape_of(int64_t variant) {
 
 // Forward products: a<t-1> · R^T, or for the GRU c<t-1> · R_ur^T then (Γ_r ⊙ c<t-1>) · R_c^T.
 template <typename T>
-std::vector<Weight<T>> forward_weights(int64_t variant, const T* R, int64_t B, int64_t H,
-                                       int64_t G) {
+std::vector<Weight<T>> forward_weights(int64_t variant, const T* R, int64_t B, int64_t steps,
+                                       int64_t H, int64_t G) {
   std::vector<Weight<T>> w;
   if (variant == GRU) {
-    w.emplace_back(B, R, H, true, 2 * H, H);
-    w.emplace_back(B, R + 2 * H * H, H, true, H, H);
+    w.emplace_back(B, steps, R, H, true, 2 * H, H);
+    w.emplace_back(B, steps, R + 2 * H * H, H, true, H, H);
   } else {
-    w.emplace_back(B, R, H, true, G * H, H);
+    w.emplace_back(B, steps, R, H, true, G * H, H);
   }
   return w;
 }
 
 // Backward products: d_pre · R, or for the GRU d_pre_c · R_c then [d_pre_u, d_pre_r] · R_ur.
 template <typename T>
-std::vector<Weight<T>> backward_weights(int64_t variant, const T* R, int64_t B, int64_t H,
-                                        int64_t G) {
+std::vector<Weight<T>> backward_weights(int64_t variant, const T* R, int64_t B, int64_t steps,
+                                        int64_t H, int64_t G) {
   std::vector<Weight<T>> w;
   if (variant == GRU) {
-    w.emplace_back(B, R, H, false, H, 2 * H);
-    w.emplace_back(B, R + 2 * H * H, H, false, H, H);
+    w.emplace_back(B, steps, R, H, false, H, 2 * H);
+    w.emplace_back(B, steps, R + 2 * H * H, H, false, H, H);
   } else {
-    w.emplace_back(B, R, H, false, H, G * H);
+    w.emplace_back(B, steps, R, H, false, H, G * H);
   }
   return w;
 }
@@ -714,7 +735,7 @@ void forward_rows(const Problem& pb, int64_t r0, int64_t r1, const at::Tensor& x
   const FlushSubnormals flush;
   const int64_t M = r1 - r0, H = pb.H, G = pb.sh.G;
   auto scratch = at::empty({M, G * H + H}, xp.options());
-  const auto weights = forward_weights<T>(pb.variant, R.data_ptr<T>(), M, H, G);
+  const auto weights = forward_weights<T>(pb.variant, R.data_ptr<T>(), M, pb.T, H, G);
   Step<T> s{M, H, nullptr, weights.data(), ptr_or_null<T>(b_hh), ptr_or_null<T>(p), nullptr,
             nullptr, nullptr, nullptr, nullptr, nullptr,
             scratch.data_ptr<T>(), scratch.data_ptr<T>() + M * G * H};
@@ -787,7 +808,7 @@ void backward_rows(const Problem& pb, int64_t r0, int64_t r1, const at::Tensor& 
   auto scratch = at::empty({M, G * H}, d_A.options());
   std::copy_n(rows_of<T>(d_a_n, 0, B, r0), M * H, carry_a);
   if (pb.sh.cell) std::copy_n(rows_of<T>(d_c_n, 0, B, r0), M * H, carry_c);
-  const auto weights = backward_weights<T>(pb.variant, R.data_ptr<T>(), M, H, G);
+  const auto weights = backward_weights<T>(pb.variant, R.data_ptr<T>(), M, pb.T, H, G);
   BackStep<T> s{M, H, weights.data(), ptr_or_null<T>(p)};
   s.scratch = scratch.data_ptr<T>();
   for (int64_t i = pb.T - 1; i >= 0; --i) {
