@@ -131,9 +131,9 @@ def _cpu_matches_loop(variant, T_, B_, I_, H_, dtype, tol, seed=3):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_cpu_backend_splits_the_batch_over_threads_exactly(variant):
-    """Large enough batches (rows × units >= 4096) run as one time loop per thread over a
-    block of rows; an uneven split, masks and both directions must give what the loop backend
-    gives."""
+    """Batches of 4 rows a thread or more, with little of R per row, run as one time loop per
+    thread over a block of rows; an uneven split, masks and both directions must give what the
+    loop backend gives."""
     _cpu_matches_loop(variant, 5, 65, 3, 64, torch.float64, 1e-12)
 
 

@@ -59,3 +59,23 @@ def test_the_kernel_builds_where_there_is_a_compiler():
     if os.environ.get("GATEDRNN_CPU_KERNEL") == "0":
         pytest.skip("GATEDRNN_CPU_KERNEL=0")
     assert cpu.available(), cpu._state.get("why")
+
+
+def test_the_kernel_threads_its_row_blocks_where_aten_uses_openmp():
+    """at::parallel_for is a header template over an OpenMP pragma: built without -fopenmp the
+    kernel still gives the right numbers, on one thread. That went unseen until 2026-11-27, so
+    the built module must call into OpenMP (GOMP_parallel, libgomp's entry for a parallel
+    region) wherever ATen's own parallel backend is OpenMP, on Linux."""
+    import pytest
+    import torch
+
+    from gatedrnn.kernels import cpu
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the OpenMP flag is used on Linux only")
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        pytest.skip("ATen's parallel backend is not OpenMP here")
+    if not cpu.available():
+        pytest.skip(f"no compiled kernel: {cpu._state.get('why')}")
+    with open(cpu.extension().__file__, "rb") as library:
+        assert b"GOMP_parallel" in library.read()
