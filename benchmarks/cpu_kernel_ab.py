@@ -3,7 +3,7 @@
 Builds gatedrnn/kernels/cpu/recurrence.cpp as it is at --base (with --base-flags, default this
 tree's flags) and as it is here (this tree's flags), then times each build's forward alone
 (inference: no saved gates) and forward + backward (the kernel's time loops only: no input
-projection, no weight gradients), interleaved repeat after repeat, medians. Ratio = this tree /
+projection, no weight gradients), interleaved repeat after repeat, medians (speed.measure). Ratio = this tree /
 base: below 1 this tree is faster.
 
     python benchmarks/cpu_kernel_ab.py --base 48e4203 \\
@@ -17,11 +17,9 @@ base: below 1 this tree is faster.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -31,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gatedrnn import get_variant  # noqa: E402
 from gatedrnn.kernels import KERNEL_IDS, cpu  # noqa: E402
+from speed import measure  # noqa: E402  (interleaved, warmed up, medians)
 
 SOURCE = "gatedrnn/kernels/cpu/recurrence.cpp"
 SHAPES = ["100x32x256", "100x64x512", "500x1x128", "200x16x128", "300x7x128", "400x4x64",
@@ -38,11 +37,11 @@ SHAPES = ["100x32x256", "100x64x512", "500x1x128", "200x16x128", "300x7x128", "4
 
 
 def build(name: str, source: str, flags: list[str]):
-    folder = Path(tempfile.mkdtemp(prefix="gatedrnn-ab-"))
-    path = folder / "recurrence.cpp"
-    path.write_text(source)
-    return cpp_extension.load(name=name, sources=[str(path)], extra_cflags=flags,
-                              build_directory=str(folder))
+    """The kernel built from `source` (torch's extension cache keeps it for the next run)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "recurrence.cpp"
+        path.write_text(source)
+        return cpp_extension.load(name=name, sources=[str(path)], extra_cflags=flags)
 
 
 def runs(ext, variant: str, T: int, B: int, H: int):
@@ -92,15 +91,7 @@ def main() -> None:
         for variant in args.variants.split(","):
             contenders = dict(zip(("base infer", "base train"), runs(base, variant, T, B, H)))
             contenders.update(zip(("here infer", "here train"), runs(here, variant, T, B, H)))
-            times = {name: [] for name in contenders}
-            for run in contenders.values():   # warm-up
-                run()
-            for _ in range(args.repeats):
-                for name, run in contenders.items():
-                    start = time.perf_counter()
-                    run()
-                    times[name].append(time.perf_counter() - start)
-            ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+            ms = {name: r["median_ms"] for name, r in measure(contenders, args.repeats).items()}
             print(f"| {T}×{B}×{H} | {variant} | {ms['base infer']:.2f} | {ms['here infer']:.2f} | "
                   f"{ms['here infer'] / ms['base infer']:.2f} | {ms['base train']:.2f} | "
                   f"{ms['here train']:.2f} | {ms['here train'] / ms['base train']:.2f} |",

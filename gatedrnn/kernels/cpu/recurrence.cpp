@@ -683,7 +683,8 @@ constexpr int64_t kMinRowsPerBlock = 4;
 constexpr int64_t kMaxBytesPerRow = 128 * 1024;
 
 template <typename F>
-void for_row_blocks(int64_t B, int64_t weight_bytes, const F& body) {
+void for_row_blocks(int64_t B, const at::Tensor& R, const F& body) {
+  const int64_t weight_bytes = R.numel() * R.element_size();
   int64_t blocks = std::min<int64_t>(at::get_num_threads(), B / kMinRowsPerBlock);
   while (blocks > 1 && weight_bytes / (B / blocks) > kMaxBytesPerRow) --blocks;
   if (blocks <= 1) return body(0, B);
@@ -782,7 +783,7 @@ std::vector<at::Tensor> forward(int64_t variant, const at::Tensor& xp, const at:
   }
   auto saved = at::empty({keep_saved ? pb.T : 1, pb.B, pb.sh.S * pb.H}, xp.options());
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "gatedrnn_cpu_forward", [&] {
-    for_row_blocks(pb.B, R.numel() * R.element_size(), [&](int64_t r0, int64_t r1) {
+    for_row_blocks(pb.B, R, [&](int64_t r0, int64_t r1) {
       forward_rows<scalar_t>(pb, r0, r1, xp, R, b_hh, p, keep_saved, SA, SC, saved);
     });
   });
@@ -853,7 +854,7 @@ std::vector<at::Tensor> backward(int64_t variant, const at::Tensor& d_A, const a
   auto d_a0 = at::empty({pb.B, pb.H}, d_A.options());
   auto d_c0 = pb.sh.cell ? at::empty({pb.B, pb.H}, d_A.options()) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(d_A.scalar_type(), "gatedrnn_cpu_backward", [&] {
-    for_row_blocks(pb.B, R.numel() * R.element_size(), [&](int64_t r0, int64_t r1) {
+    for_row_blocks(pb.B, R, [&](int64_t r0, int64_t r1) {
       backward_rows<scalar_t>(pb, r0, r1, d_A, d_a_n, d_c_n, R, p, SA, SC, saved, d_xp, d_a0,
                               d_c0);
     });
