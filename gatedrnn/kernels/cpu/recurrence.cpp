@@ -187,7 +187,8 @@ struct Panels {
 
   // The panels split over the threads where each gets kMinMacsPerThread multiply-adds (a few
   // µs of work): a batch too small to split over threads by rows (for_row_blocks) still uses
-  // them, as BLAS did. Smaller products run in the calling thread.
+  // them, as BLAS did. Smaller products run in the calling thread: at 2^15 the LSTM at one row
+  // of H = 128 (2^16 multiply-adds a step, split in two) took 1.4-1.6x as long (2026-11-27).
   static constexpr int64_t kMinMacsPerThread = 1 << 17;
 
   void apply(int64_t M, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
@@ -199,6 +200,10 @@ struct Panels {
   }
 };
 
+// From kPackMinRows rows MKL's packed GEMM wins. Panels there, even passing each panel's rows
+// in L1-sized slices under every row group in turn, took 1.1-1.3x MKL's time at 16-32 rows
+// (2026-11-27; with every group streaming all of R, up to 2.3x); at 8 rows of H = 128,
+// 0.84-0.99x, but the slices cost 1.1x at 4 rows, where there is one group.
 constexpr int64_t kPackMinRows = 8;
 
 // Panels copy R at ~1.2 ns a value, as much as 15-50 steps gain (measured, one row: H = 128
