@@ -3,8 +3,8 @@
 Builds gatedrnn/kernels/cpu/recurrence.cpp as it is at --base (with --base-flags, default this
 tree's flags) and as it is here (this tree's flags), then times each build's forward alone
 (inference: no saved gates) and forward + backward (the kernel's time loops only: no input
-projection, no weight gradients), interleaved repeat after repeat, medians (speed.measure). Ratio = this tree /
-base: below 1 this tree is faster.
+projection, no weight gradients), interleaved repeat after repeat, medians (speed.measure).
+Ratio = this tree / base: below 1 this tree is faster.
 
     python benchmarks/cpu_kernel_ab.py --base 48e4203 \\
         --base-flags "-O3 -mavx2 -mfma -DCPU_CAPABILITY=AVX2 -DCPU_CAPABILITY_AVX2 \\

@@ -51,6 +51,11 @@ def _ratio(a, b):
     return f"{a / b:.2f}" if a is not None and b else "—"
 
 
+def candidate_launch(row: dict) -> str:
+    """The launch name of a --tune candidate (its Settings fields "mode" and "graphs")."""
+    return planner.launch_name(planner.Settings(mode=row["mode"], graphs=row["graphs"]))
+
+
 def planned(row: dict) -> str:
     """The launch the plan takes now for the row's problem (as on a GPU)."""
     return planner.launch_name(
@@ -130,8 +135,7 @@ def tuning_table(rows) -> str:
     """A --tune run's candidates: the plan's first (as it was when the run was made), each
     with its check against the float64 reference and, if it passed, its training time."""
     chosen = {(r["shape"], r["dtype"]): r.get("train") for r in rows if r["chosen"]}
-    cells = [{**r, "mode": r["mode"] + ("+graphs" if r["graphs"] else "")
-              + (" (plan)" if r["chosen"] else ""),
+    cells = [{**r, "mode": candidate_launch(r) + (" (plan)" if r["chosen"] else ""),
               "warps": r["num_warps"], "launch": "direct" if r["fast_launch"] else "JIT",
               "check": ("—" if "max_rel_err" not in r else
                         f"{r['max_rel_err']:.1e}" + ("" if r["ok"] else " FAILED")),
@@ -188,7 +192,7 @@ def tuned(found: list[dict], rows, source: str) -> list[dict]:
     out = [c for c in found if (c["variant"], c["dtype"], c["B"], c["H"]) not in best]
     for (variant, dname, B, H), r in best.items():
         out.append(dict(variant=variant, dtype=dname, B=B, H=H,
-                        launch=r["mode"] + ("+graphs" if r["graphs"] else ""),
+                        launch=candidate_launch(r),
                         **{k: r[k] for k in choices.TILES}, tuned_ms=r["train"],
                         tuned_in=source))
     return out

@@ -18,7 +18,7 @@ import gpu_common as common   # benchmarks/gpu_common.py
 from gatedrnn.kernels import planner
 from gpu_common import SHAPES, worth_timing
 from gpu_correctness import check, new_case, reference   # benchmarks/gpu_correctness.py
-from gpu_table import DTYPES   # benchmarks/gpu_table.py
+from gpu_table import DTYPES, candidate_launch   # benchmarks/gpu_table.py
 from gpu_timing import module_for, time_ms   # benchmarks/gpu_timing.py
 from speed import train_step                 # benchmarks/speed.py
 
@@ -88,10 +88,9 @@ def tune(rows, shapes, dtypes, variant, launches, repeats, deadline, seed: int,
                 if time.monotonic() > deadline:
                     row["skipped"] = "time budget"
                     continue
-                launch = cand["mode"] + ("+graphs" if cand["graphs"] else "")
                 try:
                     planner.settings = planner.Settings(**cand, poison=True)
-                    found = check(launch, cand["graphs"], checked)
+                    found = check(candidate_launch(cand), cand["graphs"], checked)
                     row.update(ok=found["ok"], max_rel_err=found["max_rel_err"])
                     if found["ok"]:
                         planner.settings = planner.Settings(**cand)

@@ -118,8 +118,8 @@ def test_random_shapes_tiles_and_launches_match_the_loop(seed, monkeypatch):
     """Drawn shapes and tiles, where the test above has one of each: sizes at and around the
     tiles' edges (one step, one row, one input feature, one unit; a tile less one, a tile, a
     tile and one), tiles and reduction chunks of 16 to 64, rows of length 0 (never updated),
-    reversed or not, a drawn variant. The seeds go round the launches and the hidden sizes so that every
-    launch meets every size in EDGES; the persistent launch gets 1 to 6 programs."""
+    reversed or not, a drawn variant. The seeds go round the launches and the hidden sizes so
+    that every launch meets every size in EDGES; the persistent launch gets 1 to 6 programs."""
     rnd = random.Random(seed)
     launch = PLAIN_LAUNCHES[seed % len(PLAIN_LAUNCHES)]
     variant, h = rnd.choice(VARIANTS), EDGES[seed % len(EDGES)]

@@ -10,8 +10,9 @@ at batch 1 that is most of the cost. Here each step is one product and one fused
 element-wise pass. The product is BLAS from 8 batch rows per thread (the MKL that ships inside
 libtorch_cpu, called directly where its symbols are exported, else through ATen) and, in calls
 of 64 steps or more, the kernel's own below that (recurrence.cpp's Panels: BLAS spends more on
-setting up a product of a few rows than on the product). The batch is split over threads by rows, each thread running
-the whole time loop for its rows. The weight gradients stay large GEMMs in PyTorch.
+setting up a product of a few rows than on the product). The batch is split over threads by
+rows, each thread running the whole time loop for its rows. The weight gradients stay large
+GEMMs in PyTorch.
 """
 
 from __future__ import annotations

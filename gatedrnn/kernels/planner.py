@@ -244,6 +244,6 @@ def _choices() -> choices.Measured:
     return choices.Measured(found)
 
 
-def launch_name(p: Plan) -> str:
-    """The name in LAUNCHES of how `p` launches."""
+def launch_name(p: Plan | Settings) -> str:
+    """The name in LAUNCHES of how `p` launches (a Plan, or Settings with a launch set)."""
     return p.mode + ("+graphs" if p.graphs else "")

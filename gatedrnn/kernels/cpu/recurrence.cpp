@@ -1,8 +1,9 @@
 // The "cpu" backend: the time loop of every cell variant in compiled code.
 //
 // Per step: the recurrent product (no Python, no dispatcher: BLAS, or Panels below 8 rows per
-// thread), then one fused, vectorised element-wise pass over the batch rows. The input projections of all steps and
-// the weight gradients are large GEMMs done by the caller (gatedrnn/kernels/cpu.py).
+// thread), then one fused, vectorised element-wise pass over the batch rows. The input
+// projections of all steps and the weight gradients are large GEMMs done by the caller
+// (gatedrnn/kernels/cpu.py).
 // The math is gatedrnn/cells.py's, transcribed; tests tie both to the NumPy reference.
 //
 // Dimension letters:
