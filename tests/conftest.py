@@ -41,6 +41,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
 
 
+@pytest.fixture(autouse=True)
+def interpreter_in_bounds():
+    """Under Triton's interpreter, every kernel's loads, stores and atomics must stay inside
+    its launch's tensors (interpreter_bounds.py): the interpreter itself lets them stray. Its
+    own MonkeyPatch, set up before any test's and undone after: a test's fixtures that restore
+    state around their monkeypatch keep their order."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        yield
+        return
+    interpreter_bounds = pytest.importorskip("interpreter_bounds",
+                                             reason="needs triton's interpreter")
+    with pytest.MonkeyPatch.context() as patch:
+        interpreter_bounds.check_bounds(patch)
+        yield
+
+
 def rel_err(actual, expected) -> float:
     actual, expected = torch.as_tensor(actual), torch.as_tensor(expected)
     scale = expected.abs().max().item()

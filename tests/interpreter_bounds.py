@@ -1,0 +1,151 @@
+"""Bounds checks for Triton's interpreter: every load, store and atomic operation of an
+interpreted launch must touch only the memory of that launch's tensor arguments.
+
+On the CPU the interpreter reads and writes raw addresses: a kernel that reads past its tensor
+gets whatever the heap holds there and one that writes past it corrupts a neighbour, both
+silently, and the numbers may still come out right when the stray lanes are masked later. On a
+GPU the same kernel reads another buffer of the caching allocator or stops the process with an
+illegal address, which ends the GPU check's run at the first such launch. Here each memory
+operation's active lanes (mask true) are checked against the extents of the launch's tensors, so
+an interpreter test fails where the GPU would fault or corrupt.
+
+The extent of a tensor argument is its view: from its first element to one past its last, as
+its sizes and strides reach (not the whole storage it may be a view of: a kernel that reaches
+another view's elements through one argument is wrong even where it cannot fault).
+
+Written against Triton 3.6's interpreter (triton/runtime/interpreter.py): its GridExecutor's
+`_init_args_hst` / `_restore_args_dev`, which run around every launch, also in
+interpreter_threads.py's threaded launches, and its builder's memory operations.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+from triton.runtime import interpreter
+
+
+class OutOfBounds(AssertionError):
+    """An interpreted kernel touched memory outside its launch's tensor arguments."""
+
+
+class _Extents:
+    """The [start, stop) byte ranges of the running launches' tensor arguments. A union over
+    launches, since the GPU check's dry run launches from several threads at once."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.by_launch: dict[int, list[tuple[int, int, str]]] = {}
+        self.starts = np.zeros(0, dtype=np.uint64)
+        self.stops = np.zeros(0, dtype=np.uint64)
+        self.names: list[str] = []
+
+    def add(self, key: int, ranges: list[tuple[int, int, str]]) -> None:
+        with self.lock:
+            self.by_launch[key] = ranges
+            self._merge()
+
+    def remove(self, key: int) -> None:
+        with self.lock:
+            self.by_launch.pop(key, None)
+            self._merge()
+
+    def _merge(self) -> None:
+        ranges = sorted(r for rs in self.by_launch.values() for r in rs)
+        self.starts = np.array([r[0] for r in ranges], dtype=np.uint64)
+        self.stops = np.array([r[1] for r in ranges], dtype=np.uint64)
+        self.names = [r[2] for r in ranges]
+
+    def outside(self, addresses: np.ndarray, size: int) -> np.ndarray:
+        """The addresses whose `size` bytes are not all inside one range."""
+        starts, stops = self.starts, self.stops   # one consistent pair (replaced, not mutated)
+        if len(starts) == 0:
+            return addresses
+        # The range starting last at or before each address; ranges may overlap (views of one
+        # storage), so also the furthest stop among all ranges starting up to there.
+        reach = np.maximum.accumulate(stops)
+        at = np.searchsorted(starts, addresses, side="right") - 1
+        inside = (at >= 0) & (addresses + np.uint64(size) <= reach[np.maximum(at, 0)])
+        return addresses[~inside]
+
+    def where(self, address: int) -> str:
+        """Where `address` lies from the nearest tensor starting before it."""
+        before = [(start, stop, name) for start, stop, name
+                  in zip(self.starts.tolist(), self.stops.tolist(), self.names)
+                  if start <= address]
+        if not before:
+            return f"{address:#x}, below every tensor of the launch"
+        start, stop, name = max(before, key=lambda r: r[1])
+        past = (f"{address - stop} bytes past the end of" if address >= stop
+                else f"{stop - address} bytes before the end of, and reaching past,")
+        return f"{past} {name} ({stop - start} bytes from {start:#x})"
+
+
+def _extent(name: str, tensor: torch.Tensor) -> tuple[int, int, str] | None:
+    if tensor.numel() == 0:
+        return None
+    last = sum((n - 1) * s for n, s in zip(tensor.shape, tensor.stride()))
+    start = tensor.data_ptr()
+    return start, start + (last + 1) * tensor.element_size(), name
+
+
+def _tensors(names, args, kwargs):
+    for i, value in enumerate(args):
+        yield names[i] if i < len(names) else f"argument {i}", value
+    yield from kwargs.items()
+
+
+def check_bounds(monkeypatch) -> None:
+    """Until the test ends (monkeypatch undoes it), fail any interpreted launch whose kernel
+    loads, stores or does an atomic operation outside its tensor arguments (OutOfBounds,
+    raised inside the launch: the interpreter wraps it in an InterpreterError)."""
+    extents = _Extents()
+    init_args, restore_args = (interpreter.GridExecutor._init_args_hst,
+                               interpreter.GridExecutor._restore_args_dev)
+
+    # The same parameters as the originals': interpreter_threads.supported() looks at them.
+    def init_args_checked(self, args_dev, kwargs):
+        args_hst, kwargs_hst = init_args(self, args_dev, kwargs)
+        tensors = _tensors(self.arg_names, args_hst, kwargs_hst)
+        ranges = [_extent(name, value) for name, value in tensors
+                  if isinstance(value, torch.Tensor)]
+        extents.add(id(args_hst), [r for r in ranges if r is not None])
+        return args_hst, kwargs_hst
+
+    def restore_args_checked(self, args_dev, args_hst, kwargs, kwargs_hst):
+        extents.remove(id(args_hst))
+        return restore_args(self, args_dev, args_hst, kwargs, kwargs_hst)
+
+    monkeypatch.setattr(interpreter.GridExecutor, "_init_args_hst", init_args_checked)
+    monkeypatch.setattr(interpreter.GridExecutor, "_restore_args_dev", restore_args_checked)
+
+    builder_class = type(interpreter.interpreter_builder)
+
+    def checked(operation, what, pointers_at, mask_at):
+        original = getattr(builder_class, operation)
+
+        def operation_checked(self, *args):
+            pointers, mask = args[pointers_at], args[mask_at] if mask_at is not None else None
+            addresses = np.asarray(pointers.data, dtype=np.uint64)
+            if mask is not None:
+                addresses = addresses[np.broadcast_to(np.asarray(mask.data, dtype=bool),
+                                                      addresses.shape)]
+            else:
+                addresses = addresses.ravel()
+            size = np.dtype(interpreter._get_np_dtype(pointers.get_element_ty())).itemsize
+            stray = extents.outside(addresses, size)
+            if len(stray):
+                raise OutOfBounds(f"{what} of {len(stray)} element(s) of {size} bytes outside "
+                                  f"the launch's tensors; the first, "
+                                  f"{extents.where(int(stray.min()))}")
+            return original(self, *args)
+
+        monkeypatch.setattr(builder_class, operation, operation_checked)
+
+    # (name, what it does, index of the pointers, index of the mask) in the builder's calls
+    checked("create_masked_load", "a load", 0, 1)
+    checked("create_masked_store", "a store", 0, 2)
+    checked("create_atomic_rmw", "an atomic operation", 1, 3)
+    checked("create_atomic_cas", "an atomic compare-and-swap", 0, None)

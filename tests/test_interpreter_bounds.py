@@ -1,0 +1,68 @@
+"""The interpreter's bounds checks (interpreter_bounds.py, on for every test by conftest): a
+kernel that strays outside its tensors fails, one whose stray lanes are masked off passes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("the interpreter's checks (a GPU runs the kernels itself)",
+                allow_module_level=True)
+triton = pytest.importorskip("triton")
+import triton.language as tl  # noqa: E402
+from triton.runtime.interpreter import InterpreterError  # noqa: E402
+
+
+@triton.jit
+def _shifted_copy(X, Y, n, SHIFT: tl.constexpr, N: tl.constexpr, MASKED: tl.constexpr):
+    i = tl.arange(0, N)
+    if MASKED:
+        ok = i + SHIFT < n
+        tl.store(Y + i, tl.load(X + i + SHIFT, mask=ok, other=0.0), mask=i < n)
+    else:
+        tl.store(Y + i, tl.load(X + i + SHIFT))
+
+
+@triton.jit
+def _count(COUNTER, OFFSET: tl.constexpr):
+    tl.atomic_add(COUNTER + OFFSET, 1)
+
+
+def test_a_load_past_the_tensor_fails():
+    x, y = torch.arange(8.0), torch.zeros(8)
+    with pytest.raises(InterpreterError, match="a load of 1 element"):
+        _shifted_copy[(1,)](x, y, 8, SHIFT=1, N=8, MASKED=False)
+
+
+def test_a_store_past_the_tensor_fails():
+    x, y = torch.arange(16.0), torch.zeros(7)
+    with pytest.raises(InterpreterError, match="a store of 1 element"):
+        _shifted_copy[(1,)](x, y, 7, SHIFT=0, N=8, MASKED=False)
+
+
+def test_another_view_of_the_same_storage_is_outside():
+    """A view's extent is its own elements, not its storage's: writing the next view's first
+    element through this one is a bug even where the GPU would not fault."""
+    buffer = torch.zeros(16)
+    x, y = torch.arange(8.0), buffer[:7]
+    with pytest.raises(InterpreterError, match="a store"):
+        _shifted_copy[(1,)](x, y, 7, SHIFT=0, N=8, MASKED=False)
+
+
+def test_an_atomic_past_the_tensor_fails():
+    counter = torch.zeros(2, dtype=torch.int32)
+    _count[(3,)](counter, OFFSET=1)
+    assert counter.tolist() == [0, 3]
+    with pytest.raises(InterpreterError, match="an atomic operation"):
+        _count[(1,)](counter, OFFSET=2)
+
+
+def test_masked_off_lanes_and_strided_views_pass():
+    x = torch.arange(24.0).view(3, 8)[:, ::2]   # 12 elements, spread over the first 23 floats
+    y = torch.zeros(8)
+    # reads floats 16..22 of x's span; lane 7 (float 23, past the last element) is masked off
+    _shifted_copy[(1,)](x, y, 23, SHIFT=16, N=8, MASKED=True)
+    assert y.tolist() == [16.0, 17.0, 18.0, 19.0, 20.0, 21.0, 22.0, 0.0]
