@@ -25,9 +25,15 @@
    print its table as the plan then launches.
 
 One table printed last; raw numbers in a JSON file. A time budget keeps the whole run inside the
-GPU machine's lease: what it leaves out is listed as not measured. The parts live beside this
-file: gpu_common.py (the problems, the device), gpu_correctness.py (1), gpu_probe.py (the child
-process), gpu_timing.py (2), gpu_tune.py (--tune), gpu_table.py (the table, the plan's choices).
+GPU machine's lease: what it leaves out is listed as not measured. A launch that leaves the
+device unusable (an illegal address loses the CUDA context, and every later call in the process
+fails) stops the run: it keeps that run's JSON as lost-LAUNCH-*.json and starts again in a new
+process with the launch refused (--refuse: not run at all, not even as the plan's, whose
+heuristic takes the next way) for the budget left, at most twice (--reruns).
+
+The parts live beside this file: gpu_common.py (the problems, the device), gpu_correctness.py
+(1), gpu_probe.py (the child process), gpu_timing.py (2), gpu_tune.py (--tune), gpu_table.py
+(the table, the plan's choices).
 
     PYTHONPATH=. python3 benchmarks/gpu_check.py --out $OUT          # on the GPU machine
     PYTHONPATH=. python3 benchmarks/gpu_check.py --quick             # T / 8, fewer repeats
@@ -40,6 +46,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -60,6 +67,10 @@ from gpu_tune import tune        # benchmarks/gpu_tune.py
 # ---------------------------------------------------------------------------------------------
 # What the run says
 
+LOST_DEVICE_EXIT = 3     # the exit status of a run a launch lost the device in, not rerun
+MIN_RERUN_SECONDS = 60   # a rerun compiles and checks again: pointless with less budget
+
+
 def gemm_products() -> str:
     """How the gemm mode multiplied 16-bit operands: the best way this torch took."""
     if common.DEVICE == "cpu":
@@ -67,7 +78,7 @@ def gemm_products() -> str:
     return gemm._WAYS[0].__name__.strip("_")
 
 
-def _write(result: dict, folder: Path, start: float, final: bool = True) -> None:
+def _write(result: dict, folder: Path, start: float, final: bool = True) -> Path:
     """The JSON file; written as the run goes too (final=False, silently), so that a run
     killed by the GPU machine's time limit still leaves what it measured."""
     result["seconds"] = time.monotonic() - start
@@ -78,6 +89,7 @@ def _write(result: dict, folder: Path, start: float, final: bool = True) -> None
     path.write_text(json.dumps(result, indent=1))
     if final:
         print(f"\nraw numbers: {path}; {result['seconds']:.0f} s in all\n")
+    return path
 
 
 def main() -> None:
@@ -93,6 +105,12 @@ def main() -> None:
                              "guard their timings against a hang")
     parser.add_argument("--launches", nargs="*", default=LAUNCHES, choices=LAUNCHES,
                         help="the launches to check and time (the plan's own always runs)")
+    parser.add_argument("--refuse", nargs="*", default=[], choices=LAUNCHES,
+                        help="launches not to run at all, not even as the plan's (a run that "
+                             "a launch lost the device in runs again with it refused)")
+    parser.add_argument("--reruns", type=int, default=2,
+                        help="how many times a run that a launch lost the device in starts "
+                             "again without it, in a new process, with the budget left")
     parser.add_argument("--dry-run", action="store_true",
                         help="no GPU: tiny shapes on the CPU under TRITON_INTERPRET=1, to test "
                              "the script (its times mean nothing)")
@@ -112,6 +130,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.tune:   # its probe then compiles and checks that variant alone
         args.variants = [args.tune]
+    args.launches = [m for m in args.launches if m not in args.refuse]
     if args.choices:
         planner.choices_from(args.choices)
     if args.dry_run:
@@ -126,11 +145,39 @@ def main() -> None:
     # from a past run's choices (gatedrnn/kernels/choices.py): a barrier that hangs would hang
     # the run.
     planner.refused.update(planner.BARRIER)
-    if args.probe:   # the child of start_probe
-        child(args)
-        return
+    planner.refused.update(args.refuse)   # for good: the plan takes the next way instead
     start = time.monotonic()
-    deadline = start + args.budget
+    try:
+        if args.probe:   # the child of start_probe
+            child(args)
+        else:
+            check(args, start)
+    except common.LostDevice as lost:
+        print(f"gpu_check: {lost}", flush=True)
+        if args.probe:   # the parent finds its barrier launches not checked
+            sys.exit(LOST_DEVICE_EXIT)
+        rerun(args, lost, args.budget - (time.monotonic() - start))
+
+
+def rerun(args, lost: common.LostDevice, left: float) -> None:
+    """Start again in a new process (a new CUDA context) with `lost.launch` refused too, for
+    the `left` seconds of the budget; the lost run's JSON is kept beside, renamed. Exit with
+    LOST_DEVICE_EXIT instead where no rerun is left or the budget is nearly spent."""
+    refuse = [*args.refuse, lost.launch]
+    if args.reruns < 1 or left < MIN_RERUN_SECONDS:
+        print(f"gpu_check: no time or rerun left; run again with --refuse {' '.join(refuse)}",
+              flush=True)
+        sys.exit(LOST_DEVICE_EXIT)
+    if lost.path:   # the rerun writes its own under the same name
+        lost.path.rename(lost.path.with_name(f"lost-{lost.launch}-{lost.path.name}"))
+    print(f"gpu_check: running again without it, for the {left:.0f} s left of the budget",
+          flush=True)
+    os.execv(sys.executable, [sys.executable, *sys.argv, "--budget", f"{left:.0f}",
+                              "--refuse", *refuse, "--reruns", str(args.reruns - 1)])
+
+
+def check(args, start: float) -> None:
+    """The run in this process (not the probe's child)."""
     if args.quick:
         for k, (T, B, H) in SHAPES.items():
             SHAPES[k] = (max(T // 8, 8), B, H)
@@ -141,8 +188,20 @@ def main() -> None:
                cudnn=torch.backends.cudnn.version(), cuda=torch.version.cuda)
     print(f"gpu_check: {env}", flush=True)
 
-    result = dict(env=env, date=datetime.date.today().isoformat(), quick=args.quick)
+    result = dict(env=env, date=datetime.date.today().isoformat(), quick=args.quick,
+                  refused=args.refuse)
+    try:
+        _check(args, result, start)
+    except common.LostDevice as lost:   # what it measured until then, and the launch to blame
+        result["lost_device"] = dict(launch=lost.launch, error=str(lost))
+        lost.path = _write(result, args.out, start, final=False)
+        raise
+
+
+def _check(args, result: dict, start: float) -> None:
+    deadline = start + args.budget
     launches = [m for m in args.launches if m not in planner.BARRIER]
+    device = result["env"]["device"]
     # It compiles, checks the barrier launches, then compiles their timings' kernels until half
     # the budget is spent, beside what follows.
     probe = start_probe(args, until=time.time() + args.budget / 2)

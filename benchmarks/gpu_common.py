@@ -34,6 +34,36 @@ def worth_timing(launch: str, B: int, H: int, dname: str, variant: str) -> bool:
     return mode != "gemm" or B > 1
 
 
+class LostDevice(RuntimeError):
+    """A launch left the device unusable (an illegal address, say: the CUDA context is lost,
+    and every later call in this process fails). The run stops there; gpu_session.sh runs the
+    check again in a new process with that launch refused (gpu_check.py --refuse)."""
+
+    def __init__(self, launch: str, error: Exception):
+        super().__init__(f"the {launch} launch lost the device: {type(error).__name__}: "
+                         f"{str(error)[:200]}")
+        self.launch = launch
+        self.path = None   # the JSON of the run it stopped, once written
+
+
+def device_works() -> bool:
+    """Can this process still run work on its device?"""
+    if DEVICE != "cuda":
+        return True
+    try:
+        torch.cuda.synchronize()
+        return torch.ones(1, device="cuda").add_(1).item() == 2.0
+    except Exception:   # noqa: BLE001 -- any failure here means the context is gone
+        return False
+
+
+def stop_if_lost(launch: str, error: Exception) -> None:
+    """After `launch` raised `error`: LostDevice if the device no longer works, since then
+    every row after this one would fail for this launch's sake."""
+    if not device_works():
+        raise LostDevice(launch, error) from error
+
+
 def peer_class(variant: str):
     return PEER.get(variant, torch.nn.GRU)
 

@@ -124,6 +124,7 @@ def check(launch: str, graphs: bool, case: Case) -> dict:
         if graphs:
             row["replayed"] = replays_since(counts)
     except Exception as error:   # recorded: the run goes on to the table
+        common.stop_if_lost(launch, error)
         row.update(max_rel_err=float("nan"), ok=False,
                    worst=f"{type(error).__name__}: {error}"[:300])
         print(f"  {case.variant} {case.dname} {launch}: {row['worst']}", flush=True)
@@ -159,6 +160,8 @@ def against_cudnn(seed: int, dry_run: bool) -> list[dict]:
             (d_got,) = torch.autograd.grad(got.sum(), x)
             err = max(rel(got, want), rel(d_got, d_want))
         except Exception as error:   # recorded: the run goes on to the table
+            common.stop_if_lost(planner.launch_name(planner.plan(B, H, x.dtype, variant)),
+                                error)
             print(f"  {variant}: {type(error).__name__}: {error}", flush=True)
             err = float("nan")
         rows.append(dict(variant=variant, max_rel_err=err, ok=err <= 1e-4))

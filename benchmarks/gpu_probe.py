@@ -49,7 +49,8 @@ def start_probe(args, until: float) -> Probe:
                   "--variants", *args.variants, "--shapes", *args.shapes, "--dtypes",
                   *args.dtypes, "--launches", *args.launches,
                   "--out", str(args.out)] + (["--dry-run"] if args.dry_run else [])
-                 + (["--choices", str(args.choices)] if args.choices else []))
+                 + (["--choices", str(args.choices)] if args.choices else [])
+                 + (["--refuse", *args.refuse] if args.refuse else []))
 
 
 def probe_result(probe: Probe, timeout: float, quiet: float = 60) -> tuple[list[dict], str]:

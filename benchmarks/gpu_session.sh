@@ -11,6 +11,9 @@
 # (gatedrnn.LSTM on the triton backend against torch.nn.LSTM on cuDNN, the same weights and
 # batches): the one timing of a whole training run, embedding, head and optimiser included.
 # Everything printed also goes to files in $OUT, which come back even when the call is cut off.
+# A launch that loses the device (an illegal address) does not cost the session its table: the
+# check starts itself again without that launch (gpu_check.py --refuse, --reruns), keeping the
+# lost run's JSON as $OUT/lost-LAUNCH-gpu-check-*.json.
 #
 #   run: bash benchmarks/gpu_session.sh          (timeout_s 600; at most ~9.5 minutes)
 #

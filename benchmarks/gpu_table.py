@@ -106,7 +106,8 @@ def table(rows, device: str, launches, launch_of=lambda row: row["mode"]) -> str
 
 def summary(result: dict) -> str:
     """The run's line on correctness: failures, the launches with a grid barrier, graph
-    replays, and how the gemm mode's 16-bit products were taken."""
+    replays, how the gemm mode's 16-bit products were taken, and the launches not run (refused
+    after a run before lost the device in them) or that lost it in this run."""
     failed = [r for r in result.get("correctness", []) + result.get("against_cudnn", [])
               + result.get("barrier_check", []) if not r["ok"]]
     barrier = ", ".join(f"{m} {word}" for m, word in result.get("barrier", {}).items())
@@ -118,7 +119,11 @@ def summary(result: dict) -> str:
                                    f"{r['max_rel_err']:.1e}" for r in failed))
             + f"; barrier launches: {barrier or 'not checked'}"
             + _graph_summary(result.get("correctness", []))
-            + f"; gemm's 16-bit products: {result.get('gemm_products', 'not used')}")
+            + f"; gemm's 16-bit products: {result.get('gemm_products', 'not used')}"
+            + (f"; refused (a run before lost the device in them): "
+               f"{', '.join(result['refused'])}" if result.get("refused") else "")
+            + (f"; STOPPED: {result['lost_device']['error']}" if "lost_device" in result
+               else ""))
 
 
 def _graph_summary(rows) -> str:
@@ -227,6 +232,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     planner.choices_from(args.choices)
     result = json.loads(args.result.read_text())
+    planner.refused.update(result.get("refused", []))   # the plan as it was in that run
     if args.tuned and not args.choose:
         parser.error("--tuned: expected with --choose (it sets choices)")
     # With --worst, standard output is that one line (gpu_session.sh reads it), the rest goes

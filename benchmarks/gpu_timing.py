@@ -79,6 +79,7 @@ def precompile(shapes, dtypes, variants, modes, until=float("inf"), announce=Fal
             with ThreadPoolExecutor(threads()) as pool:
                 list(pool.map(lambda job: run(*job), jobs))
     except Exception as error:
+        common.stop_if_lost(mode, error)
         print(f"  precompile stopped: {type(error).__name__}: {error}", flush=True)
     planner.settings = planner.Settings()
     return time.monotonic() - start
@@ -151,6 +152,7 @@ def _time_row(sname, dname, variant, x, peers, repeats, deadline, loop_repeats) 
     try:
         _measure_row(row, variant, x, peers, repeats, loop_repeats)
     except Exception as error:   # one failing row must not cost the whole run its table
+        common.stop_if_lost(launch, error)
         planner.settings = planner.Settings()
         row.update(infer={}, train={}, skipped=f"{type(error).__name__}: {str(error)[:120]}")
         print(f"  {sname} {dname:4s} {variant:16s} failed: {row['skipped']}", flush=True)
@@ -198,6 +200,7 @@ def _time_launches(row, x, launches, repeats, deadline) -> None:
             if planner.launch(launch)["graphs"]:   # warm-up included: the first call
                 row["replayed"][launch] = replays_since(counts)   # records
         except Exception as error:   # the row keeps its other numbers
+            common.stop_if_lost(launch, error)
             row["train"][launch] = float("nan")
             row["errors"][launch] = f"{type(error).__name__}: {str(error)[:200]}"
         print(f"  {row['shape']} {row['dtype']:4s} {row['variant']:16s} {launch:12s} train "

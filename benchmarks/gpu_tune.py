@@ -97,6 +97,7 @@ def tune(rows, shapes, dtypes, variant, launches, repeats, deadline, seed: int,
                         row["train"] = time_ms(train_step(module_for(variant, H, dtype), x),
                                                repeats)
                 except Exception as error:   # a launch the compiler refuses is a result too
+                    common.stop_if_lost(candidate_launch(cand), error)
                     row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
                 finally:
                     planner.settings = planner.Settings()

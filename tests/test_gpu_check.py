@@ -185,3 +185,69 @@ def test_the_probe_takes_a_barrier_launch_from_past_choices_only_once_it_passed(
                        ("persistent", []), ("resident", [])]
     assert capsys.readouterr().out.splitlines()[-1] == gpu_probe.PROBE_MARK + json.dumps(
         [{"ok": True, "mode": "persistent"}, {"ok": True, "mode": "resident"}])
+
+
+def test_a_launch_that_loses_the_device_is_refused_by_a_new_run(gpu_probe, tmp_path,
+                                                                 monkeypatch, capsys):
+    """A launch that leaves the CUDA context unusable (an illegal address, say) would fail
+    every row after it: the run keeps its JSON (renamed) and starts again in a new process with
+    that launch refused and the budget left. There the launch runs nowhere, not even as the
+    plan's (here the heuristic's "sequence" for a tiny problem). With no rerun left, it exits
+    with status 3, naming the launch to refuse."""
+    import gpu_check
+    import gpu_common
+    import gpu_correctness
+    from gatedrnn.kernels import planner
+    monkeypatch.setattr(planner, "refused", set())
+    for name, value in gpu_common.SHAPES.items():   # what a dry run sets, put back afterwards
+        monkeypatch.setitem(gpu_common.SHAPES, name, value)
+    monkeypatch.setattr(gpu_common, "DEVICE", gpu_common.DEVICE)
+    monkeypatch.setattr(gpu_check, "start_probe", lambda args, until: None)
+    monkeypatch.setattr(gpu_check, "probe_result", lambda probe, timeout: ([], "not run"))
+    lost = []
+    outputs_and_grads = gpu_correctness._outputs_and_grads
+
+    def planted(variant, leaves, mask, reverse, backend, weights):
+        if backend == "triton" and planner.settings.mode == "sequence":
+            lost.append(variant)
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return outputs_and_grads(variant, leaves, mask, reverse, backend, weights)
+
+    monkeypatch.setattr(gpu_correctness, "_outputs_and_grads", planted)
+    monkeypatch.setattr(gpu_common, "device_works", lambda: not lost)
+    execs = []
+
+    def execv(path, argv):
+        execs.append(argv)
+        raise SystemExit("exec")
+
+    monkeypatch.setattr(gpu_check.os, "execv", execv)
+    argv = ["gpu_check.py", "--dry-run", "--variants", "rnn", "--shapes", "G4", "--dtypes",
+            "f32", "--launches", "step", "gemm", "sequence", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit, match="exec"):
+        gpu_check.main()
+    (again,) = execs
+    assert again[:len(argv) + 2] == [sys.executable, *argv, "--budget"]
+    assert 150 < float(again[len(argv) + 2]) <= 210   # the default budget less what it took
+    assert again[len(argv) + 3:] == ["--refuse", "sequence", "--reruns", "1"]
+    (kept,) = tmp_path.glob("lost-sequence-gpu-check-*.json")
+    result = json.loads(kept.read_text())
+    assert not result["complete"] and result["lost_device"]["launch"] == "sequence"
+    assert "RuntimeError: CUDA error: an illegal memory access" in result["lost_device"]["error"]
+
+    lost.clear()
+    monkeypatch.setattr(sys, "argv", again[1:])
+    gpu_check.main()
+    result = json.loads(next(tmp_path.glob("gpu-check-*.json")).read_text())
+    assert result["complete"] and result["refused"] == ["sequence"] and not lost
+    assert {r["mode"] for r in result["correctness"]} == {"step", "gemm"}
+    (row,) = result["timings"]
+    assert row["mode"] == "step" and set(row["train"]) == {"step"}   # gemm: not at B = 1
+    assert "refused (a run before lost the device in them): sequence" in capsys.readouterr().out
+
+    monkeypatch.setattr(sys, "argv", argv + ["--reruns", "0"])
+    with pytest.raises(SystemExit) as stopped:
+        gpu_check.main()
+    assert stopped.value.code == gpu_check.LOST_DEVICE_EXIT == 3 and len(execs) == 1
+    assert capsys.readouterr().out.splitlines()[-1].endswith("run again with --refuse sequence")

@@ -329,6 +329,16 @@ def test_plan_runs_tiny_problems_as_one_launch_and_spreads_the_rest():
     assert (large.block_b, large.block_h, large.block_k) == (64, 32, 64)
 
 
+def test_the_plan_passes_over_a_refused_launch(monkeypatch):
+    """A launch this machine refused (one that lost the device in the GPU check, say) is not
+    the heuristic's either: the next way to launch takes its place."""
+    monkeypatch.setattr(planner, "refused", {"sequence", "step"})
+    assert planner.plan(1, 64).mode == "gemm"
+    assert planner.plan(16, 768).mode == "gemm"
+    monkeypatch.setattr(planner, "refused", {"sequence"})
+    assert planner.plan(1, 64).mode == "step"
+
+
 @pytest.mark.gpu
 def test_cuda_tensors_default_to_triton():
     assert kernels.resolve(None, torch.device("cuda")) == "triton"

@@ -139,7 +139,8 @@ def plan(B: int, H: int, dtype: torch.dtype = torch.float32, variant: str | None
       at the nearest measured problem (gatedrnn/kernels/choices.py), where there is one near
       enough; else the whole sequence in one launch for tiny problems (B ≤ 16, H ≤ 128), where
       a launch per step would cost more than the step's work, and a launch per step for the
-      rest. settings.graphs adds graphs to a per-step mode.
+      rest, passing over a launch this machine refused (`refused`: then "step", then "gemm").
+      settings.graphs adds graphs to a per-step mode.
     - rows per program: B rounded up to a power of two, 16 to 64 (tl.dot needs 16 or more); 16
       for "resident", whose larger row blocks spill registers (benchmarks/compile_check.py);
     - units per program: 32, or 16 where 32 would give fewer than 64 tiles, so that a step
@@ -163,7 +164,7 @@ def plan(B: int, H: int, dtype: torch.dtype = torch.float32, variant: str | None
         mode, graphs = measured["mode"], measured["graphs"] or graphs
         tuned = measured["tiles"]
     elif mode == "auto":
-        mode = "sequence" if B <= 16 and H <= 128 else "step"
+        mode = _heuristic_mode(B, H)
     resident = mode == "resident"
     block_b = s.block_b or tuned.get("block_b") or (RESIDENT_TILE if resident else
                                                     _pow2(B, 16, 64))
@@ -176,6 +177,11 @@ def plan(B: int, H: int, dtype: torch.dtype = torch.float32, variant: str | None
         RESIDENT_WARPS if resident else 8 if block_b * block_h >= 2048 else 4)
     return Plan(mode, block_b, block_h, block_k, num_warps, graphs and mode in ("step", "gemm"),
                 measured is not None, bool(tuned))
+
+
+def _heuristic_mode(B: int, H: int) -> str:
+    ways = ("sequence", "step", "gemm") if B <= 16 and H <= 128 else ("step", "gemm")
+    return next((mode for mode in ways if mode not in refused), ways[0])
 
 
 def _measured_launch(B: int, H: int, dtype: torch.dtype, variant: str | None) -> dict | None:
@@ -201,7 +207,8 @@ def _use_measurements() -> bool:
     return not interpreting()
 
 
-# Launches measured fastest that this machine refused (see replanned): not taken again.
+# Launches this machine refused: measured fastest and then failed here (see replanned), or
+# named by the GPU check's --refuse (a launch that lost the device). Not taken again.
 refused: set[str] = set()
 
 
