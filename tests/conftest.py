@@ -42,18 +42,19 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def interpreter_in_bounds():
+def interpreter_memory_checked():
     """Under Triton's interpreter, every kernel's loads, stores and atomics must stay inside
-    its launch's tensors (interpreter_bounds.py): the interpreter itself lets them stray. Its
-    own MonkeyPatch, set up before any test's and undone after: a test's fixtures that restore
+    its launch's tensors, and no program may load what it stored itself without a barrier
+    between (interpreter_memory.py): the interpreter itself runs either way. Its own
+    MonkeyPatch, set up before any test's and undone after: a test's fixtures that restore
     state around their monkeypatch keep their order."""
     if os.environ.get("TRITON_INTERPRET") != "1":
         yield
         return
-    interpreter_bounds = pytest.importorskip("interpreter_bounds",
+    interpreter_memory = pytest.importorskip("interpreter_memory",
                                              reason="needs triton's interpreter")
     with pytest.MonkeyPatch.context() as patch:
-        interpreter_bounds.check_bounds(patch)
+        interpreter_memory.check_memory(patch)
         yield
 
 

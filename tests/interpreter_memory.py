@@ -1,21 +1,26 @@
-"""Bounds checks for Triton's interpreter: every load, store and atomic operation of an
-interpreted launch must touch only the memory of that launch's tensor arguments.
+"""Memory checks for Triton's interpreter, of what it runs differently from a GPU:
 
-On the CPU the interpreter reads and writes raw addresses: a kernel that reads past its tensor
-gets whatever the heap holds there and one that writes past it corrupts a neighbour, both
-silently, and the numbers may still come out right when the stray lanes are masked later. On a
-GPU the same kernel reads another buffer of the caching allocator or stops the process with an
-illegal address, which ends the GPU check's run at the first such launch. Here each memory
-operation's active lanes (mask true) are checked against the extents of the launch's tensors, so
-an interpreter test fails where the GPU would fault or corrupt.
+1. Bounds: every load, store and atomic operation of an interpreted launch must touch only the
+   memory of that launch's tensor arguments. On the CPU the interpreter reads and writes raw
+   addresses: a kernel that reads past its tensor gets whatever the heap holds there and one
+   that writes past it corrupts a neighbour, both silently, and the numbers may still come out
+   right when the stray lanes are masked later. On a GPU the same kernel reads another buffer
+   of the caching allocator or stops the process with an illegal address. The extent of a
+   tensor argument is its view: from its first element to one past its last, as its sizes and
+   strides reach (not the whole storage it may be a view of: a kernel that reaches another
+   view's elements through one argument is wrong even where it cannot fault).
+2. Barriers within a program: a load of an address the same program stored since its last
+   block barrier (tl.debug_barrier, also inside the grid barrier) fails. The interpreter runs a
+   program's operations on whole blocks, one after another, so such a load always sees the
+   store; on a GPU the two are done by different threads of the program, and without the
+   barrier one may read before another has written. (A thread reading back its own store would
+   be safe, but the layouts that decide which thread holds which element are the compiler's:
+   the kernels keep a barrier between every store and a load of the same memory.)
 
-The extent of a tensor argument is its view: from its first element to one past its last, as
-its sizes and strides reach (not the whole storage it may be a view of: a kernel that reaches
-another view's elements through one argument is wrong even where it cannot fault).
-
-Written against Triton 3.6's interpreter (triton/runtime/interpreter.py): its GridExecutor's
-`_init_args_hst` / `_restore_args_dev`, which run around every launch, also in
-interpreter_threads.py's threaded launches, and its builder's memory operations.
+Only the active lanes (mask true) count. Written against Triton 3.6's interpreter
+(triton/runtime/interpreter.py): its GridExecutor's `_init_args_hst` / `_restore_args_dev`,
+which run around every launch, also in interpreter_threads.py's threaded launches, and its
+builder's memory operations, `set_grid_idx` and `create_barrier`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ from triton.runtime import interpreter
 
 class OutOfBounds(AssertionError):
     """An interpreted kernel touched memory outside its launch's tensor arguments."""
+
+
+class NoBarrier(AssertionError):
+    """An interpreted program loaded what it stored itself, with no barrier in between."""
 
 
 class _Extents:
@@ -97,10 +106,24 @@ def _tensors(names, args, kwargs):
     yield from kwargs.items()
 
 
-def check_bounds(monkeypatch) -> None:
+def _active(pointers, mask) -> np.ndarray:
+    """The addresses of the lanes whose mask is true (all, without a mask)."""
+    addresses = np.asarray(pointers.data, dtype=np.uint64)
+    if mask is None:
+        return addresses.ravel()
+    return addresses[np.broadcast_to(np.asarray(mask.data, dtype=bool), addresses.shape)]
+
+
+def check_memory(monkeypatch) -> None:
     """Until the test ends (monkeypatch undoes it), fail any interpreted launch whose kernel
-    loads, stores or does an atomic operation outside its tensor arguments (OutOfBounds,
-    raised inside the launch: the interpreter wraps it in an InterpreterError)."""
+    loads, stores or does an atomic operation outside its tensor arguments (OutOfBounds), or
+    loads what its program stored since the program's last barrier (NoBarrier); raised inside
+    the launch, the interpreter wraps them in an InterpreterError."""
+    _check_bounds(monkeypatch)
+    _check_barriers(monkeypatch)
+
+
+def _check_bounds(monkeypatch) -> None:
     extents = _Extents()
     init_args, restore_args = (interpreter.GridExecutor._init_args_hst,
                                interpreter.GridExecutor._restore_args_dev)
@@ -127,13 +150,8 @@ def check_bounds(monkeypatch) -> None:
         original = getattr(builder_class, operation)
 
         def operation_checked(self, *args):
-            pointers, mask = args[pointers_at], args[mask_at] if mask_at is not None else None
-            addresses = np.asarray(pointers.data, dtype=np.uint64)
-            if mask is not None:
-                addresses = addresses[np.broadcast_to(np.asarray(mask.data, dtype=bool),
-                                                      addresses.shape)]
-            else:
-                addresses = addresses.ravel()
+            pointers = args[pointers_at]
+            addresses = _active(pointers, args[mask_at] if mask_at is not None else None)
             size = np.dtype(interpreter._get_np_dtype(pointers.get_element_ty())).itemsize
             stray = extents.outside(addresses, size)
             if len(stray):
@@ -149,3 +167,45 @@ def check_bounds(monkeypatch) -> None:
     checked("create_masked_store", "a store", 0, 2)
     checked("create_atomic_rmw", "an atomic operation", 1, 3)
     checked("create_atomic_cas", "an atomic compare-and-swap", 0, None)
+
+
+def _check_barriers(monkeypatch) -> None:
+    builder_class = type(interpreter.interpreter_builder)
+    set_grid_idx, barrier = builder_class.set_grid_idx, builder_class.create_barrier
+    load, store = builder_class.create_masked_load, builder_class.create_masked_store
+    # What each running program stored since its last barrier, by (thread, program index): a
+    # launch's programs run one after another on its thread, or each on a thread of its own.
+    stored: dict[tuple, list[np.ndarray]] = {}
+
+    def mine(builder) -> list[np.ndarray]:
+        return stored.setdefault((threading.get_ident(), builder.grid_idx), [])
+
+    def set_grid_idx_checked(self, x, y, z):
+        set_grid_idx(self, x, y, z)
+        stored[(threading.get_ident(), (x, y, z))] = []   # a program starts
+
+    def barrier_checked(self):
+        mine(self).clear()
+        return barrier(self)
+
+    def store_checked(self, ptrs, value, mask, cache_modifier, eviction_policy):
+        mine(self).append(_active(ptrs, mask))
+        return store(self, ptrs, value, mask, cache_modifier, eviction_policy)
+
+    def load_checked(self, ptrs, mask, other, cache_modifier, eviction_policy, is_volatile):
+        written = mine(self)
+        if written:
+            addresses = _active(ptrs, mask)
+            again = np.isin(addresses, np.concatenate(written))
+            if again.any():
+                raise NoBarrier(f"a load of {int(again.sum())} element(s) that program "
+                                f"{self.grid_idx} stored itself since its last barrier, the "
+                                f"first at {int(addresses[again][0]):#x}: on a GPU another "
+                                "thread of the program may not have stored it yet "
+                                "(tl.debug_barrier() between them)")
+        return load(self, ptrs, mask, other, cache_modifier, eviction_policy, is_volatile)
+
+    monkeypatch.setattr(builder_class, "set_grid_idx", set_grid_idx_checked)
+    monkeypatch.setattr(builder_class, "create_barrier", barrier_checked)
+    monkeypatch.setattr(builder_class, "create_masked_store", store_checked)
+    monkeypatch.setattr(builder_class, "create_masked_load", load_checked)

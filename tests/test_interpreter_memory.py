@@ -1,5 +1,6 @@
-"""The interpreter's bounds checks (interpreter_bounds.py, on for every test by conftest): a
-kernel that strays outside its tensors fails, one whose stray lanes are masked off passes."""
+"""The interpreter's memory checks (interpreter_memory.py, on for every test by conftest): a
+kernel that strays outside its tensors fails, one whose stray lanes are masked off passes; a
+program that loads what it stored itself fails without a barrier between, passes with one."""
 
 from __future__ import annotations
 
@@ -66,3 +67,35 @@ def test_masked_off_lanes_and_strided_views_pass():
     # reads floats 16..22 of x's span; lane 7 (float 23, past the last element) is masked off
     _shifted_copy[(1,)](x, y, 23, SHIFT=16, N=8, MASKED=True)
     assert y.tolist() == [16.0, 17.0, 18.0, 19.0, 20.0, 21.0, 22.0, 0.0]
+
+
+@triton.jit
+def _reversed_through(X, Y, N: tl.constexpr, BARRIER: tl.constexpr, OTHER: tl.constexpr):
+    """Y = X, then X = Y reversed: each element loaded back was stored by another lane. With
+    OTHER, program 1 reads what program 0 stored instead (a launch's programs are ordered by
+    other means: launches, the grid barrier)."""
+    i = tl.arange(0, N)
+    pid = tl.program_id(0)
+    if OTHER:
+        if pid == 0:
+            tl.store(Y + i, tl.load(X + i))
+        else:
+            tl.store(X + i, tl.load(Y + N - 1 - i))
+    else:
+        tl.store(Y + i, tl.load(X + i))
+        if BARRIER:
+            tl.debug_barrier()
+        tl.store(X + i, tl.load(Y + N - 1 - i))
+
+
+def test_a_load_of_its_own_stores_needs_a_barrier_between():
+    x, y = torch.arange(8.0), torch.zeros(8)
+    with pytest.raises(InterpreterError, match=r"a load of 8 element\(s\) that program "
+                                               r"\(0, 0, 0\) stored itself since its last barrier"):
+        _reversed_through[(1,)](x, y, N=8, BARRIER=False, OTHER=False)
+    x = torch.arange(8.0)
+    _reversed_through[(1,)](x, y, N=8, BARRIER=True, OTHER=False)
+    assert x.tolist() == [7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0]
+    x = torch.arange(8.0)
+    _reversed_through[(2,)](x, y, N=8, BARRIER=False, OTHER=True)
+    assert x.tolist() == [7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0]
