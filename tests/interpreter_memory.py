@@ -9,13 +9,15 @@
    tensor argument is its view: from its first element to one past its last, as its sizes and
    strides reach (not the whole storage it may be a view of: a kernel that reaches another
    view's elements through one argument is wrong even where it cannot fault).
-2. Barriers within a program: a load of an address the same program stored since its last
-   block barrier (tl.debug_barrier, also inside the grid barrier) fails. The interpreter runs a
-   program's operations on whole blocks, one after another, so such a load always sees the
-   store; on a GPU the two are done by different threads of the program, and without the
-   barrier one may read before another has written. (A thread reading back its own store would
-   be safe, but the layouts that decide which thread holds which element are the compiler's:
-   the kernels keep a barrier between every store and a load of the same memory.)
+2. Barriers within a program: since the program's last block barrier (tl.debug_barrier,
+   also inside the grid barrier), a load of an address it stored fails, and so does a store
+   to an address it loaded in another lane. The interpreter runs a program's operations on
+   whole blocks, one after another, so a load always sees the stores before it and never the
+   stores after it; on a GPU different threads of the program do them, and without the barrier
+   one may read before another has written, or after. A store over what the same lane loaded
+   (an in-place update of a tile: load, add, store) passes: the same lane of two blocks of one
+   shape is taken to be the same thread, as Triton lays them out alike. A load of what the
+   same lane stored still fails: the kernels need no such loads, so the rule stays strict.
 
 Only the active lanes (mask true) count. Written against Triton 3.6's interpreter
 (triton/runtime/interpreter.py): its GridExecutor's `_init_args_hst` / `_restore_args_dev`,
@@ -37,7 +39,8 @@ class OutOfBounds(AssertionError):
 
 
 class NoBarrier(AssertionError):
-    """An interpreted program loaded what it stored itself, with no barrier in between."""
+    """An interpreted program loaded what it stored, or stored over what another of its lanes
+    loaded, with no barrier in between."""
 
 
 class _Extents:
@@ -106,12 +109,18 @@ def _tensors(names, args, kwargs):
     yield from kwargs.items()
 
 
+def _lanes(pointers, mask) -> tuple[np.ndarray, np.ndarray]:
+    """A memory operation's addresses and which of them are active, in its block's shape."""
+    addresses = np.asarray(pointers.data, dtype=np.uint64)
+    active = (np.ones(addresses.shape, dtype=bool) if mask is None else
+              np.broadcast_to(np.asarray(mask.data, dtype=bool), addresses.shape))
+    return addresses, active
+
+
 def _active(pointers, mask) -> np.ndarray:
     """The addresses of the lanes whose mask is true (all, without a mask)."""
-    addresses = np.asarray(pointers.data, dtype=np.uint64)
-    if mask is None:
-        return addresses.ravel()
-    return addresses[np.broadcast_to(np.asarray(mask.data, dtype=bool), addresses.shape)]
+    addresses, active = _lanes(pointers, mask)
+    return addresses[active]
 
 
 def check_memory(monkeypatch) -> None:
@@ -169,40 +178,94 @@ def _check_bounds(monkeypatch) -> None:
     checked("create_atomic_cas", "an atomic compare-and-swap", 0, None)
 
 
+class _SinceBarrier:
+    """What one program stored (active addresses) and loaded (addresses and active lanes)
+    since its last barrier, each with the span of its active addresses: spans that do not meet
+    (the weights a kernel only reads, say) need no closer look."""
+
+    def __init__(self):
+        self.stored: list[tuple[int, int, np.ndarray]] = []
+        self.loaded: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+
+    def store(self, addresses: np.ndarray, active: np.ndarray) -> None:
+        if active.any():
+            taken = addresses[active]
+            self.stored.append((int(taken.min()), int(taken.max()), taken))
+
+    def load(self, addresses: np.ndarray, active: np.ndarray) -> None:
+        if active.any():
+            taken = addresses[active]
+            self.loaded.append((int(taken.min()), int(taken.max()), addresses, active))
+
+    def stored_here(self, addresses: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """The active addresses of a load that a store since the barrier wrote."""
+        taken = addresses[active]
+        if not len(taken):
+            return taken
+        low, high = int(taken.min()), int(taken.max())
+        meet = [s for first, last, s in self.stored if first <= high and low <= last]
+        return taken[np.isin(taken, np.concatenate(meet))] if meet else taken[:0]
+
+    def loaded_elsewhere(self, addresses: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """The active addresses of a store that a load since the barrier took in another lane
+        (the same lane: the same position in a block of the same shape)."""
+        taken = addresses[active]
+        if not len(taken):
+            return taken
+        low, high = int(taken.min()), int(taken.max())
+        over = []
+        for first, last, loaded, loaded_active in self.loaded:
+            if first > high or low > last:
+                continue
+            hit = active & np.isin(addresses, loaded[loaded_active])
+            if hit.any() and loaded.shape == addresses.shape:
+                hit &= ~((loaded == addresses) & loaded_active)
+            if hit.any():
+                over.append(addresses[hit])
+        return np.concatenate(over) if over else taken[:0]
+
+
 def _check_barriers(monkeypatch) -> None:
     builder_class = type(interpreter.interpreter_builder)
     set_grid_idx, barrier = builder_class.set_grid_idx, builder_class.create_barrier
     load, store = builder_class.create_masked_load, builder_class.create_masked_store
-    # What each running program stored since its last barrier, by (thread, program index): a
-    # launch's programs run one after another on its thread, or each on a thread of its own.
-    stored: dict[tuple, list[np.ndarray]] = {}
+    # What each running program stored and loaded since its last barrier, by (thread, program
+    # index): a launch's programs run one after another on its thread, or each on its own.
+    done: dict[tuple, _SinceBarrier] = {}
 
-    def mine(builder) -> list[np.ndarray]:
-        return stored.setdefault((threading.get_ident(), builder.grid_idx), [])
+    def mine(builder) -> _SinceBarrier:
+        return done.setdefault((threading.get_ident(), builder.grid_idx), _SinceBarrier())
 
     def set_grid_idx_checked(self, x, y, z):
         set_grid_idx(self, x, y, z)
-        stored[(threading.get_ident(), (x, y, z))] = []   # a program starts
+        done[(threading.get_ident(), (x, y, z))] = _SinceBarrier()   # a program starts
 
     def barrier_checked(self):
-        mine(self).clear()
+        mine(self).__init__()
         return barrier(self)
 
     def store_checked(self, ptrs, value, mask, cache_modifier, eviction_policy):
-        mine(self).append(_active(ptrs, mask))
+        lanes = _lanes(ptrs, mask)
+        since = mine(self)
+        over = since.loaded_elsewhere(*lanes)
+        if len(over):
+            raise NoBarrier(f"a store of {len(over)} element(s) that program {self.grid_idx} "
+                            f"loaded in other lanes since its last barrier, the first at "
+                            f"{int(over[0]):#x}: on a GPU the thread that loads one may not "
+                            "have loaded it yet (tl.debug_barrier() between them)")
+        since.store(*lanes)
         return store(self, ptrs, value, mask, cache_modifier, eviction_policy)
 
     def load_checked(self, ptrs, mask, other, cache_modifier, eviction_policy, is_volatile):
-        written = mine(self)
-        if written:
-            addresses = _active(ptrs, mask)
-            again = np.isin(addresses, np.concatenate(written))
-            if again.any():
-                raise NoBarrier(f"a load of {int(again.sum())} element(s) that program "
-                                f"{self.grid_idx} stored itself since its last barrier, the "
-                                f"first at {int(addresses[again][0]):#x}: on a GPU another "
-                                "thread of the program may not have stored it yet "
-                                "(tl.debug_barrier() between them)")
+        lanes = _lanes(ptrs, mask)
+        since = mine(self)
+        again = since.stored_here(*lanes)
+        if len(again):
+            raise NoBarrier(f"a load of {len(again)} element(s) that program {self.grid_idx} "
+                            f"stored itself since its last barrier, the first at "
+                            f"{int(again[0]):#x}: on a GPU another thread of the program may "
+                            "not have stored it yet (tl.debug_barrier() between them)")
+        since.load(*lanes)
         return load(self, ptrs, mask, other, cache_modifier, eviction_policy, is_volatile)
 
     monkeypatch.setattr(builder_class, "set_grid_idx", set_grid_idx_checked)

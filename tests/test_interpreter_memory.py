@@ -1,6 +1,7 @@
 """The interpreter's memory checks (interpreter_memory.py, on for every test by conftest): a
 kernel that strays outside its tensors fails, one whose stray lanes are masked off passes; a
-program that loads what it stored itself fails without a barrier between, passes with one."""
+program that loads what it stored, or stores over what another of its lanes loaded, fails
+without a barrier between and passes with one."""
 
 from __future__ import annotations
 
@@ -99,3 +100,26 @@ def test_a_load_of_its_own_stores_needs_a_barrier_between():
     x = torch.arange(8.0)
     _reversed_through[(2,)](x, y, N=8, BARRIER=False, OTHER=True)
     assert x.tolist() == [7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0]
+
+
+@triton.jit
+def _in_place(X, N: tl.constexpr, REVERSED: tl.constexpr, BARRIER: tl.constexpr):
+    i = tl.arange(0, N)
+    if REVERSED:   # each lane stores over what another lane loaded
+        v = tl.load(X + N - 1 - i)
+    else:          # each lane stores over what it loaded itself
+        v = tl.load(X + i) + 1.0
+    if BARRIER:
+        tl.debug_barrier()
+    tl.store(X + i, v)
+
+
+def test_a_store_over_another_lanes_load_needs_a_barrier_between():
+    x = torch.arange(4.0)
+    _in_place[(1,)](x, N=4, REVERSED=False, BARRIER=False)   # an update of a tile in place
+    assert x.tolist() == [1.0, 2.0, 3.0, 4.0]
+    with pytest.raises(InterpreterError, match=r"a store of 4 element\(s\) that program "
+                                               r"\(0, 0, 0\) loaded in other lanes"):
+        _in_place[(1,)](x, N=4, REVERSED=True, BARRIER=False)
+    _in_place[(1,)](x, N=4, REVERSED=True, BARRIER=True)
+    assert x.tolist() == [4.0, 3.0, 2.0, 1.0]
