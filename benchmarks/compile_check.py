@@ -3,7 +3,7 @@
 Triton's compiler and ptxas (shipped in the triton wheel) need no device: this builds each
 kernel, for every variant, phase and dtype, down to machine code for the target (default the
 H100's sm_90), and prints what the GPU check cannot show before it runs: registers per thread,
-spills and shared memory. A kernel that the interpreter runs but the compiler refuses fails
+spills, shared memory, and how the products compile (tensor cores or FMAs, from the PTX). A kernel that the interpreter runs but the compiler refuses fails
 here, on any machine, instead of on the lent GPU.
 
     python benchmarks/compile_check.py                      # every kernel, sm_90, as planned
@@ -125,6 +125,22 @@ def resources(kernel, arch: int) -> tuple[str, str]:
     return (registers.group(1) if registers else "?", spills.group(1) if spills else "?")
 
 
+def products(kernel) -> str:
+    """How the kernel's matrix products (tl.dot) compile: "N × DTYPE" of its operands, then
+    the PTX's way: "wgmma" or "mma" (tensor cores), "mma tf32" (float32 operands rounded to
+    TF32 on tensor cores), "fma" (CUDA cores, IEEE float32); "none" where the kernel has no
+    product (the "gemm" mode's kernels: cuBLAS does it)."""
+    dots = [line for line in kernel.asm["ttir"].splitlines() if "tt.dot " in line]
+    if not dots:
+        return "none"
+    operands = sorted({m for line in dots for m in re.findall(r"tensor<\d+x\d+x(\w+)> \*", line)})
+    ptx = kernel.asm["ptx"]
+    way = ("wgmma" if "wgmma.mma_async" in ptx else
+           "mma tf32" if re.search(r"mma\.sync\.aligned\S*\.tf32", ptx) else
+           "mma" if "mma.sync.aligned" in ptx else "fma")
+    return f"{len(dots)} × {'/'.join(operands)}: {way}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kernels", nargs="*", default=list(KERNELS))
@@ -141,8 +157,9 @@ def main() -> None:
     blocks = (args.block_b, args.block_h, args.block_k)
     print(f"sm_{args.arch}, blocks (rows, units, k) = {blocks}, {args.num_warps} warps; "
           f"resident kernels (16 × 16, 8 warps) for H = {args.hidden}")
-    print("| kernel | variant | phase | dtype | registers | spills | shared bytes | s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| kernel | variant | phase | dtype | registers | spills | shared bytes | products "
+          "| s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     failures = 0
     for name in args.kernels:
         fn = KERNELS[name][0]
@@ -158,12 +175,12 @@ def main() -> None:
                         failures += 1
                         message = str(error).strip().splitlines()
                         print(f"| {name} | {variant} | {phase} | {dname} | FAILED: "
-                              f"{message[-1] if message else type(error).__name__} | | | |")
+                              f"{message[-1] if message else type(error).__name__} | | | | |")
                         continue
                     registers, spills = resources(k, args.arch)
                     print(f"| {name} | {variant} | {phase} | {dname} | {registers} | "
-                          f"{spills} | {k.metadata.shared} | {time.monotonic() - start:.1f} |",
-                          flush=True)
+                          f"{spills} | {k.metadata.shared} | {products(k)} | "
+                          f"{time.monotonic() - start:.1f} |", flush=True)
     sys.exit(1 if failures else 0)
 
 

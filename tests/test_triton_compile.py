@@ -28,3 +28,12 @@ def test_kernels_compile_for_sm90():
     # 10 kernels × (gru: 2 phases for the 4 step kernels, else 1; lstm_peephole 1) × 2 dtypes
     assert len(rows) == ((4 * 2 + 6) + 10) * 2, run.stdout
     assert not any("FAILED" in row for row in rows)
+    # The products: bfloat16 on tensor cores, float32 in IEEE (no TF32: the backend's contract
+    # unless the user allows it), none in the "gemm" mode's kernels (cuBLAS does them there).
+    for row in rows:
+        kernel, dtype, products = (row.split("|")[i].strip() for i in (1, 4, 8))
+        if kernel.endswith("_gemm"):
+            assert products == "none", row
+        else:
+            way = products.split(": ")[-1]
+            assert way in (("mma", "wgmma") if dtype == "bf16" else ("fma",)), row
