@@ -36,8 +36,8 @@ def worth_timing(launch: str, B: int, H: int, dname: str, variant: str) -> bool:
 
 class LostDevice(RuntimeError):
     """A launch left the device unusable (an illegal address, say: the CUDA context is lost,
-    and every later call in this process fails). The run stops there; gpu_session.sh runs the
-    check again in a new process with that launch refused (gpu_check.py --refuse)."""
+    and every later call in this process fails). The run stops there and starts again in a new
+    process with that launch refused (gpu_check.rerun, --refuse)."""
 
     def __init__(self, launch: str, error: Exception):
         super().__init__(f"the {launch} launch lost the device: {type(error).__name__}: "
