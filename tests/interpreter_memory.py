@@ -225,6 +225,14 @@ class _SinceBarrier:
         return np.concatenate(over) if over else taken[:0]
 
 
+def _unordered(operation: str, found: np.ndarray, program, earlier: str) -> None:
+    if len(found):
+        raise NoBarrier(f"{operation} of {len(found)} element(s) that program {program} "
+                        f"{earlier} since its last barrier, the first at {int(found[0]):#x}: on "
+                        "a GPU different threads of the program do the two, in no set order "
+                        "without tl.debug_barrier() between them")
+
+
 def _check_barriers(monkeypatch) -> None:
     builder_class = type(interpreter.interpreter_builder)
     set_grid_idx, barrier = builder_class.set_grid_idx, builder_class.create_barrier
@@ -245,26 +253,15 @@ def _check_barriers(monkeypatch) -> None:
         return barrier(self)
 
     def store_checked(self, ptrs, value, mask, cache_modifier, eviction_policy):
-        lanes = _lanes(ptrs, mask)
-        since = mine(self)
-        over = since.loaded_elsewhere(*lanes)
-        if len(over):
-            raise NoBarrier(f"a store of {len(over)} element(s) that program {self.grid_idx} "
-                            f"loaded in other lanes since its last barrier, the first at "
-                            f"{int(over[0]):#x}: on a GPU the thread that loads one may not "
-                            "have loaded it yet (tl.debug_barrier() between them)")
+        lanes, since = _lanes(ptrs, mask), mine(self)
+        _unordered("a store", since.loaded_elsewhere(*lanes), self.grid_idx,
+                   "loaded in other lanes")
         since.store(*lanes)
         return store(self, ptrs, value, mask, cache_modifier, eviction_policy)
 
     def load_checked(self, ptrs, mask, other, cache_modifier, eviction_policy, is_volatile):
-        lanes = _lanes(ptrs, mask)
-        since = mine(self)
-        again = since.stored_here(*lanes)
-        if len(again):
-            raise NoBarrier(f"a load of {len(again)} element(s) that program {self.grid_idx} "
-                            f"stored itself since its last barrier, the first at "
-                            f"{int(again[0]):#x}: on a GPU another thread of the program may "
-                            "not have stored it yet (tl.debug_barrier() between them)")
+        lanes, since = _lanes(ptrs, mask), mine(self)
+        _unordered("a load", since.stored_here(*lanes), self.grid_idx, "stored itself")
         since.load(*lanes)
         return load(self, ptrs, mask, other, cache_modifier, eviction_policy, is_volatile)
 
