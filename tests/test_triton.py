@@ -138,6 +138,32 @@ def test_random_shapes_tiles_and_launches_match_the_loop(seed, monkeypatch):
     _compare(variant, torch.float64, mask, reverse, tol=1e-10, seed=seed, sizes=(t, b, i, h))
 
 
+# The GPU check's problems (benchmarks/gpu_common.py, SHAPES): B, H
+ISSUE_PROBLEMS = {"G1": (16, 768), "G2": (64, 256), "G3": (256, 1024), "G4": (1, 256)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launch", ["plan", "resident"])
+@pytest.mark.parametrize("problem", list(ISSUE_PROBLEMS))
+@pytest.mark.parametrize("variant", ["gru", "lstm"])
+def test_the_issues_problems_in_the_plans_tiles(variant, problem, launch, monkeypatch):
+    """The batch and hidden sizes the GPU check runs, for two steps in float32, with the tiles
+    and grids the plan gives them there (64-row tiles at G2 and G3, 48 to 128 programs, strips
+    of k_pad(768) = 1024): where the tests' small shapes cannot reach, a stray access or a
+    missing barrier at these sizes fails here too (interpreter_memory.py), before a GPU run.
+    About ten minutes on two cores: marked slow (make test-all)."""
+    B, H = ISSUE_PROBLEMS[problem]
+    if launch == "resident":
+        if not planner.resident_fits(B, H, torch.float32, variant, (132, 227 << 10)):   # H100
+            pytest.skip(f"resident does not fit {problem} in float32 on an H100")
+        _use(launch, monkeypatch)
+    monkeypatch.setattr(planner.settings, "poison", True)
+    lengths = torch.full((B,), 2)
+    lengths[-1] = 1
+    mask = lengths_to_mask(lengths, 2).to(DEVICE)
+    _compare(variant, torch.float32, mask, False, tol=1e-5, sizes=(2, B, 32, H))
+
+
 @pytest.mark.parametrize("mode", ["auto", "gemm"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_bfloat16_inputs_keep_a_float32_state(variant, mode, small_tiles, monkeypatch):
