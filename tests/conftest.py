@@ -53,6 +53,9 @@ def interpreter_memory_checked():
         return
     interpreter_memory = pytest.importorskip("interpreter_memory",
                                              reason="needs triton's interpreter")
+    if not interpreter_memory.supported():   # a Triton whose interpreter changed: unchecked
+        yield
+        return
     with pytest.MonkeyPatch.context() as patch:
         interpreter_memory.check_memory(patch)
         yield

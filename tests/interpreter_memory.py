@@ -27,6 +27,8 @@ builder's memory operations, `set_grid_idx` and `create_barrier`.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 
 import numpy as np
@@ -44,8 +46,9 @@ class NoBarrier(AssertionError):
 
 
 class _Extents:
-    """The [start, stop) byte ranges of the running launches' tensor arguments. A union over
-    launches, since the GPU check's dry run launches from several threads at once."""
+    """The [start, stop) byte ranges of the tensor arguments of the launches under way: a union
+    over them, should several threads launch at once. A launch that raised is never removed,
+    which can only loosen the check, never fail a kernel that stays in bounds."""
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -123,11 +126,39 @@ def _active(pointers, mask) -> np.ndarray:
     return addresses[active]
 
 
+# The interpreter's functions that the checks wrap, with the parameters they count on
+WRAPPED = {"GridExecutor._init_args_hst": ["self", "args_dev", "kwargs"],
+           "GridExecutor._restore_args_dev": ["self", "args_dev", "args_hst", "kwargs",
+                                              "kwargs_hst"],
+           "builder.set_grid_idx": ["self", "x", "y", "z"],
+           "builder.create_barrier": ["self"],
+           "builder.create_masked_load": ["self", "ptrs", "mask", "other", "cache_modifier",
+                                          "eviction_policy", "is_volatile"],
+           "builder.create_masked_store": ["self", "ptrs", "value", "mask", "cache_modifier",
+                                           "eviction_policy"],
+           "builder.create_atomic_rmw": ["self", "rmwOp", "ptr", "val", "mask", "sem", "scope"],
+           "builder.create_atomic_cas": ["self", "ptr", "cmp", "val", "sem", "scope"]}
+
+
+def supported() -> bool:
+    """Has this Triton's interpreter the functions, with the parameters, that the checks wrap?
+    (Where it has not, conftest runs the tests without the checks.)"""
+    owners = {"GridExecutor": interpreter.GridExecutor,
+              "builder": type(getattr(interpreter, "interpreter_builder", None))}
+    for name, parameters in WRAPPED.items():
+        owner, attribute = name.split(".")
+        function = getattr(owners[owner], attribute, None)
+        if not callable(function) or list(inspect.signature(function).parameters) != parameters:
+            return False
+    return callable(getattr(interpreter, "_get_np_dtype", None))
+
+
 def check_memory(monkeypatch) -> None:
     """Until the test ends (monkeypatch undoes it), fail any interpreted launch whose kernel
     loads, stores or does an atomic operation outside its tensor arguments (OutOfBounds), or
-    loads what its program stored since the program's last barrier (NoBarrier); raised inside
-    the launch, the interpreter wraps them in an InterpreterError."""
+    whose program loads what it stored, or stores over what another of its lanes loaded, since
+    its last barrier (NoBarrier); raised inside the launch, the interpreter wraps them in an
+    InterpreterError."""
     _check_bounds(monkeypatch)
     _check_barriers(monkeypatch)
 
@@ -137,7 +168,7 @@ def _check_bounds(monkeypatch) -> None:
     init_args, restore_args = (interpreter.GridExecutor._init_args_hst,
                                interpreter.GridExecutor._restore_args_dev)
 
-    # The same parameters as the originals': interpreter_threads.supported() looks at them.
+    @functools.wraps(init_args)   # its signature: supported() and interpreter_threads' look
     def init_args_checked(self, args_dev, kwargs):
         args_hst, kwargs_hst = init_args(self, args_dev, kwargs)
         tensors = _tensors(self.arg_names, args_hst, kwargs_hst)
@@ -146,6 +177,7 @@ def _check_bounds(monkeypatch) -> None:
         extents.add(id(args_hst), [r for r in ranges if r is not None])
         return args_hst, kwargs_hst
 
+    @functools.wraps(restore_args)
     def restore_args_checked(self, args_dev, args_hst, kwargs, kwargs_hst):
         extents.remove(id(args_hst))
         return restore_args(self, args_dev, args_hst, kwargs, kwargs_hst)
@@ -158,6 +190,7 @@ def _check_bounds(monkeypatch) -> None:
     def checked(operation, what, pointers_at, mask_at):
         original = getattr(builder_class, operation)
 
+        @functools.wraps(original)
         def operation_checked(self, *args):
             pointers = args[pointers_at]
             addresses = _active(pointers, args[mask_at] if mask_at is not None else None)
@@ -244,14 +277,17 @@ def _check_barriers(monkeypatch) -> None:
     def mine(builder) -> _SinceBarrier:
         return done.setdefault((threading.get_ident(), builder.grid_idx), _SinceBarrier())
 
+    @functools.wraps(set_grid_idx)
     def set_grid_idx_checked(self, x, y, z):
         set_grid_idx(self, x, y, z)
         done[(threading.get_ident(), (x, y, z))] = _SinceBarrier()   # a program starts
 
+    @functools.wraps(barrier)
     def barrier_checked(self):
         mine(self).__init__()
         return barrier(self)
 
+    @functools.wraps(store)
     def store_checked(self, ptrs, value, mask, cache_modifier, eviction_policy):
         lanes, since = _lanes(ptrs, mask), mine(self)
         _unordered("a store", since.loaded_elsewhere(*lanes), self.grid_idx,
@@ -259,6 +295,7 @@ def _check_barriers(monkeypatch) -> None:
         since.store(*lanes)
         return store(self, ptrs, value, mask, cache_modifier, eviction_policy)
 
+    @functools.wraps(load)
     def load_checked(self, ptrs, mask, other, cache_modifier, eviction_policy, is_volatile):
         lanes, since = _lanes(ptrs, mask), mine(self)
         _unordered("a load", since.stored_here(*lanes), self.grid_idx, "stored itself")
