@@ -153,104 +153,43 @@ def supported() -> bool:
     return callable(getattr(interpreter, "_get_np_dtype", None))
 
 
-def check_memory(monkeypatch) -> None:
-    """Until the test ends (monkeypatch undoes it), fail any interpreted launch whose kernel
-    loads, stores or does an atomic operation outside its tensor arguments (OutOfBounds), or
-    whose program loads what it stored, or stores over what another of its lanes loaded, since
-    its last barrier (NoBarrier); raised inside the launch, the interpreter wraps them in an
-    InterpreterError."""
-    _check_bounds(monkeypatch)
-    _check_barriers(monkeypatch)
-
-
-def _check_bounds(monkeypatch) -> None:
-    extents = _Extents()
-    init_args, restore_args = (interpreter.GridExecutor._init_args_hst,
-                               interpreter.GridExecutor._restore_args_dev)
-
-    @functools.wraps(init_args)   # its signature: supported() and interpreter_threads' look
-    def init_args_checked(self, args_dev, kwargs):
-        args_hst, kwargs_hst = init_args(self, args_dev, kwargs)
-        tensors = _tensors(self.arg_names, args_hst, kwargs_hst)
-        ranges = [_extent(name, value) for name, value in tensors
-                  if isinstance(value, torch.Tensor)]
-        extents.add(id(args_hst), [r for r in ranges if r is not None])
-        return args_hst, kwargs_hst
-
-    @functools.wraps(restore_args)
-    def restore_args_checked(self, args_dev, args_hst, kwargs, kwargs_hst):
-        extents.remove(id(args_hst))
-        return restore_args(self, args_dev, args_hst, kwargs, kwargs_hst)
-
-    monkeypatch.setattr(interpreter.GridExecutor, "_init_args_hst", init_args_checked)
-    monkeypatch.setattr(interpreter.GridExecutor, "_restore_args_dev", restore_args_checked)
-
-    builder_class = type(interpreter.interpreter_builder)
-
-    def checked(operation, what, pointers_at, mask_at):
-        original = getattr(builder_class, operation)
-
-        @functools.wraps(original)
-        def operation_checked(self, *args):
-            pointers = args[pointers_at]
-            addresses = _active(pointers, args[mask_at] if mask_at is not None else None)
-            size = np.dtype(interpreter._get_np_dtype(pointers.get_element_ty())).itemsize
-            stray = extents.outside(addresses, size)
-            if len(stray):
-                raise OutOfBounds(f"{what} of {len(stray)} element(s) of {size} bytes outside "
-                                  f"the launch's tensors; the first, "
-                                  f"{extents.where(int(stray.min()))}")
-            return original(self, *args)
-
-        monkeypatch.setattr(builder_class, operation, operation_checked)
-
-    # (name, what it does, index of the pointers, index of the mask) in the builder's calls
-    checked("create_masked_load", "a load", 0, 1)
-    checked("create_masked_store", "a store", 0, 2)
-    checked("create_atomic_rmw", "an atomic operation", 1, 3)
-    checked("create_atomic_cas", "an atomic compare-and-swap", 0, None)
-
-
 class _SinceBarrier:
-    """What one program stored (active addresses) and loaded (addresses and active lanes)
-    since its last barrier, each with the span of its active addresses: spans that do not meet
-    (the weights a kernel only reads, say) need no closer look."""
+    """What one program stored (active addresses) and loaded (addresses, active lanes and the
+    active addresses) since its last barrier, each with the span of its active addresses:
+    spans that do not meet (the weights a kernel only reads, say) need no closer look."""
 
     def __init__(self):
         self.stored: list[tuple[int, int, np.ndarray]] = []
-        self.loaded: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+        self.loaded: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def store(self, addresses: np.ndarray, active: np.ndarray) -> None:
-        if active.any():
-            taken = addresses[active]
+    def store(self, taken: np.ndarray) -> None:
+        if len(taken):
             self.stored.append((int(taken.min()), int(taken.max()), taken))
 
-    def load(self, addresses: np.ndarray, active: np.ndarray) -> None:
-        if active.any():
-            taken = addresses[active]
-            self.loaded.append((int(taken.min()), int(taken.max()), addresses, active))
+    def load(self, addresses: np.ndarray, active: np.ndarray, taken: np.ndarray) -> None:
+        if len(taken):
+            self.loaded.append((int(taken.min()), int(taken.max()), addresses, active, taken))
 
-    def stored_here(self, addresses: np.ndarray, active: np.ndarray) -> np.ndarray:
+    def stored_here(self, taken: np.ndarray) -> np.ndarray:
         """The active addresses of a load that a store since the barrier wrote."""
-        taken = addresses[active]
         if not len(taken):
             return taken
         low, high = int(taken.min()), int(taken.max())
         meet = [s for first, last, s in self.stored if first <= high and low <= last]
         return taken[np.isin(taken, np.concatenate(meet))] if meet else taken[:0]
 
-    def loaded_elsewhere(self, addresses: np.ndarray, active: np.ndarray) -> np.ndarray:
+    def loaded_elsewhere(self, addresses: np.ndarray, active: np.ndarray,
+                         taken: np.ndarray) -> np.ndarray:
         """The active addresses of a store that a load since the barrier took in another lane
         (the same lane: the same position in a block of the same shape)."""
-        taken = addresses[active]
         if not len(taken):
             return taken
         low, high = int(taken.min()), int(taken.max())
         over = []
-        for first, last, loaded, loaded_active in self.loaded:
+        for first, last, loaded, loaded_active, loaded_taken in self.loaded:
             if first > high or low > last:
                 continue
-            hit = active & np.isin(addresses, loaded[loaded_active])
+            hit = active & np.isin(addresses, loaded_taken)
             if hit.any() and loaded.shape == addresses.shape:
                 hit &= ~((loaded == addresses) & loaded_active)
             if hit.any():
@@ -266,16 +205,46 @@ def _unordered(operation: str, found: np.ndarray, program, earlier: str) -> None
                         "without tl.debug_barrier() between them")
 
 
-def _check_barriers(monkeypatch) -> None:
-    builder_class = type(interpreter.interpreter_builder)
-    set_grid_idx, barrier = builder_class.set_grid_idx, builder_class.create_barrier
-    load, store = builder_class.create_masked_load, builder_class.create_masked_store
-    # What each running program stored and loaded since its last barrier, by (thread, program
-    # index): a launch's programs run one after another on its thread, or each on its own.
+def check_memory(monkeypatch) -> None:
+    """Until the test ends (monkeypatch undoes it), fail any interpreted launch whose kernel
+    loads, stores or does an atomic operation outside its tensor arguments (OutOfBounds), or
+    whose program loads what it stored, or stores over what another of its lanes loaded, since
+    its last barrier (NoBarrier); raised inside the launch, the interpreter wraps them in an
+    InterpreterError. Each wrapper keeps its original's signature (functools.wraps), which
+    supported() and interpreter_threads.supported() read."""
+    executor, builder = interpreter.GridExecutor, type(interpreter.interpreter_builder)
+    init_args, restore_args = executor._init_args_hst, executor._restore_args_dev
+    set_grid_idx, barrier = builder.set_grid_idx, builder.create_barrier
+    load, store = builder.create_masked_load, builder.create_masked_store
+    atomic_rmw, atomic_cas = builder.create_atomic_rmw, builder.create_atomic_cas
+    extents = _Extents()
+    # What each running program did since its last barrier, by (thread, program index): a
+    # launch's programs run one after another on its thread, or each on a thread of its own.
     done: dict[tuple, _SinceBarrier] = {}
 
-    def mine(builder) -> _SinceBarrier:
-        return done.setdefault((threading.get_ident(), builder.grid_idx), _SinceBarrier())
+    def mine(self) -> _SinceBarrier:
+        return done.setdefault((threading.get_ident(), self.grid_idx), _SinceBarrier())
+
+    def in_bounds(what: str, pointers, taken: np.ndarray) -> None:
+        size = np.dtype(interpreter._get_np_dtype(pointers.get_element_ty())).itemsize
+        stray = extents.outside(taken, size)
+        if len(stray):
+            raise OutOfBounds(f"{what} of {len(stray)} element(s) of {size} bytes outside the "
+                              f"launch's tensors; the first, {extents.where(int(stray.min()))}")
+
+    @functools.wraps(init_args)
+    def init_args_checked(self, args_dev, kwargs):
+        args_hst, kwargs_hst = init_args(self, args_dev, kwargs)
+        tensors = _tensors(self.arg_names, args_hst, kwargs_hst)
+        ranges = [_extent(name, value) for name, value in tensors
+                  if isinstance(value, torch.Tensor)]
+        extents.add(id(args_hst), [r for r in ranges if r is not None])
+        return args_hst, kwargs_hst
+
+    @functools.wraps(restore_args)
+    def restore_args_checked(self, args_dev, args_hst, kwargs, kwargs_hst):
+        extents.remove(id(args_hst))
+        return restore_args(self, args_dev, args_hst, kwargs, kwargs_hst)
 
     @functools.wraps(set_grid_idx)
     def set_grid_idx_checked(self, x, y, z):
@@ -287,22 +256,43 @@ def _check_barriers(monkeypatch) -> None:
         mine(self).__init__()
         return barrier(self)
 
-    @functools.wraps(store)
-    def store_checked(self, ptrs, value, mask, cache_modifier, eviction_policy):
-        lanes, since = _lanes(ptrs, mask), mine(self)
-        _unordered("a store", since.loaded_elsewhere(*lanes), self.grid_idx,
-                   "loaded in other lanes")
-        since.store(*lanes)
-        return store(self, ptrs, value, mask, cache_modifier, eviction_policy)
-
     @functools.wraps(load)
     def load_checked(self, ptrs, mask, other, cache_modifier, eviction_policy, is_volatile):
-        lanes, since = _lanes(ptrs, mask), mine(self)
-        _unordered("a load", since.stored_here(*lanes), self.grid_idx, "stored itself")
-        since.load(*lanes)
+        addresses, active = _lanes(ptrs, mask)
+        taken = addresses[active]
+        in_bounds("a load", ptrs, taken)
+        since = mine(self)
+        _unordered("a load", since.stored_here(taken), self.grid_idx, "stored itself")
+        since.load(addresses, active, taken)
         return load(self, ptrs, mask, other, cache_modifier, eviction_policy, is_volatile)
 
-    monkeypatch.setattr(builder_class, "set_grid_idx", set_grid_idx_checked)
-    monkeypatch.setattr(builder_class, "create_barrier", barrier_checked)
-    monkeypatch.setattr(builder_class, "create_masked_store", store_checked)
-    monkeypatch.setattr(builder_class, "create_masked_load", load_checked)
+    @functools.wraps(store)
+    def store_checked(self, ptrs, value, mask, cache_modifier, eviction_policy):
+        addresses, active = _lanes(ptrs, mask)
+        taken = addresses[active]
+        in_bounds("a store", ptrs, taken)
+        since = mine(self)
+        _unordered("a store", since.loaded_elsewhere(addresses, active, taken), self.grid_idx,
+                   "loaded in other lanes")
+        since.store(taken)
+        return store(self, ptrs, value, mask, cache_modifier, eviction_policy)
+
+    @functools.wraps(atomic_rmw)
+    def atomic_rmw_checked(self, rmwOp, ptr, val, mask, sem, scope):
+        in_bounds("an atomic operation", ptr, _active(ptr, mask))
+        return atomic_rmw(self, rmwOp, ptr, val, mask, sem, scope)
+
+    @functools.wraps(atomic_cas)
+    def atomic_cas_checked(self, ptr, cmp, val, sem, scope):
+        in_bounds("an atomic compare-and-swap", ptr, _active(ptr, None))
+        return atomic_cas(self, ptr, cmp, val, sem, scope)
+
+    for owner, name, wrapper in ((executor, "_init_args_hst", init_args_checked),
+                                 (executor, "_restore_args_dev", restore_args_checked),
+                                 (builder, "set_grid_idx", set_grid_idx_checked),
+                                 (builder, "create_barrier", barrier_checked),
+                                 (builder, "create_masked_load", load_checked),
+                                 (builder, "create_masked_store", store_checked),
+                                 (builder, "create_atomic_rmw", atomic_rmw_checked),
+                                 (builder, "create_atomic_cas", atomic_cas_checked)):
+        monkeypatch.setattr(owner, name, wrapper)

@@ -230,8 +230,8 @@ def test_a_one_launch_kernel_asked_for_by_hand_raises(monkeypatch, launch, H):
         _lstm_step("triton", H)
 
 
-H100 = (132, 227 << 10)   # multiprocessors, shared memory per program
-A100 = (108, 163 << 10)
+H100 = planner.H100
+A100 = (108, 163 << 10)   # multiprocessors, shared memory per program
 
 
 def test_resident_fits_where_its_tiles_and_strips_do():
@@ -243,7 +243,7 @@ def test_resident_fits_where_its_tiles_and_strips_do():
     assert fits(64, 256, torch.float32, "lstm", H100)           # G2: 64 tiles, 192 KiB
     assert fits(1, 256, torch.float32, "gru_reset_after", H100)   # G4
     assert not fits(256, 1024, torch.bfloat16, "rnn", H100)     # G3: 1024 tiles
-    assert not fits(64, 256, torch.float32, "lstm", (63, 227 << 10))
+    assert not fits(64, 256, torch.float32, "lstm", (63, H100[1]))
 
 
 def test_a_measured_resident_launch_is_taken_only_where_it_fits(measured, monkeypatch):

@@ -92,7 +92,7 @@ def test_tune_candidates_give_each_launch_the_plans_own_tiles(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import gpu_tune
     from gatedrnn.kernels import planner
-    monkeypatch.setattr(planner, "device_limits", lambda: (132, 227 << 10))   # an H100
+    monkeypatch.setattr(planner, "device_limits", lambda: planner.H100)
     step = planner.Plan("step", 16, 16, 64, 4)
     found = gpu_tune._candidates(step, 16, 768, "bf16", "lstm", ["step", "sequence", "resident"])
     tiles = [(c["mode"], c["block_b"], c["block_h"], c["block_k"], c["num_warps"],

@@ -12,6 +12,8 @@ opens: the two barrier launches run here with a thread per program (interpreter_
 """
 
 import random
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,6 +30,9 @@ import triton.language as tl  # noqa: E402
 
 import interpreter_threads  # noqa: E402
 from conftest import VARIANTS, rel_err  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from gpu_common import SHAPES as ISSUE_PROBLEMS  # noqa: E402  the GPU check's T, B, H
 
 T, B, I, H = 4, 19, 6, 40          # 2 row blocks of 16, 3 unit blocks of 16, 3 chunks of 16
 LENGTHS = [4, 1, 3, 2] * 4 + [4, 4, 2]
@@ -138,10 +143,6 @@ def test_random_shapes_tiles_and_launches_match_the_loop(seed, monkeypatch):
     _compare(variant, torch.float64, mask, reverse, tol=1e-10, seed=seed, sizes=(t, b, i, h))
 
 
-# The GPU check's problems (benchmarks/gpu_common.py, SHAPES): B, H
-ISSUE_PROBLEMS = {"G1": (16, 768), "G2": (64, 256), "G3": (256, 1024), "G4": (1, 256)}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("launch", ["plan", "resident"])
 @pytest.mark.parametrize("problem", list(ISSUE_PROBLEMS))
@@ -152,9 +153,9 @@ def test_the_issues_problems_in_the_plans_tiles(variant, problem, launch, monkey
     of k_pad(768) = 1024): where the tests' small shapes cannot reach, a stray access or a
     missing barrier at these sizes fails here too (interpreter_memory.py), before a GPU run.
     About ten minutes on two cores: marked slow (make test-all)."""
-    B, H = ISSUE_PROBLEMS[problem]
+    _, B, H = ISSUE_PROBLEMS[problem]
     if launch == "resident":
-        if not planner.resident_fits(B, H, torch.float32, variant, (132, 227 << 10)):   # H100
+        if not planner.resident_fits(B, H, torch.float32, variant, planner.H100):
             pytest.skip(f"resident does not fit {problem} in float32 on an H100")
         _use(launch, monkeypatch)
     monkeypatch.setattr(planner.settings, "poison", True)
