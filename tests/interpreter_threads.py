@@ -15,8 +15,8 @@ which tile, where the barriers are, what each reads after them), not the GPU's m
 (the barrier's release and acquire; gpu/common.py says why they suffice).
 
 It replaces GridExecutor.__call__ of Triton's interpreter (triton/runtime/interpreter.py),
-whose helpers it calls: written against Triton 3.6, and `supported()` says whether the
-Triton at hand has them.
+whose helpers it calls: written against Triton 3.6 (3.5's differs only as marked below), and
+`supported()` says whether the Triton at hand has them.
 """
 
 from __future__ import annotations
@@ -117,9 +117,9 @@ def _threaded_call(executor, launch: _Launch, timeout: float, args_dev, kwargs):
     fn = executor.fn
     kwargs = {k: v for k, v in kwargs.items() if k in inspect.getfullargspec(fn).args}
     args_host, kwargs_host = executor._init_args_hst(args_dev, kwargs)
-    for hook in executor.pre_run_hooks:
+    for hook in getattr(executor, "pre_run_hooks", ()):   # Triton 3.6 has them, 3.5 not
         hook(*args_host, **kwargs_host)
-    scope = interpreter._patch_lang(fn)
+    scope = interpreter._patch_lang(fn)   # 3.6 undoes its patches after; 3.5 keeps them
     errors = []
     try:
         args = inspect.getcallargs(fn, *args_host, **kwargs_host)
@@ -159,7 +159,8 @@ def _threaded_call(executor, launch: _Launch, timeout: float, args_dev, kwargs):
             raise BarrierTimeout(f"{running} of {len(threads)} programs still ran after "
                                  f"{timeout:g} s: a barrier that never opens?")
     finally:
-        scope.restore()
+        if scope is not None:
+            scope.restore()
     first = next((e for e in errors if not isinstance(e[1], BarrierTimeout)), None)
     if first is not None:
         index, error = first
