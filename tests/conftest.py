@@ -21,8 +21,23 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import gatedrnn
+from gatedrnn.kernels import triton as triton_backend
 
 VARIANTS = list(gatedrnn.VARIANTS)
+
+# Why the "triton" backend cannot run here (Triton not installed, or older than its kernels
+# need), or None. Its tests skip with that reason rather than fail: the package itself then
+# refuses the backend by name and runs CUDA tensors on "loop" (tests/test_backends.py).
+TRITON_UNAVAILABLE = triton_backend.unavailable()
+needs_triton = pytest.mark.skipif(TRITON_UNAVAILABLE is not None,
+                                  reason=f"the 'triton' backend: {TRITON_UNAVAILABLE}")
+
+
+def require_triton() -> None:
+    """Skip the calling module (call it at the top, before importing triton) where the
+    "triton" backend cannot run."""
+    if TRITON_UNAVAILABLE is not None:
+        pytest.skip(f"the 'triton' backend: {TRITON_UNAVAILABLE}", allow_module_level=True)
 
 # Relative tolerances (max |a - b| / max |b|) per dtype, from the issue's definition of done.
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}

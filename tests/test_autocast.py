@@ -11,9 +11,9 @@ import torch
 
 import gatedrnn
 from gatedrnn import kernels
-from conftest import randomize, rel_err
+from conftest import needs_triton, randomize, rel_err
 
-BACKENDS = ["loop", "cpu", "reference", "triton"]
+BACKENDS = ["loop", "cpu", "reference", pytest.param("triton", marks=needs_triton)]
 T, B, I, H = 5, 3, 6, 16
 
 
@@ -39,8 +39,6 @@ def _train_step(model, x, autocast: bool, backward_inside: bool = False):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("variant", ["gru", "lstm_peephole"])
 def test_autocast_runs_every_backend_close_to_float32(variant, backend):
-    if backend == "triton":
-        pytest.importorskip("triton")
     x = torch.randn(T, B, I, generator=torch.Generator().manual_seed(1))
     model = _model(variant, backend)
     want_out, _, want_grads = _train_step(model, x, autocast=False)
@@ -127,10 +125,10 @@ def test_cuda_autocast_runs_the_triton_backend_in_bfloat16(variant):
     assert rel_err(out.float(), want(x.double())[0]) <= 3e-2
 
 
+@needs_triton
 def test_autocast_gives_the_triton_backend_16_bit_weights(monkeypatch):
     """The triton backend's bfloat16 path (float32 state, tensor-core products), not float32
     weights against bfloat16 projections."""
-    pytest.importorskip("triton")
     from gatedrnn.kernels import triton as triton_backend
     planned, plan = [], triton_backend.plan
 

@@ -4,8 +4,6 @@ One layer, one direction, through gatedrnn.recurrence, over every variant, both 
 directions, with and without lengths, float64 (≤ 1e-10 relative) and float32 (≤ 1e-5).
 """
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
@@ -14,13 +12,12 @@ from gatedrnn import get_variant, reference
 from gatedrnn.functional import lengths_to_mask, recurrence
 from gatedrnn.layout import from_lecture
 
-from conftest import TOLERANCE, VARIANTS, rel_err
+from conftest import TOLERANCE, VARIANTS, needs_triton, rel_err
 
 T, B, I, H = 6, 3, 4, 5
 LENGTHS = [6, 2, 4]
 BACKENDS = ["loop", "reference", "cpu",
-            pytest.param("triton", marks=pytest.mark.skipif(
-                importlib.util.find_spec("triton") is None, reason="needs the triton package"))]
+            pytest.param("triton", marks=needs_triton)]
 
 
 def _expected(variant, params, x, a0, c0, lengths, reverse, w_out, w_a_n, w_c_n):

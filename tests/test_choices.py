@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import rel_err
+from conftest import needs_triton, rel_err
 
 import gatedrnn
 from gatedrnn.kernels import choices
@@ -211,6 +211,7 @@ def _lstm_step(backend, H=32):
 
 
 # The resident launch at H=16: one tile, as the interpreter can run it.
+@needs_triton
 @pytest.mark.parametrize("launch, H", [("persistent", 32), ("resident", 16)])
 def test_a_measured_one_launch_kernel_this_machine_refuses_is_replanned(monkeypatch, launch, H):
     _refusing_one_launch(monkeypatch, True, launch, H)
@@ -223,6 +224,7 @@ def test_a_measured_one_launch_kernel_this_machine_refuses_is_replanned(monkeypa
     assert planner.plan(3, H, torch.float32, "lstm").mode == "sequence"
 
 
+@needs_triton
 @pytest.mark.parametrize("launch, H", [("persistent", 32), ("resident", 16)])
 def test_a_one_launch_kernel_asked_for_by_hand_raises(monkeypatch, launch, H):
     _refusing_one_launch(monkeypatch, False, launch, H)
@@ -266,6 +268,7 @@ class _FailingGraphs(graphs_module.StepGraphs):
         raise RuntimeError("operation not permitted when stream is capturing")
 
 
+@needs_triton
 def test_a_measured_launch_with_graphs_that_cannot_record_is_replanned(monkeypatch):
     monkeypatch.setattr(planner, "refused", set())
     monkeypatch.setattr(planner, "_use_measurements", lambda: True)

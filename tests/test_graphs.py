@@ -10,14 +10,14 @@ tests check real recordings against the step mode.
 import pytest
 import torch
 
-pytest.importorskip("triton")
+from conftest import VARIANTS, rel_err, require_triton
+
+require_triton()   # skips this module where the "triton" backend cannot run
 
 import gatedrnn  # noqa: E402
 from gatedrnn.kernels import graphs as graphs_module  # noqa: E402
 from gatedrnn.kernels import planner  # noqa: E402
 from gatedrnn.kernels import triton as triton_backend  # noqa: E402
-
-from conftest import VARIANTS, rel_err  # noqa: E402
 
 
 class _Replayable:

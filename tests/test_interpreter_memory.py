@@ -13,7 +13,10 @@ import torch
 if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("the interpreter's checks (a GPU runs the kernels itself)",
                 allow_module_level=True)
-triton = pytest.importorskip("triton")
+from conftest import require_triton
+
+require_triton()   # skips this module where the "triton" backend cannot run
+import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 from triton.runtime import interpreter  # noqa: E402
 from triton.runtime.interpreter import InterpreterError  # noqa: E402

@@ -18,7 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-triton = pytest.importorskip("triton")
+from conftest import VARIANTS, rel_err, require_triton
+
+require_triton()   # skips this module where the "triton" backend cannot run
+import triton  # noqa: E402
 
 import gatedrnn  # noqa: E402
 from gatedrnn import kernels  # noqa: E402
@@ -29,7 +32,6 @@ from gatedrnn.kernels.gpu import common  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 import interpreter_threads  # noqa: E402
-from conftest import VARIANTS, rel_err  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from gpu_common import SHAPES as ISSUE_PROBLEMS  # noqa: E402  the GPU check's T, B, H
@@ -326,18 +328,6 @@ def test_triton_on_cpu_tensors_needs_the_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(ValueError, match="backend: 'triton' runs CUDA tensors"):
         kernels.resolve("triton", torch.device("cpu"))
-
-
-@pytest.mark.parametrize("missing", ["available", "supported"])
-def test_cuda_tensors_fall_back_to_the_loop(missing, monkeypatch):
-    """Without the triton package, or on a GPU older than compute capability 8.0, CUDA tensors
-    run the loop backend unless "triton" is asked for by name."""
-    monkeypatch.setattr(triton_backend, "available", lambda: missing != "available")
-    monkeypatch.setattr(triton_backend, "supported", lambda device: False)
-    assert kernels.resolve(None, torch.device("cuda")) == "loop"
-    if missing == "available":
-        with pytest.raises(ValueError, match="backend: 'triton' needs the triton package"):
-            kernels.resolve("triton", torch.device("cuda"))
 
 
 def test_a_bad_mode_is_named(monkeypatch):

@@ -27,6 +27,7 @@ they follow from d_xp through the ordinary autograd of one large matrix product.
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import torch
 
@@ -55,15 +56,15 @@ def resolve(backend: str | None, device: torch.device,
     `dtype` ("cpu" for float32 and float64 CPU tensors, "triton" for CUDA tensors).
 
     "cpu" falls back to "loop" (with a one-time warning) where the kernel cannot be built, and
-    "triton" (when not asked for by name) to "loop" where Triton is not installed or the GPU
-    is older than compute capability 8.0. 16-bit CPU tensors run "loop".
+    "triton" (when not asked for by name, also with a one-time warning) to "loop" where Triton
+    is not installed or older than its kernels need, or the GPU is older than compute
+    capability 8.0. 16-bit CPU tensors run "loop".
     """
     if check(backend) is None or backend == "auto":
         if device.type == "cpu":
             backend = "cpu" if dtype in CPU_DTYPES else "loop"
         else:
-            triton = load("triton")
-            backend = "triton" if triton.available() and triton.supported(device) else "loop"
+            backend = _gpu_backend(device)
     if backend == "cpu" and (device.type != "cpu" or not load("cpu").available()):
         if device.type != "cpu":
             raise ValueError(f"backend: 'cpu' runs CPU tensors, got tensors on {device}")
@@ -74,12 +75,34 @@ def resolve(backend: str | None, device: torch.device,
     if backend == "triton":
         triton = load("triton")
         if not triton.available():
-            raise ValueError("backend: 'triton' needs the triton package (pip install triton)")
+            raise ValueError(f"backend: 'triton' cannot run here: {triton.unavailable()}")
         from . import planner
         if device.type != "cuda" and not (device.type == "cpu" and planner.interpreting()):
             raise ValueError("backend: 'triton' runs CUDA tensors (or CPU tensors under "
                              f"TRITON_INTERPRET=1), got tensors on {device}")
     return backend
+
+
+_warned: set[str] = set()
+
+
+def _gpu_backend(device: torch.device) -> str:
+    """"triton" where its kernels run on `device`, else "loop". On a CUDA device, say why once
+    per reason: there the loop is 10-25× slower, and nothing else would tell the user."""
+    if device.type != "cuda":
+        return "loop"
+    triton = load("triton")
+    why = triton.unavailable()
+    if why is None and not triton.supported(device):
+        major, minor = torch.cuda.get_device_capability(device)
+        why = f"its kernels need compute capability 8.0 or later, {device} has {major}.{minor}"
+    if why is None:
+        return "triton"
+    if why not in _warned:
+        _warned.add(why)
+        warnings.warn(f"gatedrnn: CUDA tensors run the slower 'loop' backend, not 'triton': "
+                      f"{why}", stacklevel=3)
+    return "loop"
 
 
 def load(backend: str):

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import warnings
 
 import torch
@@ -59,13 +60,33 @@ def _states(s0: torch.Tensor, T: int, reverse: bool) -> torch.Tensor:
     return S
 
 
+# The oldest Triton the kernels run on: 3.3 brought cooperative launches (the grid-wide
+# barrier's), 3.5 float64 operands of tl.dot. The whole suite passes at 3.5.0 and 3.6.0; at
+# 3.3.0 and 3.4.0 every float64 case fails (tested on 2026-11-27 with torch 2.4.0).
+MIN_TRITON = (3, 5)
+
+
+def _version(text: str) -> tuple[int, int]:
+    """(major, minor) of a version string such as "3.6.0" or "3.5.0+git1234abcd"."""
+    found = re.match(r"(\d+)\.(\d+)", text)
+    return (int(found[1]), int(found[2])) if found else (0, 0)
+
+
 @functools.cache
-def available() -> bool:
+def unavailable() -> str | None:
+    """Why the kernels cannot run with the installed Triton, or None where they can."""
     try:
-        import triton  # noqa: F401
+        import triton
     except ImportError:
-        return False
-    return True
+        return "the triton package is not installed (pip install 'triton>=3.5')"
+    if _version(triton.__version__) < MIN_TRITON:
+        return (f"triton {triton.__version__} is older than the 3.5 its kernels need "
+                "(pip install 'triton>=3.5'; torch 2.9 and later bring it)")
+    return None
+
+
+def available() -> bool:
+    return unavailable() is None
 
 
 def supported(device: torch.device) -> bool:
@@ -82,8 +103,8 @@ def _kernels():
 
 def _launch_whole(kernel, grid, pl: Plan, *args, **kwargs) -> None:
     """Launch a one-launch kernel. A cooperative launch can fail where it was not measured:
-    the driver refuses it if every program cannot be resident at once, an older Triton may
-    not have it, the resident strips may not fit a GPU's shared memory. Where the plan took it
+    the driver refuses it if every program cannot be resident at once, and the resident
+    strips may not fit a GPU's shared memory. Where the plan took it
     from measurements, that failure is Refused."""
     try:
         kernel[grid](*args, **kwargs)
