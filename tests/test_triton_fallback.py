@@ -2,9 +2,13 @@
 before compute capability 8.0), CUDA tensors run "loop", saying why once, and asking for
 "triton" by name is an error that says why. These run with or without Triton installed."""
 
+import os
+import re
+import subprocess
 import sys
 import types
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +17,7 @@ from gatedrnn import kernels
 from gatedrnn.kernels import triton as triton_backend
 
 CUDA = torch.device("cuda")
+ROOT = Path(__file__).resolve().parent.parent
 UNAVAILABLE = triton_backend.unavailable   # cached: cleared around each test that fakes triton
 
 
@@ -82,3 +87,18 @@ def test_other_devices_run_the_loop_without_a_word(fresh):
         warnings.simplefilter("error")
         assert kernels.resolve(None, torch.device("meta")) == "loop"
 
+
+def test_without_triton_the_other_tests_still_run():
+    """With no Triton at all (as on macOS), only the triton backend's own tests may skip: the
+    interpreter's memory checks (conftest) once skipped every test there."""
+    arguments = ["-q", "-p", "no:cacheprovider", "-rs", "-k", "f32 and (loop or triton)",
+                 "tests/test_backends.py"]
+    hide_triton = ("import sys; sys.modules['triton'] = None; import pytest; "
+                   f"raise SystemExit(pytest.main({arguments!r}))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    result = subprocess.run([sys.executable, "-c", hide_triton], capture_output=True,
+                            text=True, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert re.search(r"\b[1-9]\d* passed", result.stdout), result.stdout[-3000:]
+    skips = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert skips and all("the triton package is not installed" in line for line in skips), skips
