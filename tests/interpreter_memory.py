@@ -126,29 +126,30 @@ def _active(pointers, mask) -> np.ndarray:
     return addresses[active]
 
 
-# The interpreter's functions that the checks wrap, with the parameters they count on
+# The interpreter's functions that the checks wrap, with the leading parameters they read; the
+# wrappers pass the rest on as they come (Triton 3.9 merged the loads' and stores' cache
+# arguments of 3.5-3.6 into one).
 WRAPPED = {"GridExecutor._init_args_hst": ["self", "args_dev", "kwargs"],
            "GridExecutor._restore_args_dev": ["self", "args_dev", "args_hst", "kwargs",
                                               "kwargs_hst"],
            "builder.set_grid_idx": ["self", "x", "y", "z"],
            "builder.create_barrier": ["self"],
-           "builder.create_masked_load": ["self", "ptrs", "mask", "other", "cache_modifier",
-                                          "eviction_policy", "is_volatile"],
-           "builder.create_masked_store": ["self", "ptrs", "value", "mask", "cache_modifier",
-                                           "eviction_policy"],
-           "builder.create_atomic_rmw": ["self", "rmwOp", "ptr", "val", "mask", "sem", "scope"],
-           "builder.create_atomic_cas": ["self", "ptr", "cmp", "val", "sem", "scope"]}
+           "builder.create_masked_load": ["self", "ptrs", "mask"],
+           "builder.create_masked_store": ["self", "ptrs", "value", "mask"],
+           "builder.create_atomic_rmw": ["self", "rmwOp", "ptr", "val", "mask"],
+           "builder.create_atomic_cas": ["self", "ptr"]}
 
 
 def supported() -> bool:
-    """Has this Triton's interpreter the functions, with the parameters, that the checks wrap?
-    (Where it has not, conftest runs the tests without the checks.)"""
+    """Has this Triton's interpreter the functions, with the leading parameters, that the
+    checks wrap? (Where it has not, conftest runs the tests without the checks.)"""
     owners = {"GridExecutor": interpreter.GridExecutor,
               "builder": type(getattr(interpreter, "interpreter_builder", None))}
     for name, parameters in WRAPPED.items():
         owner, attribute = name.split(".")
         function = getattr(owners[owner], attribute, None)
-        if not callable(function) or list(inspect.signature(function).parameters) != parameters:
+        if (not callable(function)
+                or list(inspect.signature(function).parameters)[:len(parameters)] != parameters):
             return False
     return callable(getattr(interpreter, "_get_np_dtype", None))
 
@@ -257,17 +258,17 @@ def check_memory(monkeypatch) -> None:
         return barrier(self)
 
     @functools.wraps(load)
-    def load_checked(self, ptrs, mask, other, cache_modifier, eviction_policy, is_volatile):
+    def load_checked(self, ptrs, mask, *rest):
         addresses, active = _lanes(ptrs, mask)
         taken = addresses[active]
         in_bounds("a load", ptrs, taken)
         since = mine(self)
         _unordered("a load", since.stored_here(taken), self.grid_idx, "stored itself")
         since.load(addresses, active, taken)
-        return load(self, ptrs, mask, other, cache_modifier, eviction_policy, is_volatile)
+        return load(self, ptrs, mask, *rest)
 
     @functools.wraps(store)
-    def store_checked(self, ptrs, value, mask, cache_modifier, eviction_policy):
+    def store_checked(self, ptrs, value, mask, *rest):
         addresses, active = _lanes(ptrs, mask)
         taken = addresses[active]
         in_bounds("a store", ptrs, taken)
@@ -275,17 +276,17 @@ def check_memory(monkeypatch) -> None:
         _unordered("a store", since.loaded_elsewhere(addresses, active, taken), self.grid_idx,
                    "loaded in other lanes")
         since.store(taken)
-        return store(self, ptrs, value, mask, cache_modifier, eviction_policy)
+        return store(self, ptrs, value, mask, *rest)
 
     @functools.wraps(atomic_rmw)
-    def atomic_rmw_checked(self, rmwOp, ptr, val, mask, sem, scope):
+    def atomic_rmw_checked(self, rmwOp, ptr, val, mask, *rest):
         in_bounds("an atomic operation", ptr, _active(ptr, mask))
-        return atomic_rmw(self, rmwOp, ptr, val, mask, sem, scope)
+        return atomic_rmw(self, rmwOp, ptr, val, mask, *rest)
 
     @functools.wraps(atomic_cas)
-    def atomic_cas_checked(self, ptr, cmp, val, sem, scope):
+    def atomic_cas_checked(self, ptr, *rest):
         in_bounds("an atomic compare-and-swap", ptr, _active(ptr, None))
-        return atomic_cas(self, ptr, cmp, val, sem, scope)
+        return atomic_cas(self, ptr, *rest)
 
     for owner, name, wrapper in ((executor, "_init_args_hst", init_args_checked),
                                  (executor, "_restore_args_dev", restore_args_checked),
