@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # container may see more cores than its CPU quota gives it, and each process loads torch.
 PYTEST := $(PY) -m pytest -q -n auto --maxprocesses 4
 
-.PHONY: demo test test-all clean
+.PHONY: demo test test-all test-triton-floor clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), f"gatedrnn needs Python >= 3.11, $(PYTHON) is {sys.version.split()[0]}"'
@@ -22,6 +22,19 @@ test: $(VENV)/.installed          ## the test suite CI runs
 
 test-all: $(VENV)/.installed      ## also the slow tests
 	$(PYTEST) --runslow
+
+# The oldest Triton the "triton" backend supports (gatedrnn/kernels/triton.py, MIN_TRITON), put
+# before .venv's own on the path: the backend against the reference (every variant, float32
+# and float64), every launch across several tiles (the barrier launches with a thread per
+# program) and the interpreter's memory checks fail there on any Triton feature newer than it.
+FLOOR := $(VENV)/triton-floor
+test-triton-floor: $(VENV)/.installed   ## the triton backend's tests on its oldest Triton
+	version=$$($(PY) -c 'from gatedrnn.kernels.triton import MIN_TRITON as v; print("%d.%d.0" % v)') && \
+	$(PY) -m pip install --quiet --no-deps --upgrade --target $(FLOOR) "triton==$$version" && \
+	PYTHONPATH=$(FLOOR) $(PY) -c "import triton; assert triton.__version__ == '$$version', triton.__version__" && \
+	PYTHONPATH=$(FLOOR) $(PYTEST) tests/test_backends.py -k triton && \
+	PYTHONPATH=$(FLOOR) $(PYTEST) tests/test_interpreter_memory.py \
+		tests/test_triton.py::test_every_tile_matches_the_loop
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
