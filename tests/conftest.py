@@ -27,7 +27,7 @@ VARIANTS = list(gatedrnn.VARIANTS)
 
 # Why the "triton" backend cannot run here (Triton not installed, or older than its kernels
 # need), or None. Its tests skip with that reason rather than fail: the package itself then
-# refuses the backend by name and runs CUDA tensors on "loop" (tests/test_backends.py).
+# refuses the backend by name and runs CUDA tensors on "loop" (test_triton_fallback.py).
 TRITON_UNAVAILABLE = triton_backend.unavailable()
 needs_triton = pytest.mark.skipif(TRITON_UNAVAILABLE is not None,
                                   reason=f"the 'triton' backend: {TRITON_UNAVAILABLE}")

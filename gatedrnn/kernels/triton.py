@@ -61,9 +61,11 @@ def _states(s0: torch.Tensor, T: int, reverse: bool) -> torch.Tensor:
 
 
 # The oldest Triton the kernels run on: 3.3 brought cooperative launches (the grid-wide
-# barrier's), 3.5 float64 operands of tl.dot. The whole suite passes at 3.5.0 and 3.6.0; at
-# 3.3.0 and 3.4.0 every float64 case fails (tested on 2026-11-27 with torch 2.4.0).
+# barrier's), 3.5 float64 operands of tl.dot. The whole suite passes on 3.5.0 to 3.9.0; on 3.3.0
+# and 3.4.0 every float64 case fails (2026-11-27, torch 2.4.0; benchmarks/gpu-notes.md v5.5).
+# CI runs the backend's tests on this one too (make test-triton-floor).
 MIN_TRITON = (3, 5)
+_INSTALL = "pip install 'triton>=%d.%d'" % MIN_TRITON
 
 
 def _version(text: str) -> tuple[int, int]:
@@ -78,10 +80,10 @@ def unavailable() -> str | None:
     try:
         import triton
     except ImportError:
-        return "the triton package is not installed (pip install 'triton>=3.5')"
+        return f"the triton package is not installed ({_INSTALL})"
     if _version(triton.__version__) < MIN_TRITON:
-        return (f"triton {triton.__version__} is older than the 3.5 its kernels need "
-                "(pip install 'triton>=3.5'; torch 2.9 and later bring it)")
+        return (f"triton {triton.__version__} is older than the %d.%d its kernels need "
+                f"({_INSTALL}; torch 2.9 and later bring it)" % MIN_TRITON)
     return None
 
 
@@ -104,8 +106,8 @@ def _kernels():
 def _launch_whole(kernel, grid, pl: Plan, *args, **kwargs) -> None:
     """Launch a one-launch kernel. A cooperative launch can fail where it was not measured:
     the driver refuses it if every program cannot be resident at once, and the resident
-    strips may not fit a GPU's shared memory. Where the plan took it
-    from measurements, that failure is Refused."""
+    strips may not fit a GPU's shared memory. Where the plan took it from measurements, that
+    failure is Refused."""
     try:
         kernel[grid](*args, **kwargs)
     except Exception as error:
