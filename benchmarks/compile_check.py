@@ -3,8 +3,9 @@
 Triton's compiler and ptxas (shipped in the triton wheel) need no device: this builds each
 kernel, for every variant, phase and dtype, down to machine code for the target (default the
 H100's sm_90), and prints what the GPU check cannot show before it runs: registers per thread,
-spills, shared memory, and how the products compile (tensor cores or FMAs, from the PTX). A kernel that the interpreter runs but the compiler refuses fails
-here, on any machine, instead of on the lent GPU.
+spills, shared memory, and how the products compile (tensor cores or FMAs, from the PTX). A
+kernel that the interpreter runs but the compiler refuses fails here, on any machine, instead
+of on the lent GPU.
 
     python benchmarks/compile_check.py                      # every kernel, sm_90, as planned
     python benchmarks/compile_check.py --kernels forward_step --dtypes bf16 --arch 90

@@ -29,15 +29,15 @@ VARIANTS = list(gatedrnn.VARIANTS)
 # need), or None. Its tests skip with that reason rather than fail: the package itself then
 # refuses the backend by name and runs CUDA tensors on "loop" (test_triton_fallback.py).
 TRITON_UNAVAILABLE = triton_backend.unavailable()
-needs_triton = pytest.mark.skipif(TRITON_UNAVAILABLE is not None,
-                                  reason=f"the 'triton' backend: {TRITON_UNAVAILABLE}")
+_NO_TRITON = f"the 'triton' backend: {TRITON_UNAVAILABLE}"
+needs_triton = pytest.mark.skipif(TRITON_UNAVAILABLE is not None, reason=_NO_TRITON)
 
 
 def require_triton() -> None:
     """Skip the calling module (call it at the top, before importing triton) where the
     "triton" backend cannot run."""
     if TRITON_UNAVAILABLE is not None:
-        pytest.skip(f"the 'triton' backend: {TRITON_UNAVAILABLE}", allow_module_level=True)
+        pytest.skip(_NO_TRITON, allow_module_level=True)
 
 # Relative tolerances (max |a - b| / max |b|) per dtype, from the issue's definition of done.
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}

@@ -80,13 +80,13 @@ ONE_LAUNCH = ("sequence", "persistent", "resident")   # the whole sequence in on
 BARRIER = ("persistent", "resident")   # one launch whose programs meet at a grid-wide barrier
 RESIDENT_TILE = 16    # rows and units of a resident program's tile: its strips grow with it
 RESIDENT_WARPS = 8    # its rows of the state are a whole k_pad(H) wide
+# (multiprocessors, shared memory a program may opt into) of an H100 SXM, the device the
+# plan's rules were sized for; its shared memory is also the default where torch does not say.
+H100 = (132, 227 << 10)
 # Shared memory a resident program takes per byte of its strips of R (the strips themselves and
 # the operands of its products), for 4-byte and 2-byte weights: the larger of the forward's and
 # the backward's kernel, measured with benchmarks/compile_check.py for sm_90 (Triton 3.6,
 # 16 × 16 tiles, 8 warps, H from 256 to 1024; benchmarks/gpu-notes.md, v5).
-# (multiprocessors, shared memory a program may opt into) of an H100 SXM, the device the
-# plan's rules were sized for; its shared memory is also the default where torch does not say.
-H100 = (132, 227 << 10)
 SHARED_PER_STRIP_BYTE = {"rnn": (3.0, 2.2), "gru_simple": (3.0, 1.6), "gru": (2.0, 1.4),
                          "gru_reset_after": (4.0, 2.8), "lstm": (3.0, 1.3),
                          "lstm_peephole": (3.0, 1.3)}

@@ -65,7 +65,7 @@ def _states(s0: torch.Tensor, T: int, reverse: bool) -> torch.Tensor:
 # and 3.4.0 every float64 case fails (2026-11-27, torch 2.4.0; benchmarks/gpu-notes.md v5.5).
 # CI runs the backend's tests on this one too (make test-triton-floor).
 MIN_TRITON = (3, 5)
-_INSTALL = "pip install 'triton>=%d.%d'" % MIN_TRITON
+_FLOOR = ".".join(map(str, MIN_TRITON))
 
 
 def _version(text: str) -> tuple[int, int]:
@@ -80,10 +80,10 @@ def unavailable() -> str | None:
     try:
         import triton
     except ImportError:
-        return f"the triton package is not installed ({_INSTALL})"
+        return f"the triton package is not installed (pip install 'triton>={_FLOOR}')"
     if _version(triton.__version__) < MIN_TRITON:
-        return (f"triton {triton.__version__} is older than the %d.%d its kernels need "
-                f"({_INSTALL}; torch 2.9 and later bring it)" % MIN_TRITON)
+        return (f"triton {triton.__version__} is older than the {_FLOOR} its kernels need "
+                f"(pip install 'triton>={_FLOOR}'; torch 2.9 and later bring it)")
     return None
 
 
