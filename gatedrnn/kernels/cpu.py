@@ -3,6 +3,7 @@
 The C++ source is built with torch.utils.cpp_extension the first time it is needed (about a
 minute, once per machine: the build is cached under ~/.cache/torch_extensions). If it cannot be
 built (no compiler, an unsupported platform) gatedrnn warns once and runs the "loop" backend.
+A build lock left by a process killed halfway is removed once it is older than a build takes.
 GATEDRNN_CPU_KERNEL=0 turns the compiled path off.
 
 Why compiled: a Python time loop pays ~5-10 µs of interpreter and dispatch overhead per op;
@@ -21,6 +22,7 @@ import ctypes
 import os
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -71,14 +73,50 @@ def _flags() -> list[str]:
     return flags
 
 
+# A build takes about a minute here (2 cores). A lock older than this was left by a build that
+# never finished: torch's own wait for it has no end.
+STALE_LOCK_SECONDS = 600.0
+
+
+def _wait_for_build_lock(directory: Path, poll: float = 0.5) -> None:
+    """Wait while another process builds or loads the kernel, but not on a dead one's lock.
+
+    torch's cpp_extension guards a build with a file that its holder deletes when done
+    (FileBaton), and every later load waits, without end, while it exists. A process killed in
+    the middle of a build (SIGKILL, a CI timeout, the OOM killer) never deletes it, so every
+    later load then hangs at its first call. Once the lock is STALE_LOCK_SECONDS old, its
+    holder is taken for dead: the lock is removed, with a warning naming it, and the build
+    starts again."""
+    lock = directory / "lock"
+    told = False
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if age > STALE_LOCK_SECONDS:
+            warnings.warn(f"gatedrnn: removed {lock}, left {age / 60:.0f} minutes ago by a "
+                          "build of the compiled CPU kernel that never finished (its process "
+                          "was killed)", stacklevel=4)
+            lock.unlink(missing_ok=True)
+            return
+        if not told:
+            print(f"gatedrnn: waiting for another process's build of the compiled CPU kernel "
+                  f"({lock})", file=sys.stderr, flush=True)
+            told = True
+        time.sleep(poll)
+
+
 def _build():
     from torch.utils import cpp_extension
 
-    try:   # a private helper: if it moves, the only loss is this message
-        built = any(Path(cpp_extension._get_build_directory("gatedrnn_cpu", False)).glob("*.so"))
+    try:   # a private helper: if it moves, the loss is this message and the stale-lock check
+        directory = Path(cpp_extension._get_build_directory("gatedrnn_cpu", False))
     except Exception:
-        built = False
-    if not built:
+        directory = None
+    if directory is not None:
+        _wait_for_build_lock(directory)
+    if directory is None or not any(directory.glob("*.so")):
         print("gatedrnn: building the compiled CPU kernel (once per machine, about a minute)",
               file=sys.stderr, flush=True)
     return cpp_extension.load(name="gatedrnn_cpu", sources=[str(_SOURCE)],
