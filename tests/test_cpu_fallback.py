@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -83,51 +84,67 @@ def test_the_kernel_threads_its_row_blocks_where_aten_uses_openmp():
         assert b"GOMP_parallel" in library.read()
 
 
-def _lock(directory, age):
-    lock = directory / "lock"
-    lock.touch()
-    os.utime(lock, (time.time() - age, time.time() - age))
-    return lock
+@pytest.fixture
+def fake_build(tmp_path, monkeypatch):
+    """_build with torch's build directory in tmp_path and its load a stub; torch's lock there
+    is a file (FileBaton, torch ≤ 2.14) unless the test deletes FileBaton."""
+    from torch.utils import cpp_extension
 
-
-def test_a_lock_left_by_a_killed_build_is_removed_with_a_warning(tmp_path):
-    """torch waits for ever on a build lock whose holder died; gatedrnn removes one that is
-    older than a build can take, and says so."""
     from gatedrnn.kernels import cpu
 
-    lock = _lock(tmp_path, age=2 * 3600)
-    with pytest.warns(UserWarning, match="removed .*lock, left 120 minutes ago"):
-        cpu._wait_for_build_lock(tmp_path)
+    if cpu.fcntl is None:
+        pytest.skip("no fcntl here: torch's own build lock is all there is")
+    monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda name, verbose: tmp_path)
+    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: "loaded")
+    monkeypatch.setattr(cpp_extension, "FileBaton", object, raising=False)
+    (tmp_path / "gatedrnn_cpu.so").touch()
+    return cpu._build
+
+
+def test_a_lock_left_by_a_killed_build_is_removed_with_a_warning(fake_build, tmp_path):
+    """torch (≤ 2.14) waits for ever on a build lock file whose holder died; holding gatedrnn's
+    own OS lock proves no live build holds it, so it goes at once, with a warning."""
+    lock = tmp_path / "lock"
+    lock.touch()
+    with pytest.warns(UserWarning, match=f"removed {lock}, left by a build .* never finished"):
+        assert fake_build() == "loaded"
     assert not lock.exists()
 
 
-def test_a_live_build_lock_is_waited_for(tmp_path, capfd):
-    """A lock younger than STALE_LOCK_SECONDS is another process's build: it is waited for,
-    not removed, and the wait is announced."""
-    from gatedrnn.kernels import cpu
+def test_a_live_build_is_waited_for_and_its_lock_kept(fake_build, tmp_path, capfd):
+    """Another process building holds gatedrnn's OS lock (a second open file description
+    stands for it here: flock locks conflict between them) and torch's lock file; the build
+    waits for it, says so, and does not touch its lock."""
+    import fcntl
 
-    lock = _lock(tmp_path, age=1)
-    released = threading.Timer(0.3, lock.unlink)
+    lock = tmp_path / "lock"
+    lock.touch()
+    other = open(tmp_path / "gatedrnn-build.lock", "w")
+    fcntl.flock(other, fcntl.LOCK_EX)
+
+    def finish():   # as torch's FileBaton.release, then the process's exit
+        lock.unlink()
+        other.close()
+
+    threading.Timer(0.3, finish).start()
     start = time.perf_counter()
-    released.start()
-    cpu._wait_for_build_lock(tmp_path, poll=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fake_build() == "loaded"
     assert time.perf_counter() - start >= 0.3
     assert "waiting for another process's build" in capfd.readouterr().err
 
 
-def test_a_lock_that_outlives_a_build_while_waited_for_is_removed(tmp_path, monkeypatch):
-    from gatedrnn.kernels import cpu
+def test_where_torch_takes_an_os_lock_its_file_is_left_alone(fake_build, tmp_path,
+                                                             monkeypatch):
+    """torch 2.15 holds an OS lock on its file and leaves the file in place: there the file is
+    no sign of a dead build."""
+    from torch.utils import cpp_extension
 
-    monkeypatch.setattr(cpu, "STALE_LOCK_SECONDS", 0.2)
-    lock = _lock(tmp_path, age=0)
-    with pytest.warns(UserWarning, match="never finished"):
-        cpu._wait_for_build_lock(tmp_path, poll=0.05)
-    assert not lock.exists()
-
-
-def test_no_lock_no_wait(tmp_path):
-    from gatedrnn.kernels import cpu
-
-    start = time.perf_counter()
-    cpu._wait_for_build_lock(tmp_path, poll=10)
-    assert time.perf_counter() - start < 1
+    monkeypatch.delattr(cpp_extension, "FileBaton")
+    lock = tmp_path / "lock"
+    lock.touch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fake_build() == "loaded"
+    assert lock.exists()

@@ -3,7 +3,7 @@
 The C++ source is built with torch.utils.cpp_extension the first time it is needed (about a
 minute, once per machine: the build is cached under ~/.cache/torch_extensions). If it cannot be
 built (no compiler, an unsupported platform) gatedrnn warns once and runs the "loop" backend.
-A build lock left by a process killed halfway is removed once it is older than a build takes.
+A build lock left by a process killed halfway is cleared (`_held_build`).
 GATEDRNN_CPU_KERNEL=0 turns the compiled path off.
 
 Why compiled: a Python time loop pays ~5-10 µs of interpreter and dispatch overhead per op;
@@ -18,15 +18,20 @@ GEMMs in PyTorch.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
 import threading
-import time
 import warnings
 from pathlib import Path
 
 import torch
+
+try:
+    import fcntl
+except ImportError:   # Windows
+    fcntl = None
 
 from ..cells import Variant
 from . import KERNEL_IDS
@@ -73,38 +78,39 @@ def _flags() -> list[str]:
     return flags
 
 
-# A build takes about a minute here (2 cores). A lock older than this was left by a build that
-# never finished: torch's own wait for it has no end.
-STALE_LOCK_SECONDS = 600.0
+@contextlib.contextmanager
+def _held_build(directory: Path | None, file_lock: bool):
+    """Hold gatedrnn's own lock on building the kernel, and clear torch's if its holder died.
 
-
-def _wait_for_build_lock(directory: Path, poll: float = 0.5) -> None:
-    """Wait while another process builds or loads the kernel, but not on a dead one's lock.
-
-    torch's cpp_extension guards a build with a file that its holder deletes when done
-    (FileBaton), and every later load waits, without end, while it exists. A process killed in
-    the middle of a build (SIGKILL, a CI timeout, the OOM killer) never deletes it, so every
-    later load then hangs at its first call. Once the lock is STALE_LOCK_SECONDS old, its
-    holder is taken for dead: the lock is removed, with a warning naming it, and the build
-    starts again."""
-    lock = directory / "lock"
-    told = False
-    while True:
+    torch's cpp_extension, up to 2.14, guards a build with a file that its holder deletes when
+    done (FileBaton), and every later load waits, without end, while the file exists. A
+    process killed in the middle of a build (SIGKILL, a CI timeout, the OOM killer) never
+    deletes it, so every later first call hangs. Every gatedrnn process builds and loads under
+    an OS lock of its own (flock), which the kernel lets go of when its holder dies: so once a
+    process holds it, no live gatedrnn build holds torch's, and a torch lock file still there
+    is a dead build's. It is removed, with a warning naming it. (torch 2.15 itself takes an OS
+    lock on the file and leaves the file in place: `file_lock` is False there.) Without fcntl
+    (Windows) or a build directory, torch's own lock is all there is."""
+    if fcntl is None or directory is None:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "gatedrnn-build.lock", "w") as held:   # closing it lets go
+        locked = True
         try:
-            age = time.time() - lock.stat().st_mtime
-        except FileNotFoundError:
-            return
-        if age > STALE_LOCK_SECONDS:
-            warnings.warn(f"gatedrnn: removed {lock}, left {age / 60:.0f} minutes ago by a "
-                          "build of the compiled CPU kernel that never finished (its process "
-                          "was killed)", stacklevel=4)
-            lock.unlink(missing_ok=True)
-            return
-        if not told:
-            print(f"gatedrnn: waiting for another process's build of the compiled CPU kernel "
-                  f"({lock})", file=sys.stderr, flush=True)
-            told = True
-        time.sleep(poll)
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("gatedrnn: waiting for another process's build of the compiled CPU kernel",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(held, fcntl.LOCK_EX)
+        except OSError:   # a file system without locks: torch's is all there is
+            locked = False
+        stale = directory / "lock"
+        if locked and file_lock and stale.exists():
+            warnings.warn(f"gatedrnn: removed {stale}, left by a build of the compiled CPU "
+                          "kernel that never finished (its process was killed)", stacklevel=5)
+            stale.unlink(missing_ok=True)
+        yield
 
 
 def _build():
@@ -114,13 +120,12 @@ def _build():
         directory = Path(cpp_extension._get_build_directory("gatedrnn_cpu", False))
     except Exception:
         directory = None
-    if directory is not None:
-        _wait_for_build_lock(directory)
-    if directory is None or not any(directory.glob("*.so")):
-        print("gatedrnn: building the compiled CPU kernel (once per machine, about a minute)",
-              file=sys.stderr, flush=True)
-    return cpp_extension.load(name="gatedrnn_cpu", sources=[str(_SOURCE)],
-                              extra_cflags=_flags(), verbose=False)
+    with _held_build(directory, file_lock=hasattr(cpp_extension, "FileBaton")):
+        if directory is None or not any(directory.glob("*.so")):
+            print("gatedrnn: building the compiled CPU kernel (once per machine, about a "
+                  "minute)", file=sys.stderr, flush=True)
+        return cpp_extension.load(name="gatedrnn_cpu", sources=[str(_SOURCE)],
+                                  extra_cflags=_flags(), verbose=False)
 
 
 def extension():
