@@ -2,12 +2,12 @@
 # The one command for a session's lent GPU machine (benchmarks/gpu-notes.md, "What to do with
 # the first GPU run"): the GPU check, whose JSON then sets the plan here
 # (`python benchmarks/gpu_table.py RESULT.json --choose`), and after it the tests marked gpu
-# (CUDA graphs replayed, a caller's own graph, autocast, bfloat16 training against float32,
-# `gatedrnn train --device cuda`), which no CI machine can run. Then, with the time left: if a
-# row of the check missed its target (as the plan launches after choosing from this run), a
-# --tune of that row's variant, shape and dtype, each candidate checked and timed, whose JSON
-# sets tiles here (`gpu_table.py RESULT.json --tuned TUNE.json --choose`); then, if time is
-# left, the tiny-shakespeare training of benchmarks/tasks/shakespeare.py on the GPU
+# (CUDA graphs replayed, a caller's own graph, autocast, torch.compile, bfloat16 training
+# against float32, `gatedrnn train --device cuda`), which no CI machine can run. Then, with the
+# time left: if a row of the check missed its target (as the plan launches after choosing from
+# this run), a --tune of that row's variant, shape and dtype, each candidate checked and timed,
+# whose JSON sets tiles here (`gpu_table.py RESULT.json --tuned TUNE.json --choose`); then, if
+# time is left, the tiny-shakespeare training of benchmarks/tasks/shakespeare.py on the GPU
 # (gatedrnn.LSTM on the triton backend against torch.nn.LSTM on cuDNN, the same weights and
 # batches): the one timing of a whole training run, embedding, head and optimiser included.
 # Everything printed also goes to files in $OUT, which come back even when the call is cut off.

@@ -89,17 +89,15 @@ def _cast(tensors, dtype: torch.dtype | None):
     return [t if t is None or dtype is None else t.to(dtype) for t in tensors]
 
 
-def _backend_arguments(v: Variant, x, weight_ih, weight_hh, bias_ih, bias_hh, a0, c0, peephole,
-                       backend: str | None):
-    """(the backend's name, [xp, R, b_hh, p, a0, c0]): the input projection, and every tensor
-    the backend takes in the dtype it runs in (under autocast: _autocast_dtype's)."""
-    xp, b_hh = _project(v, x, weight_ih, weight_hh, bias_ih, bias_hh)
+def _backend_arguments(v: Variant, xp, weight_hh, b_hh, a0, c0, peephole, backend: str | None):
+    """(the backend's name, [xp, R, b_hh, p, a0, c0]): every tensor the backend takes, in the
+    dtype it runs in (under autocast: _autocast_dtype's)."""
     # The weights' dtype picks the backend: under torch.autocast x may be 16-bit in a float32
     # model, and the model still runs (the compiled CPU kernel in float32: _autocast_dtype).
-    name = kernels.resolve(backend, x.device, weight_hh.dtype)
+    name = kernels.resolve(backend, xp.device, weight_hh.dtype)
     args = (xp, weight_hh, b_hh, peephole if v.peepholes else None, a0,
             c0 if v.has_cell else None)
-    return name, _cast(args, _autocast_dtype(x.device.type, name, weight_hh.dtype))
+    return name, _cast(args, _autocast_dtype(xp.device.type, name, weight_hh.dtype))
 
 
 def _outputs(v: Variant, SA, SC, mask, reverse: bool):
@@ -127,12 +125,35 @@ def recurrence(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor 
     Inputs are not checked here (the modules do that).
     """
     v = get_variant(variant)
-    name, args = _backend_arguments(v, x, weight_ih, weight_hh, bias_ih, bias_hh, a0, c0,
-                                    peephole, backend)
+    xp, b_hh = _project(v, x, weight_ih, weight_hh, bias_ih, bias_hh)
+    through_time = _opaque_through_time() if torch.compiler.is_compiling() else _through_time
+    return through_time(v, xp, weight_hh, b_hh, a0, c0, peephole, mask, reverse, backend)
+
+
+def _through_time(v: Variant, xp, weight_hh, b_hh, a0, c0, peephole, mask, reverse: bool,
+                  backend: str | None):
+    """The recurrence over time, from the input projection xp: a backend's forward, and its
+    backward through time."""
+    name, args = _backend_arguments(v, xp, weight_hh, b_hh, a0, c0, peephole, backend)
     # Inference needs no saved gates: the kernels then keep one step's worth, not T.
     keep_saved = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
-    with _autocast_off(x.device.type):
+    with _autocast_off(xp.device.type):
         return _Recurrence.apply(*args, mask, v, kernels.load(name), reverse, keep_saved)
+
+
+_opaque: dict = {}
+
+
+def _opaque_through_time():
+    """_through_time as torch.compile must take it: one opaque call (a graph break) that runs
+    as it does without torch.compile, as a kernel does; the input projection before it and
+    whatever comes after it are compiled. Traced into, the backends fail (the Triton launches,
+    under the interpreter at least), warn (the compiled CPU kernel's pybind call) or unroll
+    (the loop backend, T steps, compiled again for each new T). Made at the first call under
+    torch.compile, not at import: torch.compiler.disable imports torch._dynamo (~1.7 s)."""
+    if "run" not in _opaque:
+        _opaque["run"] = torch.compiler.disable(_through_time)
+    return _opaque["run"]
 
 
 def argument_shapes(variant: str | Variant, T: int, B: int, I: int, H: int) -> dict:
@@ -165,8 +186,8 @@ def capture(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | N
     """
     v = get_variant(variant)
     H = weight_hh.shape[1]
-    name, args = _backend_arguments(v, x, weight_ih, weight_hh, bias_ih, bias_hh, a0, c0,
-                                    peephole, backend)
+    xp, b_hh = _project(v, x, weight_ih, weight_hh, bias_ih, bias_hh)
+    name, args = _backend_arguments(v, xp, weight_hh, b_hh, a0, c0, peephole, backend)
     # The reference backend saves its inputs, not the gates: the loop backend stands in.
     impl = kernels.load("loop" if name == "reference" else name)
     with _autocast_off(x.device.type):
