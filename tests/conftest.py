@@ -43,6 +43,12 @@ def require_triton() -> None:
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 
+def pytest_configure(config):
+    if TRITON_UNAVAILABLE is not None and os.environ.get("GATEDRNN_REQUIRE_TRITON") == "1":
+        raise pytest.UsageError(f"GATEDRNN_REQUIRE_TRITON=1 (the Makefile's, on Linux), but "
+                                f"{_NO_TRITON}")
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
 

@@ -65,7 +65,18 @@ def _states(s0: torch.Tensor, T: int, reverse: bool) -> torch.Tensor:
 # and 3.4.0 every float64 case fails (2026-11-27, torch 2.4.0; benchmarks/gpu-notes.md v5.5).
 # CI runs the backend's tests on this one too (make test-triton-floor).
 MIN_TRITON = (3, 5)
-_FLOOR = ".".join(map(str, MIN_TRITON))
+
+
+def _dotted(version: tuple[int, int]) -> str:
+    return ".".join(map(str, version))
+
+
+_FLOOR = _dotted(MIN_TRITON)
+# Triton's interpreter (TRITON_INTERPRET=1: the kernels on CPU tensors, as the tests run them)
+# takes int() of one-element arrays before Triton 3.7, which NumPy refuses from 2.4 (a TypeError
+# at the first load). Measured 2026-11-27 with NumPy 2.5.5: 3.5.0 and 3.6.0 fail, 3.7.0 to 3.9.0
+# pass. A GPU does not use the interpreter.
+INTERPRETER_NUMPY = ((3, 7), (2, 4))   # (Triton from which, NumPy below which, it runs)
 
 
 def _version(text: str) -> tuple[int, int]:
@@ -84,6 +95,15 @@ def unavailable() -> str | None:
     if _version(triton.__version__) < MIN_TRITON:
         return (f"triton {triton.__version__} is older than the {_FLOOR} its kernels need "
                 f"(pip install 'triton>={_FLOOR}'; torch 2.9 and later bring it)")
+    if planner.interpreting():
+        import numpy
+
+        fixed, numpy_limit = INTERPRETER_NUMPY
+        if _version(triton.__version__) < fixed and _version(numpy.__version__) >= numpy_limit:
+            return (f"triton {triton.__version__}'s interpreter (TRITON_INTERPRET=1) cannot run "
+                    f"with NumPy {numpy.__version__}, which refuses the int() it takes of "
+                    f"one-element arrays (pip install 'numpy<{_dotted(numpy_limit)}', or "
+                    f"'triton>={_dotted(fixed)}')")
     return None
 
 
