@@ -25,8 +25,8 @@ from gatedrnn.kernels import triton as triton_backend
 
 VARIANTS = list(gatedrnn.VARIANTS)
 
-# Why the "triton" backend cannot run here (Triton not installed, or older than its kernels
-# need), or None. Its tests skip with that reason rather than fail: the package itself then
+# Why the "triton" backend cannot run here (Triton not installed, older than its kernels need,
+# or an interpreter that cannot run with this NumPy), or None. Its tests skip with that reason rather than fail: the package itself then
 # refuses the backend by name and runs CUDA tensors on "loop" (test_triton_fallback.py).
 TRITON_UNAVAILABLE = triton_backend.unavailable()
 _NO_TRITON = f"the 'triton' backend: {TRITON_UNAVAILABLE}"

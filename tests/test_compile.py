@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import gatedrnn
-from conftest import needs_triton, rel_err
+from conftest import needs_triton, outputs_and_grads, random_like_outputs, rel_err
 
 BACKENDS = ["cpu", "loop", pytest.param("triton", marks=needs_triton)]
 
@@ -31,33 +31,34 @@ class _Model(torch.nn.Module):
         self.to(dtype)
 
     def forward(self, x, lengths):
-        return self.head(torch.tanh(self.layers(self.front(x), lengths=lengths)[0]))
+        out, state = self.layers(self.front(x), lengths=lengths)
+        return self.head(torch.tanh(out)), state
 
 
-def _outputs_and_grads(model, x, lengths):
-    model.zero_grad()
-    out = model(x, lengths)
-    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device)
-    (out * weights.view_as(out)).sum().backward()
-    return [out] + [p.grad.clone() for p in model.parameters()]
+def _eager_and_compiled(model, x, lengths):
+    """[outputs and every parameter's gradient] of the model and of it compiled (aot_eager:
+    Dynamo and AOTAutograd, no code generation), and the warnings the compiled run gave."""
+    inputs = (x, lengths)
+    weights = [w.to(x.device) for w in
+               random_like_outputs(model, inputs, torch.Generator().manual_seed(1))]
+    outs, grads = outputs_and_grads(model, inputs, weights)
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got, got_grads = outputs_and_grads(torch.compile(model, backend="aot_eager"), inputs,
+                                           weights)
+    assert len(got_grads) == len(grads) == len(list(model.parameters()))
+    return outs + list(grads.values()), got + list(got_grads.values()), caught
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("variant", ["gru", "lstm_peephole"])
 def test_a_compiled_model_gives_the_eager_ones_numbers(variant, backend):
     torch.manual_seed(0)
-    model = _Model(variant, backend)
     x = torch.randn(4, 3, 3, dtype=torch.float64)
-    lengths = torch.tensor([4, 2, 3])
-    eager = _outputs_and_grads(model, x, lengths)
-    torch._dynamo.reset()
-    compiled = torch.compile(model, backend="aot_eager")   # Dynamo and AOTAutograd, no codegen
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        got = _outputs_and_grads(compiled, x, lengths)
+    eager, got, caught = _eager_and_compiled(_Model(variant, backend), x, torch.tensor([4, 2, 3]))
     # e.g. Dynamo's "does not know how to trace the builtin gatedrnn_cpu....forward"
     assert not [w for w in caught if "trace" in str(w.message)], [str(w.message) for w in caught]
-    assert len(got) == len(eager) == 1 + len(list(model.parameters()))
     for a, b in zip(got, eager):
         assert rel_err(a, b) <= 1e-12
 
@@ -70,10 +71,7 @@ def test_a_compiled_model_on_the_gpu_gives_the_eager_ones_numbers(variant):
     torch.manual_seed(0)
     model = _Model(variant, "triton", torch.float32).cuda()
     x = torch.randn(4, 3, 3, device="cuda")
-    lengths = torch.tensor([4, 2, 3])
-    eager = _outputs_and_grads(model, x, lengths)
-    torch._dynamo.reset()
-    got = _outputs_and_grads(torch.compile(model, backend="aot_eager"), x, lengths)
+    eager, got, _ = _eager_and_compiled(model, x, torch.tensor([4, 2, 3]))
     for a, b in zip(got, eager):
         assert rel_err(a, b) <= 1e-6
 

@@ -92,14 +92,15 @@ def unavailable() -> str | None:
         import triton
     except ImportError:
         return f"the triton package is not installed (pip install 'triton>={_FLOOR}')"
-    if _version(triton.__version__) < MIN_TRITON:
+    version = _version(triton.__version__)
+    if version < MIN_TRITON:
         return (f"triton {triton.__version__} is older than the {_FLOOR} its kernels need "
                 f"(pip install 'triton>={_FLOOR}'; torch 2.9 and later bring it)")
     if planner.interpreting():
         import numpy
 
         fixed, numpy_limit = INTERPRETER_NUMPY
-        if _version(triton.__version__) < fixed and _version(numpy.__version__) >= numpy_limit:
+        if version < fixed and _version(numpy.__version__) >= numpy_limit:
             return (f"triton {triton.__version__}'s interpreter (TRITON_INTERPRET=1) cannot run "
                     f"with NumPy {numpy.__version__}, which refuses the int() it takes of "
                     f"one-element arrays (pip install 'numpy<{_dotted(numpy_limit)}', or "
