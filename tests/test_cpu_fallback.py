@@ -128,8 +128,8 @@ def test_a_live_build_is_waited_for_and_its_lock_kept(fake_build, tmp_path, capf
         lock.unlink()
         other.close()
 
+    start = time.perf_counter()   # before the timer: the lock goes 0.3 s after it starts
     threading.Timer(0.3, finish).start()
-    start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert fake_build() == "loaded"
