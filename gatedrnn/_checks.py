@@ -85,6 +85,11 @@ def lengths(value, batch: int, T: int, device) -> Tensor:
     if value.dim() != 1 or value.shape[0] != batch:
         raise ValueError(f"lengths: expected one length per sequence, shape ({batch},), "
                          f"got shape {tuple(value.shape)}")
+    if torch.compiler.is_compiling():
+        # Reading the values would stop a trace (torch.compile's fullgraph, torch.export) at
+        # every call. Unchecked they do no harm: the layers read them through a mask only, in
+        # which a length over T counts as T, and one under 1 leaves its sequence at a0.
+        return value.to(device=device, dtype=torch.int64)
     low, high = int(value.min()), int(value.max())
     if low < 1:
         raise ValueError(f"lengths: expected every length >= 1 (a sequence needs a step), "

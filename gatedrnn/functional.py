@@ -8,45 +8,14 @@ Dimension letters: T time steps, B batch, I input features, H hidden units, G ga
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import kernels
+from . import kernels, through_time
 from ._checks import autocasting
 from .kernels import states
 from .cells import Variant, get_variant
-
-
-class _Recurrence(torch.autograd.Function):
-    """Autograd bridge to a backend: forward and backward through time, nothing saved per op."""
-
-    @staticmethod
-    def forward(ctx, xp, R, b_hh, p, a0, c0, mask, variant, backend, reverse, keep_saved):
-        SA, SC, saved = backend.forward(variant, xp, R, b_hh, p, a0, c0, mask, reverse,
-                                        keep_saved)
-        ctx.variant, ctx.backend, ctx.reverse = variant, backend, reverse
-        ctx.save_for_backward(R, b_hh, p, SA, SC, saved, mask)
-        out, *finals = _outputs(variant, SA, SC, mask, reverse)
-        # A backend may keep a wider state than xp's dtype (float32 for bfloat16 inputs).
-        return (out.to(xp.dtype), *(f.to(xp.dtype, copy=True) for f in finals))
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, d_out, d_a_n, d_c_n=None):
-        R, b_hh, p, SA, SC, saved, mask = ctx.saved_tensors
-        variant = ctx.variant
-        d_out = torch.zeros_like(SA[1:]) if d_out is None else d_out
-        d_A = d_out if mask is None else d_out * mask
-        d_a_n = torch.zeros_like(SA[0]) if d_a_n is None else d_a_n
-        if variant.has_cell:
-            d_c_n = torch.zeros_like(SC[0]) if d_c_n is None else d_c_n
-        with _autocast_off(R.device.type):   # a backward called inside torch.autocast
-            d_xp, d_R, d_b_hh, d_p, d_a0, d_c0 = ctx.backend.backward(
-                variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mask, ctx.reverse)
-        return d_xp, d_R, d_b_hh, d_p, d_a0, d_c0, None, None, None, None, None
 
 
 def split_bias(variant: Variant, bias_ih: Tensor | None, bias_hh: Tensor | None, H: int):
@@ -62,15 +31,6 @@ def _project(v: Variant, x, weight_ih, weight_hh, bias_ih, bias_hh):
     """(xp, b_hh): the input projection of all steps at once, and the reset-after b_cc."""
     bias_x, b_hh = split_bias(v, bias_ih, bias_hh, weight_hh.shape[1])
     return F.linear(x, weight_ih, bias_x), b_hh
-
-
-def _autocast_off(device_type: str):
-    """Inside torch.autocast, leave it for the backends' own products: they run in the dtypes
-    they are given (_autocast_dtype chose them), and the compiled CPU kernel's calls into ATen
-    would otherwise be autocast as well."""
-    if autocasting(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def _autocast_dtype(device_type: str, backend: str, weights: torch.dtype) -> torch.dtype | None:
@@ -100,17 +60,6 @@ def _backend_arguments(v: Variant, xp, weight_hh, b_hh, a0, c0, peephole, backen
     return name, _cast(args, _autocast_dtype(xp.device.type, name, weight_hh.dtype))
 
 
-def _outputs(v: Variant, SA, SC, mask, reverse: bool):
-    """(out, a_n) or (out, a_n, c_n) from the state sequences: out is zero past each
-    sequence's end; masked steps carry the state, so the last step holds each final state."""
-    last = 0 if reverse else -1
-    A = states.after(SA, reverse)
-    out = A if mask is None else A * mask
-    if v.has_cell:
-        return out, A[last], states.after(SC, reverse)[last]
-    return out, A[last]
-
-
 def recurrence(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None,
                bias_hh: Tensor | None, a0: Tensor, c0: Tensor | None = None, *,
                variant: str | Variant, peephole: Tensor | None = None,
@@ -126,34 +75,10 @@ def recurrence(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor 
     """
     v = get_variant(variant)
     xp, b_hh = _project(v, x, weight_ih, weight_hh, bias_ih, bias_hh)
-    through_time = _opaque_through_time() if torch.compiler.is_compiling() else _through_time
-    return through_time(v, xp, weight_hh, b_hh, a0, c0, peephole, mask, reverse, backend)
-
-
-def _through_time(v: Variant, xp, weight_hh, b_hh, a0, c0, peephole, mask, reverse: bool,
-                  backend: str | None):
-    """The recurrence over time, from the input projection xp: a backend's forward, and its
-    backward through time."""
     name, args = _backend_arguments(v, xp, weight_hh, b_hh, a0, c0, peephole, backend)
     # Inference needs no saved gates: the kernels then keep one step's worth, not T.
     keep_saved = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
-    with _autocast_off(xp.device.type):
-        return _Recurrence.apply(*args, mask, v, kernels.load(name), reverse, keep_saved)
-
-
-_opaque: dict = {}
-
-
-def _opaque_through_time():
-    """_through_time as torch.compile must take it: one opaque call (a graph break) that runs
-    as it does without torch.compile, as a kernel does; the input projection before it and
-    whatever comes after it are compiled. Traced into, the backends fail (the Triton launches,
-    under the interpreter at least), warn (the compiled CPU kernel's pybind call) or unroll
-    (the loop backend, T steps, compiled again for each new T). Made at the first call under
-    torch.compile, not at import: torch.compiler.disable imports torch._dynamo (~1.7 s)."""
-    if "run" not in _opaque:
-        _opaque["run"] = torch.compiler.disable(_through_time)
-    return _opaque["run"]
+    return through_time.run(v, name, *args, mask, reverse, keep_saved)
 
 
 def argument_shapes(variant: str | Variant, T: int, B: int, I: int, H: int) -> dict:
@@ -190,7 +115,7 @@ def capture(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | N
     name, args = _backend_arguments(v, xp, weight_hh, b_hh, a0, c0, peephole, backend)
     # The reference backend saves its inputs, not the gates: the loop backend stands in.
     impl = kernels.load("loop" if name == "reference" else name)
-    with _autocast_off(x.device.type):
+    with through_time.autocast_off(x.device.type):
         SA, SC, saved = impl.forward(v, *args, mask, reverse, True)
     gates = dict(zip(v.saved_names, saved.split(H, dim=-1)))
     if mask is not None:
@@ -198,4 +123,4 @@ def capture(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | N
     if v.has_cell:
         gates["c"] = states.after(SC, reverse)
     gates["a"] = states.after(SA, reverse)
-    return _outputs(v, SA, SC, mask, reverse), gates
+    return through_time.outputs(v, SA, SC, mask, reverse), gates

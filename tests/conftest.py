@@ -126,3 +126,20 @@ def random_like_outputs(module, inputs, generator, **kwargs):
         outs = flat_outputs(module(*inputs, **kwargs))
     return [torch.randn(o.shape, generator=generator, dtype=torch.float64).to(o.dtype)
             for o in outs]
+
+
+class LayersInAModel(torch.nn.Module):
+    """Two bidirectional layers between two other parts, as in a model: a projection in front,
+    a head behind (what torch.compile and torch.export take whole)."""
+
+    def __init__(self, variant: str, backend: str | None, dtype=torch.float64):
+        super().__init__()
+        self.front = torch.nn.Linear(3, 5)
+        self.layers = gatedrnn.for_variant(variant, 5, 6, num_layers=2, bidirectional=True,
+                                           backend=backend)
+        self.head = torch.nn.Linear(12, 2)
+        self.to(dtype)
+
+    def forward(self, x, lengths):
+        out, state = self.layers(self.front(x), lengths=lengths)
+        return self.head(torch.tanh(out)), state

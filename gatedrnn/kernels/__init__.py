@@ -20,6 +20,11 @@ gatedrnn/functional.py is the only caller):
         (B, H) w.r.t. the final states (d_c_n None unless the variant has a cell). Each
         gradient is returned in the dtype of what it is the gradient of.
 
+and, where its forward stores otherwise than the loop backend (states in a0's and c0's dtype,
+saved (T, B, S*H) in xp's), a third that says how (see `forward_like` below):
+
+    forward_like(variant, xp, a0, c0, keep_saved) -> (SA, SC, saved), uninitialised
+
 The weight gradients of the input projection (and the inputs') are not the backend's business:
 they follow from d_xp through the ordinary autograd of one large matrix product.
 """
@@ -86,6 +91,15 @@ def resolve(backend: str | None, device: torch.device,
 _warned: set[str] = set()
 
 
+# torch.compile calls resolve() as it traces and keeps the name returned, which depends on the
+# device and dtype alone (both constants to a trace): resolve's body imports backends and may
+# build the CPU kernel, which Dynamo cannot follow (under fullgraph=True, an error). This is
+# the mark torch.compiler.assume_constant_result sets (torch 2.4 to 2.15), set without it:
+# it imports torch._dynamo, seconds that `import gatedrnn` need not pay (tests/test_tracing.py
+# checks that torch's function still sets this mark).
+resolve._dynamo_marked_constant = True
+
+
 def _gpu_backend(device: torch.device) -> str:
     """"triton" where its kernels run on `device`, else "loop". On a CUDA device, say why once
     per reason: there the loop is 10-25× slower, and nothing else would tell the user."""
@@ -107,3 +121,11 @@ def _gpu_backend(device: torch.device) -> str:
 
 def load(backend: str):
     return importlib.import_module(f"{__name__}.{backend}")
+
+
+def forward_like(backend: str, variant, xp, a0, c0, keep_saved: bool):
+    """Uninitialised tensors with the shapes and dtypes `backend`'s forward returns, from the
+    inputs' shapes alone: what torch.compile and torch.export trace in its place."""
+    from .states import forward_like as default
+    like = getattr(load(backend), "forward_like", default)
+    return like(variant, xp, a0, c0, keep_saved)

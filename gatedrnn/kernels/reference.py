@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .. import reference
+from . import states
 from .states import after, initial_index, new_states
 
 
@@ -69,6 +70,12 @@ def _carry(seq, s0, idx, T, reverse):
         pad = slice(0, idx[-1]) if reverse else slice(idx[-1] + 1, T)
         full[pad] = seq[-1, 0]
     return full
+
+
+def forward_like(variant, xp, a0, c0, keep_saved=True):
+    """forward's outputs, uninitialised: `saved` is xp itself."""
+    SA, SC, _ = states.forward_like(variant, xp, a0, c0, keep_saved=False)
+    return SA, SC, torch.empty_like(xp)
 
 
 def forward(variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=True):

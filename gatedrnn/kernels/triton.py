@@ -45,6 +45,7 @@ from . import KERNEL_IDS, planner
 from .gemm import BackwardProducts, ForwardProducts
 from .graphs import StepGraphs, graph_key
 from .planner import Plan, Refused, launch_name, plan, replanned
+from .states import forward_like as forward_like_default
 from .states import initial_index, new_states, weight_grads
 
 
@@ -297,6 +298,20 @@ def _contiguous(t):
     return None if t is None else t.contiguous()
 
 
+def _layout(variant: Variant, dtype: torch.dtype):
+    """The dtypes of the forward's SA, SC and saved for inputs of `dtype`."""
+    state = _state_dtype(dtype)
+    # The LSTM carries its memory in c; a<t> = Γ_o ⊙ tanh(c<t>) only feeds products (rounded
+    # to bfloat16 for the tensor cores anyway) and the output: it is stored in xp's dtype,
+    # which halves the forward's heaviest read. The GRUs carry a<t> itself: float32.
+    return (dtype if variant.has_cell else state), state, state
+
+
+def forward_like(variant: Variant, xp, a0, c0, keep_saved=True):
+    """forward's outputs, uninitialised (see _layout)."""
+    return forward_like_default(variant, xp, a0, c0, keep_saved, _layout(variant, xp.dtype))
+
+
 def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=True):
     with _on(xp.device):
         return replanned(_forward, variant, xp, R, _contiguous(b_hh), _contiguous(p), a0, c0,
@@ -313,12 +328,9 @@ def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved
     kernels, _ = _kernels()
     T, B, _ = xp.shape
     H = R.shape[1]
-    state = _state_dtype(xp.dtype)
+    state_a, state, _ = _layout(variant, xp.dtype)
     xp = xp.contiguous()
-    # The LSTM carries its memory in c; a<t> = Γ_o ⊙ tanh(c<t>) only feeds products (rounded
-    # to bfloat16 for the tensor cores anyway) and the output: it is stored in xp's dtype,
-    # which halves the forward's heaviest read. The GRUs carry a<t> itself: float32.
-    SA = _states(a0.to(xp.dtype if variant.has_cell else state), T, reverse)
+    SA = _states(a0.to(state_a), T, reverse)
     low_copy = _low_copy(variant, xp.dtype)
     SAL = _states(a0.to(xp.dtype), T, reverse) if low_copy else SA
     SC = _states(c0.to(state), T, reverse) if variant.has_cell else None

@@ -1,0 +1,197 @@
+"""The recurrence over time as autograd sees it: a backend's forward and its backward through
+time, behind one of two doors that run the same code.
+
+- Eager: an autograd Function, the cheapest per call (~10 µs; a custom operator's dispatch
+  costs ~20 µs more, ~50 µs more with gradients: measured on torch 2.13, a cost every step of a
+  streamed sequence would pay).
+- Traced (torch.compile, torch.export): two custom operators, gatedrnn::through_time and
+  gatedrnn::through_time_backward. A tracer takes each as one node, from shapes alone (their
+  fake implementations), so a compiled model has no graph break in it (fullgraph=True works),
+  an exported one runs the backend's kernels, and the time steps stay a dynamic dimension.
+
+An operator's outputs may not alias its inputs or each other: the eager door returns `out` as a
+view of the states where it can; the operator returns a copy.
+"""
+
+import contextlib
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import kernels
+from ._checks import autocasting
+from .cells import Variant, get_variant
+from .kernels import states
+
+
+def autocast_off(device_type: str):
+    """Inside torch.autocast, leave it for the backends' own products: they run in the dtypes
+    they are given (functional._autocast_dtype chose them), and the compiled CPU kernel's calls
+    into ATen would otherwise be autocast as well."""
+    if autocasting(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def outputs(v: Variant, SA, SC, mask, reverse: bool):
+    """(out, a_n) or (out, a_n, c_n) from the state sequences: out is zero past each
+    sequence's end; masked steps carry the state, so the last step holds each final state."""
+    last = 0 if reverse else -1
+    A = states.after(SA, reverse)
+    out = A if mask is None else A * mask
+    if v.has_cell:
+        return out, A[last], states.after(SC, reverse)[last]
+    return out, A[last]
+
+
+def _forward(v: Variant, backend: str, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved):
+    """((out, a_n[, c_n]) in xp's dtype, SA, SC, saved)."""
+    with autocast_off(xp.device.type):
+        SA, SC, saved = kernels.load(backend).forward(v, xp, R, b_hh, p, a0, c0, mask, reverse,
+                                                      keep_saved)
+        out, *finals = outputs(v, SA, SC, mask, reverse)
+        # A backend may keep a wider state than xp's dtype (float32 for bfloat16 inputs).
+        outs = (out.to(xp.dtype), *(f.to(xp.dtype, copy=True) for f in finals))
+    return outs, SA, SC, saved
+
+
+def _backward(v: Variant, backend: str, reverse: bool, d_out, d_a_n, d_c_n, R, b_hh, p, SA, SC,
+              saved, mask):
+    """(d_xp, d_R, d_b_hh, d_p, d_a0, d_c0); a missing output gradient counts as zero."""
+    d_out = torch.zeros_like(SA[1:]) if d_out is None else d_out
+    d_A = d_out if mask is None else d_out * mask
+    d_a_n = torch.zeros_like(SA[0]) if d_a_n is None else d_a_n
+    if v.has_cell:
+        d_c_n = torch.zeros_like(SC[0]) if d_c_n is None else d_c_n
+    with autocast_off(R.device.type):   # a backward called inside torch.autocast
+        return kernels.load(backend).backward(v, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved,
+                                              mask, reverse)
+
+
+class _Recurrence(torch.autograd.Function):
+    """The eager door: nothing saved per op, the backend's own backward through time."""
+
+    @staticmethod
+    def forward(ctx, xp, R, b_hh, p, a0, c0, mask, variant, backend, reverse, keep_saved):
+        outs, SA, SC, saved = _forward(variant, backend, xp, R, b_hh, p, a0, c0, mask, reverse,
+                                       keep_saved)
+        ctx.variant, ctx.backend, ctx.reverse = variant, backend, reverse
+        ctx.save_for_backward(R, b_hh, p, SA, SC, saved, mask)
+        return outs
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_out, d_a_n, d_c_n=None):
+        R, b_hh, p, SA, SC, saved, mask = ctx.saved_tensors
+        grads = _backward(ctx.variant, ctx.backend, ctx.reverse, d_out, d_a_n, d_c_n, R, b_hh, p,
+                          SA, SC, saved, mask)
+        return *grads, None, None, None, None, None
+
+
+def run(v: Variant, backend: str, xp, R, b_hh, p, a0, c0, mask, reverse: bool,
+        keep_saved: bool):
+    """(out, a_n) or (out, a_n, c_n): through the operator while torch.compile or
+    torch.export traces, else through the autograd Function."""
+    if not torch.compiler.is_compiling():
+        return _Recurrence.apply(xp, R, b_hh, p, a0, c0, mask, v, backend, reverse, keep_saved)
+    out, a_n, c_n, *_ = torch.ops.gatedrnn.through_time(xp, R, b_hh, p, a0, c0, mask, v.name,
+                                                        backend, reverse, keep_saved)
+    return (out, a_n, c_n) if v.has_cell else (out, a_n)
+
+
+# The operators (this module leaves annotations unpostponed: torch 2.4's schema inference
+# does not read them as strings). Tensors a variant or a backend does not have are passed and returned as
+# empty ones, as a schema's outputs cannot be optional.
+
+def _unaliased(tensors, inputs, like: Tensor):
+    """`tensors` (None as an empty tensor on `like`'s device), each copied where it shares memory with an input or
+    an earlier one (a view of the states, the reference backend's saved xp)."""
+    taken = {t.untyped_storage().data_ptr() for t in inputs if t is not None and t.numel()}
+    fresh = []
+    for t in tensors:
+        if t is None:
+            t = like.new_empty(0)
+        elif t.numel():
+            t = t.clone() if t.untyped_storage().data_ptr() in taken else t
+            taken.add(t.untyped_storage().data_ptr())
+        fresh.append(t)
+    return tuple(fresh)
+
+
+@torch.library.custom_op("gatedrnn::through_time", mutates_args=())
+def _through_time(xp: Tensor, R: Tensor, b_hh: Optional[Tensor], p: Optional[Tensor],
+                  a0: Tensor, c0: Optional[Tensor], mask: Optional[Tensor], variant: str,
+                  backend: str, reverse: bool, keep_saved: bool
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(out, a_n, c_n, SA, SC, saved): the recurrence's outputs, then what its backward takes."""
+    v = get_variant(variant)
+    outs, SA, SC, saved = _forward(v, backend, xp, R, b_hh, p, a0, c0, mask, reverse,
+                                   keep_saved)
+    c_n = outs[2] if v.has_cell else None
+    return _unaliased((outs[0], outs[1], c_n, SA, SC, saved), (xp, R, b_hh, p, a0, c0, mask), xp)
+
+
+@_through_time.register_fake
+def _(xp, R, b_hh, p, a0, c0, mask, variant, backend, reverse, keep_saved):
+    v = get_variant(variant)
+    T, B, _ = xp.shape
+    H = R.shape[1]
+    SA, SC, saved = kernels.forward_like(backend, v, xp, a0, c0, keep_saved)
+    c_n = xp.new_empty(B, H) if v.has_cell else None
+    return tuple(xp.new_empty(0) if t is None else t
+                 for t in (xp.new_empty(T, B, H), xp.new_empty(B, H), c_n, SA, SC, saved))
+
+
+@torch.library.custom_op("gatedrnn::through_time_backward", mutates_args=())
+def _through_time_backward(d_out: Tensor, d_a_n: Tensor, d_c_n: Optional[Tensor], R: Tensor,
+                           b_hh: Optional[Tensor], p: Optional[Tensor], a0: Tensor,
+                           c0: Optional[Tensor], SA: Tensor, SC: Optional[Tensor],
+                           saved: Optional[Tensor], mask: Optional[Tensor], variant: str,
+                           backend: str, reverse: bool
+                           ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(d_xp, d_R, d_b_hh, d_p, d_a0, d_c0). a0 and c0 are read for their dtype alone (the
+    states hold them, maybe in a wider one)."""
+    v = get_variant(variant)
+    d_xp, d_R, d_b_hh, d_p, d_a0, d_c0 = _backward(v, backend, reverse, d_out, d_a_n, d_c_n, R,
+                                                   b_hh, p, SA, SC, saved, mask)
+    grads = (d_xp.to(d_out.dtype), d_R, d_b_hh, d_p, d_a0.to(a0.dtype),
+             None if d_c0 is None else d_c0.to(c0.dtype))
+    return _unaliased(grads, (d_out, d_a_n, d_c_n, R, b_hh, p, a0, c0, SA, SC, saved, mask), d_out)
+
+
+@_through_time_backward.register_fake
+def _(d_out, d_a_n, d_c_n, R, b_hh, p, a0, c0, SA, SC, saved, mask, variant, backend, reverse):
+    T, B, _ = d_out.shape
+    like = lambda t: d_out.new_empty(0) if t is None else torch.empty_like(t)  # noqa: E731
+    return (d_out.new_empty(T, B, R.shape[0]), like(R), like(b_hh), like(p), like(a0),
+            like(c0 if get_variant(variant).has_cell else None))
+
+
+def _setup_context(ctx, inputs, output):
+    xp, R, b_hh, p, a0, c0, mask, variant, backend, reverse, _ = inputs
+    *_, SA, SC, saved = output
+    ctx.mark_non_differentiable(SA, SC, saved)
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(R, b_hh, p, a0, c0, SA, SC, saved, mask)
+    # An output no gradient reaches gets zeros in the dtype it was returned in: xp's.
+    ctx.zeros = dict(dtype=xp.dtype, device=xp.device)
+    ctx.variant, ctx.backend, ctx.reverse = variant, backend, reverse
+
+
+def _backward_formula(ctx, d_out, d_a_n, d_c_n, *_):
+    R, b_hh, p, a0, c0, SA, SC, saved, mask = ctx.saved_tensors
+    v = get_variant(ctx.variant)
+    T, B, H = SA.shape[0] - 1, SA.shape[1], SA.shape[2]
+    d_out = torch.zeros(T, B, H, **ctx.zeros) if d_out is None else d_out
+    d_a_n = torch.zeros(B, H, **ctx.zeros) if d_a_n is None else d_a_n
+    if v.has_cell:
+        d_c_n = torch.zeros(B, H, **ctx.zeros) if d_c_n is None else d_c_n
+    d_xp, d_R, d_b_hh, d_p, d_a0, d_c0 = torch.ops.gatedrnn.through_time_backward(
+        d_out, d_a_n, d_c_n if v.has_cell else None, R, b_hh, p, a0, c0, SA,
+        SC if v.has_cell else None, saved, mask, ctx.variant, ctx.backend, ctx.reverse)
+    return (d_xp, d_R, None if b_hh is None else d_b_hh, None if p is None else d_p, d_a0,
+            d_c0 if v.has_cell else None, None, None, None, None, None)
+
+
+_through_time.register_autograd(_backward_formula, setup_context=_setup_context)
