@@ -89,8 +89,8 @@ def test_a_model_compiles_to_one_graph_with_an_operator_per_layer_and_direction(
 
 
 def test_an_eager_call_takes_the_autograd_function_not_the_operator():
-    """The operator's dispatch costs ~20-50 µs a call more (gatedrnn/through_time.py): eager
-    calls, a streamed sequence's steps among them, do not pay it."""
+    """The operator's dispatch costs ~20-80 µs a call more (benchmarks/dispatch_cost.py):
+    eager calls, a streamed sequence's steps among them, do not pay it."""
     out, _ = gatedrnn.GRU(3, 4, backend="loop")(torch.randn(2, 1, 3))
     assert type(out.grad_fn).__name__ == "_RecurrenceBackward"
 
