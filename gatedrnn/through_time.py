@@ -4,6 +4,7 @@ time, behind one of two doors that run the same code.
 - Eager: an autograd Function, the cheapest per call. Through the operator, one step of a small
   GRU on the cpu backend took 48 µs instead of 27, and 115 µs instead of 31 with gradients
   (benchmarks/dispatch_cost.py, torch 2.13): a cost every step of a streamed sequence would pay.
+  torch.func's grad and vjp take it too (in the form they need, below).
 - Traced (torch.compile, torch.export): two custom operators, gatedrnn::through_time and
   gatedrnn::through_time_backward. A tracer takes each as one node, from shapes alone (their
   fake implementations), so a compiled model has no graph break in it (fullgraph=True works),
@@ -11,6 +12,9 @@ time, behind one of two doors that run the same code.
 
 An operator's outputs may not alias its inputs or each other: the eager door returns `out` as a
 view of the states where it can; the operator returns a copy.
+
+Differentiable once, through either door: a second derivative (a gradient penalty, a Hessian)
+is refused by name, as the backward through time has no backward of its own.
 """
 
 import contextlib
@@ -69,24 +73,98 @@ def _backward(v: Variant, backend: str, reverse: bool, d_out, d_a_n, d_c_n, R, b
                                               mask, reverse)
 
 
+# The eager door is an autograd Function in two forms. The classic one (forward(ctx, ...)) is
+# the cheap one: the form torch.func's transforms need (forward without ctx, setup_context)
+# makes Function.apply bind its arguments to forward's signature with inspect, every call
+# (+80 to +130 µs on a forward and backward of one small step, measured). So the second form runs only
+# where a transform is active (torch.func.grad, vjp), asked as Function.apply asks. Both run
+# the same four functions below.
+
+def _recurrence(*inputs):
+    """(out, a_n, c_n or None, SA, SC, saved): the outputs, then what the backward needs."""
+    xp, R, b_hh, p, a0, c0, mask, variant, backend, reverse, keep_saved = inputs
+    outs, SA, SC, saved = _forward(variant, backend, xp, R, b_hh, p, a0, c0, mask, reverse,
+                                   keep_saved)
+    c_n = outs[2] if variant.has_cell else None
+    # The reference backend saves xp itself; an input returned to be saved must be a view.
+    return outs[0], outs[1], c_n, SA, SC, (xp.view_as(xp) if saved is xp else saved)
+
+
+def _save(ctx, inputs, output):
+    R, b_hh, p = inputs[1:4]
+    mask, variant, backend, reverse = inputs[6:10]
+    SA, SC, saved = output[3:]
+    ctx.mark_non_differentiable(*(t for t in (SA, SC, saved) if t is not None))
+    ctx.set_materialize_grads(False)   # no zeros for them (nor for an unused output)
+    ctx.variant, ctx.backend, ctx.reverse = variant, backend, reverse
+    ctx.save_for_backward(R, b_hh, p, SA, SC, saved, mask)
+
+
+def _recurrence_backward(ctx, d_out, d_a_n, d_c_n, *_):
+    R, b_hh, p, SA, SC, saved, mask = ctx.saved_tensors
+    inputs = (ctx.variant, ctx.backend, ctx.reverse, d_out, d_a_n, d_c_n, R, b_hh, p, SA, SC,
+              saved, mask)
+    # A backward that records no graph (no create_graph, no transform) needs no Function.
+    recorded = torch.is_grad_enabled() or _transforms_active()
+    grads = _door(_BackwardThroughTime).apply(*inputs) if recorded else _backward(*inputs)
+    return *grads, None, None, None, None, None
+
+
+def _refuse_second_derivative(ctx, *_):
+    raise RuntimeError("gatedrnn's recurrence is differentiable once: its backward through time "
+                       "has no backward of its own (a second derivative, e.g. a Hessian or a "
+                       "gradient penalty, is not available)")
+
+
 class _Recurrence(torch.autograd.Function):
-    """The eager door: nothing saved per op, the backend's own backward through time."""
+    """The forward and the backend's own backward through time; nothing saved per op."""
 
     @staticmethod
-    def forward(ctx, xp, R, b_hh, p, a0, c0, mask, variant, backend, reverse, keep_saved):
-        outs, SA, SC, saved = _forward(variant, backend, xp, R, b_hh, p, a0, c0, mask, reverse,
-                                       keep_saved)
-        ctx.variant, ctx.backend, ctx.reverse = variant, backend, reverse
-        ctx.save_for_backward(R, b_hh, p, SA, SC, saved, mask)
-        return outs
+    def forward(ctx, *inputs):
+        output = _recurrence(*inputs)
+        _save(ctx, inputs, output)
+        return output
+
+    backward = staticmethod(_recurrence_backward)
+
+
+class _BackwardThroughTime(torch.autograd.Function):
+    """The backward as a Function of its own: a second derivative then meets its refusal,
+    where a plain backward would leave out every path through the recurrence, silently (a
+    gradient penalty's d/dW_hh came back None). Under torch.func it also gets its tensors
+    unwrapped, which a compiled kernel needs."""
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, d_out, d_a_n, d_c_n=None):
-        R, b_hh, p, SA, SC, saved, mask = ctx.saved_tensors
-        grads = _backward(ctx.variant, ctx.backend, ctx.reverse, d_out, d_a_n, d_c_n, R, b_hh, p,
-                          SA, SC, saved, mask)
-        return *grads, None, None, None, None, None
+    def forward(ctx, *inputs):
+        return _backward(*inputs)
+
+    backward = staticmethod(_refuse_second_derivative)
+
+
+class _RecurrenceUnderTransforms(torch.autograd.Function):
+    forward = staticmethod(_recurrence)
+    setup_context = staticmethod(_save)
+    backward = staticmethod(_recurrence_backward)
+
+
+class _BackwardThroughTimeUnderTransforms(torch.autograd.Function):
+    forward = staticmethod(_backward)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    backward = staticmethod(_refuse_second_derivative)
+
+
+_UNDER_TRANSFORMS = {_Recurrence: _RecurrenceUnderTransforms,
+                     _BackwardThroughTime: _BackwardThroughTimeUnderTransforms}
+# Function.apply's own question (torch 2.4 to 2.15); without it, no transform is taken as active.
+_transforms_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
+
+
+def _door(function):
+    return _UNDER_TRANSFORMS[function] if _transforms_active() else function
 
 
 def run(v: Variant, backend: str, xp, R, b_hh, p, a0, c0, mask, reverse: bool,
@@ -94,7 +172,9 @@ def run(v: Variant, backend: str, xp, R, b_hh, p, a0, c0, mask, reverse: bool,
     """(out, a_n) or (out, a_n, c_n): through the operator while torch.compile or
     torch.export traces, else through the autograd Function."""
     if not torch.compiler.is_compiling():
-        return _Recurrence.apply(xp, R, b_hh, p, a0, c0, mask, v, backend, reverse, keep_saved)
+        outs = _door(_Recurrence).apply(xp, R, b_hh, p, a0, c0, mask, v, backend, reverse,
+                                        keep_saved)
+        return outs[:3] if v.has_cell else outs[:2]
     out, a_n, c_n, *_ = torch.ops.gatedrnn.through_time(xp, R, b_hh, p, a0, c0, mask, v.name,
                                                         backend, reverse, keep_saved)
     return (out, a_n, c_n) if v.has_cell else (out, a_n)
@@ -195,3 +275,4 @@ def _backward_formula(ctx, d_out, d_a_n, d_c_n, *_):
 
 
 _through_time.register_autograd(_backward_formula, setup_context=_setup_context)
+_through_time_backward.register_autograd(_refuse_second_derivative)

@@ -88,3 +88,12 @@ def test_the_operators_gradients_are_the_autograd_functions(variant):
         grads.append(torch.autograd.grad(loss, leaves))
     for a, b in zip(*grads):
         assert torch.equal(a, b)
+
+
+def test_a_second_derivative_through_the_operator_is_refused_by_name():
+    args = _forward_operator_args("gru", "loop")
+    xp, R = args[:2]
+    out = torch.ops.gatedrnn.through_time(*args)[0]
+    (d_xp,) = torch.autograd.grad(out.sin().sum(), xp, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiable once"):
+        torch.autograd.grad(d_xp.pow(2).sum(), R)
