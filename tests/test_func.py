@@ -58,3 +58,16 @@ def test_a_second_derivative_is_refused_by_name():
     with pytest.raises(RuntimeError, match="differentiable once"):
         torch.func.grad(lambda p: torch.func.grad(lambda q: _loss(model, q, x))(p)
                         ["weight_hh_l0"].sum())(params)
+
+
+@pytest.mark.gpu
+def test_torch_func_grad_on_the_gpu_gives_autograds_gradients():
+    """CUDA tensors, the triton backend's kernels, float32."""
+    model, x = _model_and_input("lstm", "triton")
+    model, x = model.float().cuda(), x.float().cuda()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    got = torch.func.grad(lambda p: _loss(model, p, x))(params)
+    expected = torch.autograd.grad(_loss(model, dict(model.named_parameters()), x),
+                                   list(model.parameters()))
+    for name, e in zip(params, expected):
+        assert rel_err(got[name], e) <= 1e-6, name
