@@ -50,14 +50,14 @@ def outputs(v: Variant, SA, SC, mask, reverse: bool):
 
 
 def _forward(v: Variant, backend: str, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved):
-    """((out, a_n[, c_n]) in xp's dtype, SA, SC, saved)."""
+    """(out, a_n, c_n or None) in xp's dtype, then what the backward takes (SA, SC, saved)."""
     with autocast_off(xp.device.type):
         SA, SC, saved = kernels.load(backend).forward(v, xp, R, b_hh, p, a0, c0, mask, reverse,
                                                       keep_saved)
         out, *finals = outputs(v, SA, SC, mask, reverse)
         # A backend may keep a wider state than xp's dtype (float32 for bfloat16 inputs).
-        outs = (out.to(xp.dtype), *(f.to(xp.dtype, copy=True) for f in finals))
-    return outs, SA, SC, saved
+        a_n, c_n = (*(f.to(xp.dtype, copy=True) for f in finals), None)[:2]
+    return out.to(xp.dtype), a_n, c_n, SA, SC, saved
 
 
 def _backward(v: Variant, backend: str, reverse: bool, d_out, d_a_n, d_c_n, R, b_hh, p, SA, SC,
@@ -73,35 +73,33 @@ def _backward(v: Variant, backend: str, reverse: bool, d_out, d_a_n, d_c_n, R, b
                                               mask, reverse)
 
 
-# The eager door is an autograd Function in two forms. The classic one (forward(ctx, ...)) is
-# the cheap one: the form torch.func's transforms need (forward without ctx, setup_context)
-# makes Function.apply bind its arguments to forward's signature with inspect, every call
-# (+80 to +130 µs on a forward and backward of one small step, measured). So the second form runs only
-# where a transform is active (torch.func.grad, vjp), asked as Function.apply asks. Both run
-# the same four functions below.
-
-def _recurrence(*inputs):
-    """(out, a_n, c_n or None, SA, SC, saved): the outputs, then what the backward needs."""
-    xp, R, b_hh, p, a0, c0, mask, variant, backend, reverse, keep_saved = inputs
-    outs, SA, SC, saved = _forward(variant, backend, xp, R, b_hh, p, a0, c0, mask, reverse,
-                                   keep_saved)
-    c_n = outs[2] if variant.has_cell else None
-    # The reference backend saves xp itself; an input returned to be saved must be a view.
-    return outs[0], outs[1], c_n, SA, SC, (xp.view_as(xp) if saved is xp else saved)
-
-
 def _save(ctx, inputs, output):
-    R, b_hh, p = inputs[1:4]
-    mask, variant, backend, reverse = inputs[6:10]
+    """What both doors' backwards read, from the inputs (xp, R, b_hh, p, a0, c0, mask, variant,
+    backend, reverse, keep_saved) and the outputs (out, a_n, c_n, SA, SC, saved)."""
+    xp, R, b_hh, p, a0, c0, mask, variant, backend, reverse, _ = inputs
     SA, SC, saved = output[3:]
     ctx.mark_non_differentiable(*(t for t in (SA, SC, saved) if t is not None))
     ctx.set_materialize_grads(False)   # no zeros for them (nor for an unused output)
-    ctx.variant, ctx.backend, ctx.reverse = variant, backend, reverse
-    ctx.save_for_backward(R, b_hh, p, SA, SC, saved, mask)
+    ctx.save_for_backward(R, b_hh, p, a0, c0, SA, SC, saved, mask)
+    ctx.zeros = dict(dtype=xp.dtype, device=xp.device)   # what an unused output's gradient is
+    ctx.variant, ctx.backend, ctx.reverse = get_variant(variant), backend, reverse
+
+
+# The eager door is an autograd Function in two forms. The classic one (forward(ctx, ...)) is
+# the cheap one: the form torch.func's transforms need (forward without ctx, setup_context)
+# makes Function.apply bind its arguments to forward's signature with inspect, every call
+# (+80 to +130 µs on a forward and backward of one small step, measured). So the second form
+# runs only where a transform is active (torch.func.grad, vjp), asked as Function.apply asks.
+
+def _recurrence(*inputs):
+    xp, R, b_hh, p, a0, c0, mask, variant, backend, reverse, keep_saved = inputs
+    *outs, saved = _forward(variant, backend, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved)
+    # The reference backend saves xp itself; an input returned to be saved must be a view.
+    return *outs, (xp.view_as(xp) if saved is xp else saved)
 
 
 def _recurrence_backward(ctx, d_out, d_a_n, d_c_n, *_):
-    R, b_hh, p, SA, SC, saved, mask = ctx.saved_tensors
+    R, b_hh, p, _, _, SA, SC, saved, mask = ctx.saved_tensors
     inputs = (ctx.variant, ctx.backend, ctx.reverse, d_out, d_a_n, d_c_n, R, b_hh, p, SA, SC,
               saved, mask)
     # A backward that records no graph (no create_graph, no transform) needs no Function.
@@ -181,12 +179,13 @@ def run(v: Variant, backend: str, xp, R, b_hh, p, a0, c0, mask, reverse: bool,
 
 
 # The operators (this module leaves annotations unpostponed: torch 2.4's schema inference
-# does not read them as strings). Tensors a variant or a backend does not have are passed and returned as
+# does not read them as strings). Tensors a variant or a backend does not have are returned as
 # empty ones, as a schema's outputs cannot be optional.
 
 def _unaliased(tensors, inputs, like: Tensor):
-    """`tensors` (None as an empty tensor on `like`'s device), each copied where it shares memory with an input or
-    an earlier one (a view of the states, the reference backend's saved xp)."""
+    """`tensors` (None as an empty tensor on `like`'s device), each copied where it shares
+    memory with an input or an earlier one (`out`, a view of the states; the reference
+    backend's saved xp)."""
     taken = {t.untyped_storage().data_ptr() for t in inputs if t is not None and t.numel()}
     fresh = []
     for t in tensors:
@@ -205,11 +204,9 @@ def _through_time(xp: Tensor, R: Tensor, b_hh: Optional[Tensor], p: Optional[Ten
                   backend: str, reverse: bool, keep_saved: bool
                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(out, a_n, c_n, SA, SC, saved): the recurrence's outputs, then what its backward takes."""
-    v = get_variant(variant)
-    outs, SA, SC, saved = _forward(v, backend, xp, R, b_hh, p, a0, c0, mask, reverse,
-                                   keep_saved)
-    c_n = outs[2] if v.has_cell else None
-    return _unaliased((outs[0], outs[1], c_n, SA, SC, saved), (xp, R, b_hh, p, a0, c0, mask), xp)
+    outputs = _forward(get_variant(variant), backend, xp, R, b_hh, p, a0, c0, mask, reverse,
+                       keep_saved)
+    return _unaliased(outputs, (xp, R, b_hh, p, a0, c0, mask), xp)
 
 
 @_through_time.register_fake
@@ -237,7 +234,8 @@ def _through_time_backward(d_out: Tensor, d_a_n: Tensor, d_c_n: Optional[Tensor]
                                                    b_hh, p, SA, SC, saved, mask)
     grads = (d_xp.to(d_out.dtype), d_R, d_b_hh, d_p, d_a0.to(a0.dtype),
              None if d_c0 is None else d_c0.to(c0.dtype))
-    return _unaliased(grads, (d_out, d_a_n, d_c_n, R, b_hh, p, a0, c0, SA, SC, saved, mask), d_out)
+    inputs = (d_out, d_a_n, d_c_n, R, b_hh, p, a0, c0, SA, SC, saved, mask)
+    return _unaliased(grads, inputs, d_out)
 
 
 @_through_time_backward.register_fake
@@ -248,20 +246,11 @@ def _(d_out, d_a_n, d_c_n, R, b_hh, p, a0, c0, SA, SC, saved, mask, variant, bac
             like(c0 if get_variant(variant).has_cell else None))
 
 
-def _setup_context(ctx, inputs, output):
-    xp, R, b_hh, p, a0, c0, mask, variant, backend, reverse, _ = inputs
-    *_, SA, SC, saved = output
-    ctx.mark_non_differentiable(SA, SC, saved)
-    ctx.set_materialize_grads(False)
-    ctx.save_for_backward(R, b_hh, p, a0, c0, SA, SC, saved, mask)
-    # An output no gradient reaches gets zeros in the dtype it was returned in: xp's.
-    ctx.zeros = dict(dtype=xp.dtype, device=xp.device)
-    ctx.variant, ctx.backend, ctx.reverse = variant, backend, reverse
-
-
 def _backward_formula(ctx, d_out, d_a_n, d_c_n, *_):
+    """The operator's backward: its own operator, given a gradient for every output it reads
+    (the fake implementation takes d_xp's dtype from d_out's)."""
     R, b_hh, p, a0, c0, SA, SC, saved, mask = ctx.saved_tensors
-    v = get_variant(ctx.variant)
+    v = ctx.variant
     T, B, H = SA.shape[0] - 1, SA.shape[1], SA.shape[2]
     d_out = torch.zeros(T, B, H, **ctx.zeros) if d_out is None else d_out
     d_a_n = torch.zeros(B, H, **ctx.zeros) if d_a_n is None else d_a_n
@@ -269,10 +258,10 @@ def _backward_formula(ctx, d_out, d_a_n, d_c_n, *_):
         d_c_n = torch.zeros(B, H, **ctx.zeros) if d_c_n is None else d_c_n
     d_xp, d_R, d_b_hh, d_p, d_a0, d_c0 = torch.ops.gatedrnn.through_time_backward(
         d_out, d_a_n, d_c_n if v.has_cell else None, R, b_hh, p, a0, c0, SA,
-        SC if v.has_cell else None, saved, mask, ctx.variant, ctx.backend, ctx.reverse)
+        SC if v.has_cell else None, saved, mask, v.name, ctx.backend, ctx.reverse)
     return (d_xp, d_R, None if b_hh is None else d_b_hh, None if p is None else d_p, d_a0,
             d_c0 if v.has_cell else None, None, None, None, None, None)
 
 
-_through_time.register_autograd(_backward_formula, setup_context=_setup_context)
+_through_time.register_autograd(_backward_formula, setup_context=_save)
 _through_time_backward.register_autograd(_refuse_second_derivative)

@@ -8,25 +8,25 @@ import torch
 
 from gatedrnn import kernels, through_time
 from gatedrnn.cells import get_variant
-from gatedrnn.functional import argument_shapes, lengths_to_mask
+from gatedrnn.functional import lengths_to_mask
 from conftest import VARIANTS, needs_triton
 
-T, B, I, H = 3, 2, 3, 4
+T, B, H = 3, 2, 4
 TRITON = pytest.param("triton", marks=needs_triton)
 
 
 def _backend_inputs(variant: str, dtype, requires_grad=False, mask=None):
     """The backend's (xp, R, b_hh, p, a0, c0, mask), random, in `dtype`."""
     v = get_variant(variant)
-    shapes = argument_shapes(variant, T, B, I, H)
     g = torch.Generator().manual_seed(0)
-    rand = lambda name: (0.5 * torch.randn(shapes[name], generator=g, dtype=torch.float64)  # noqa: E731
-                         ).to(dtype).requires_grad_(requires_grad)
-    xp = (torch.randn(T, B, v.num_gates * H, generator=g, dtype=torch.float64)
-          ).to(dtype).requires_grad_(requires_grad)
-    return (xp, rand("weight_hh"), rand("bias_hh")[:H] if v.recurrent_bias else None,
-            rand("peephole") if v.peepholes else None, rand("a0"),
-            rand("c0") if v.has_cell else None, mask)
+
+    def rand(*shape):
+        t = 0.5 * torch.randn(shape, generator=g, dtype=torch.float64)
+        return t.to(dtype).requires_grad_(requires_grad)
+
+    return (rand(T, B, v.num_gates * H), rand(v.num_gates * H, H),
+            rand(H) if v.recurrent_bias else None, rand(3, H) if v.peepholes else None,
+            rand(B, H), rand(B, H) if v.has_cell else None, mask)
 
 
 def _layout(t):
