@@ -119,6 +119,23 @@ def test_lengths_need_no_sorting_and_full_lengths_change_nothing():
     torch.testing.assert_close(shuffled[0], model(x, lengths=LENGTHS)[0][:, order])
 
 
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("backend", ["cpu", "loop"])
+def test_the_output_may_be_changed_in_place_before_the_backward(backend, num_layers):
+    """out += residual, as torch.nn's output allows: a unidirectional stack's output is its last
+    layer's states, which its backward reads, so the layer returns a copy of them."""
+    model, g = _model("lstm", num_layers=num_layers, backend=backend)
+    x = torch.randn(T, B, I, generator=g, dtype=torch.float64)
+    weights = torch.randn(T, B, H, generator=g, dtype=torch.float64)
+    grads = []
+    for in_place in (False, True):
+        out, _ = model(x)
+        out = out.mul_(weights) if in_place else out * weights
+        grads.append(torch.autograd.grad(out.sum(), list(model.parameters())))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("variant", ["gru", "lstm_peephole"])
 def test_batch_first_and_unbatched_inputs(variant):
     model, g = _model(variant, num_layers=2, bidirectional=True)
