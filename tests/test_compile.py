@@ -13,6 +13,7 @@ import torch
 
 import gatedrnn
 from gatedrnn import kernels
+from gatedrnn.functional import recurrence
 from conftest import (LayersInAModel, needs_triton, outputs_and_grads, random_like_outputs,
                       rel_err)
 
@@ -91,7 +92,9 @@ def test_a_model_compiles_to_one_graph_with_an_operator_per_layer_and_direction(
 def test_an_eager_call_takes_the_autograd_function_not_the_operator():
     """The operator's dispatch costs ~20-80 µs a call more (benchmarks/dispatch_cost.py):
     eager calls, a streamed sequence's steps among them, do not pay it."""
-    out, _ = gatedrnn.GRU(3, 4, backend="loop")(torch.randn(2, 1, 3))
+    gru = gatedrnn.GRU(3, 4, backend="loop")
+    out, _ = recurrence(torch.randn(2, 1, 3), gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0,
+                        gru.bias_hh_l0, torch.zeros(1, 4), variant="gru", backend="loop")
     assert type(out.grad_fn).__name__ == "_RecurrenceBackward"
 
 

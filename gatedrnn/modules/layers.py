@@ -198,9 +198,10 @@ class RecurrentLayers(nn.Module):
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
 
         out, h = layer_input, torch.stack(a_n)
-        if out._is_view() and torch.is_grad_enabled():
+        if not torch.compiler.is_compiling() and torch.is_grad_enabled() and out._is_view():
             # The last layer's states themselves, which its backward reads: a copy, so that the
             # caller may change it in place (out += residual), as torch.nn's output allows.
+            # (Traced, the operator returns a copy already.)
             out = out.clone()
         c = torch.stack(c_n) if c0 is not None else None
         if packed:
