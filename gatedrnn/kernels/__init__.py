@@ -1,7 +1,8 @@
 """Backends of the recurrence: one layer, one direction, after the input projection.
 
-Every backend is a module with two functions and this contract (the autograd Function in
-gatedrnn/functional.py is the only caller):
+Every backend is a module with two functions and this contract (gatedrnn/through_time.py, the
+autograd Function and the custom operators, is the only caller; functional.capture calls the
+forward for the gates it saves):
 
     forward(variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved) -> (SA, SC, saved)
         xp (T, B, G*H) input projections W_x x<t> + b of all steps; R (G*H, H); b_hh (H,) or None;
@@ -35,6 +36,8 @@ import importlib
 import warnings
 
 import torch
+
+from . import states
 
 BACKENDS = ("reference", "loop", "cpu", "triton")
 
@@ -95,7 +98,7 @@ _warned: set[str] = set()
 # device and dtype alone (both constants to a trace): resolve's body imports backends and may
 # build the CPU kernel, which Dynamo cannot follow (under fullgraph=True, an error). This is
 # the mark torch.compiler.assume_constant_result sets (torch 2.4 to 2.15), set without it:
-# it imports torch._dynamo, seconds that `import gatedrnn` need not pay (tests/test_tracing.py
+# it imports torch._dynamo, seconds that `import gatedrnn` need not pay (tests/test_compile.py
 # checks that torch's function still sets this mark).
 resolve._dynamo_marked_constant = True
 
@@ -126,6 +129,5 @@ def load(backend: str):
 def forward_like(backend: str, variant, xp, a0, c0, keep_saved: bool):
     """Uninitialised tensors with the shapes and dtypes `backend`'s forward returns, from the
     inputs' shapes alone: what torch.compile and torch.export trace in its place."""
-    from .states import forward_like as default
-    like = getattr(load(backend), "forward_like", default)
+    like = getattr(load(backend), "forward_like", states.forward_like)
     return like(variant, xp, a0, c0, keep_saved)

@@ -35,20 +35,17 @@ def new_states(s0: torch.Tensor, T: int, reverse: bool) -> torch.Tensor:
     return S
 
 
-def forward_like(variant: Variant, xp, a0, c0, keep_saved: bool, dtypes=None,
-                 saved_width: int | None = None):
+def forward_like(variant: Variant, xp, a0, c0, keep_saved: bool, dtypes=None):
     """Uninitialised (SA, SC, saved) with the shapes and dtypes a backend's forward returns:
     what torch.compile and torch.export are told it returns (gatedrnn/through_time.py). By
     default the loop and cpu backends' layout: SA and SC in a0's and c0's dtype, saved
-    (T, B, S*H) in xp's; a backend that stores otherwise passes its (SA, SC, saved) dtypes and
-    its saved width."""
+    (T, B, S*H) in xp's; a backend that stores in other dtypes passes its (SA, SC, saved) ones."""
     T, B, _ = xp.shape
     H = a0.shape[-1]
     sa, sc, sv = dtypes or (a0.dtype, c0.dtype if c0 is not None else None, xp.dtype)
     SA = a0.new_empty(T + 1, B, H, dtype=sa)
     SC = a0.new_empty(T + 1, B, H, dtype=sc) if variant.has_cell else None
-    width = variant.saved_blocks * H if saved_width is None else saved_width
-    saved = xp.new_empty(T, B, width, dtype=sv) if keep_saved else None
+    saved = xp.new_empty(T, B, variant.saved_blocks * H, dtype=sv) if keep_saved else None
     return SA, SC, saved
 
 
