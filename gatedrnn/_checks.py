@@ -75,6 +75,17 @@ def state(name: str, s, shape: tuple[int, ...], like: Tensor,
     return s
 
 
+# Function.apply's own question (torch 2.4 to 2.15); without it, no transform is taken as active.
+functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
+
+
+def values_unreadable() -> bool:
+    """Can a tensor's values not be read here? While torch.compile or torch.export traces (a
+    read would stop the trace at every call), and under a torch.func transform (vmap cannot
+    read a batched tensor's)."""
+    return torch.compiler.is_compiling() or functorch_active()
+
+
 def lengths(value, batch: int, T: int, device) -> Tensor:
     """Per-sequence lengths as int64 on `device`; any order, each in 1..T."""
     if isinstance(value, (list, tuple)):
@@ -85,10 +96,9 @@ def lengths(value, batch: int, T: int, device) -> Tensor:
     if value.dim() != 1 or value.shape[0] != batch:
         raise ValueError(f"lengths: expected one length per sequence, shape ({batch},), "
                          f"got shape {tuple(value.shape)}")
-    if torch.compiler.is_compiling():
-        # Reading the values would stop a trace (torch.compile's fullgraph, torch.export) at
-        # every call. Unchecked they do no harm: the layers read them through a mask only, in
-        # which a length over T counts as T, and one under 1 leaves its sequence at a0.
+    if values_unreadable():
+        # Unchecked they do no harm: the layers read them through a mask only, in which a
+        # length over T counts as T, and one under 1 leaves its sequence at a0.
         return value.to(device=device, dtype=torch.int64)
     low, high = int(value.min()), int(value.max())
     if low < 1:

@@ -4,7 +4,7 @@ time, behind one of two doors that run the same code.
 - Eager: an autograd Function, the cheapest per call. Through the operator, one step of a small
   GRU on the cpu backend took 48 µs instead of 27, and 115 µs instead of 31 with gradients
   (benchmarks/dispatch_cost.py, torch 2.13): a cost every step of a streamed sequence would pay.
-  torch.func's grad and vjp take it too (in the form they need, below).
+  torch.func's transforms take it too (in the form they need, below; vmap: vmap_rules.py).
 - Traced (torch.compile, torch.export): two custom operators, gatedrnn::through_time and
   gatedrnn::through_time_backward. A tracer takes each as one node, from shapes alone (their
   fake implementations), so a compiled model has no graph break in it (fullgraph=True works),
@@ -23,8 +23,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import kernels
-from ._checks import autocasting
+from . import kernels, vmap_rules
+from ._checks import autocasting, functorch_active
 from .cells import Variant, get_variant
 from .kernels import states
 
@@ -103,7 +103,7 @@ def _recurrence_backward(ctx, d_out, d_a_n, d_c_n, *_):
     inputs = (ctx.variant, ctx.backend, ctx.reverse, d_out, d_a_n, d_c_n, R, b_hh, p, SA, SC,
               saved, mask)
     # A backward that records no graph (no create_graph, no transform) needs no Function.
-    recorded = torch.is_grad_enabled() or _transforms_active()
+    recorded = torch.is_grad_enabled() or functorch_active()
     grads = _door(_BackwardThroughTime).apply(*inputs) if recorded else _backward(*inputs)
     return *grads, None, None, None, None, None
 
@@ -144,6 +144,11 @@ class _RecurrenceUnderTransforms(torch.autograd.Function):
     setup_context = staticmethod(_save)
     backward = staticmethod(_recurrence_backward)
 
+    @staticmethod
+    def vmap(info, in_dims, *inputs):
+        return vmap_rules.recurrence(info, in_dims, inputs,
+                                     _RecurrenceUnderTransforms.apply)
+
 
 class _BackwardThroughTimeUnderTransforms(torch.autograd.Function):
     forward = staticmethod(_backward)
@@ -154,15 +159,17 @@ class _BackwardThroughTimeUnderTransforms(torch.autograd.Function):
 
     backward = staticmethod(_refuse_second_derivative)
 
+    @staticmethod
+    def vmap(info, in_dims, *inputs):
+        return vmap_rules.backward_through_time(info, in_dims, inputs, _backward)
+
 
 _UNDER_TRANSFORMS = {_Recurrence: _RecurrenceUnderTransforms,
                      _BackwardThroughTime: _BackwardThroughTimeUnderTransforms}
-# Function.apply's own question (torch 2.4 to 2.15); without it, no transform is taken as active.
-_transforms_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
 
 
 def _door(function):
-    return _UNDER_TRANSFORMS[function] if _transforms_active() else function
+    return _UNDER_TRANSFORMS[function] if functorch_active() else function
 
 
 def run(v: Variant, backend: str, xp, R, b_hh, p, a0, c0, mask, reverse: bool,

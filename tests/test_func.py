@@ -5,7 +5,7 @@ came back None where torch.nn.GRU's is not zero)."""
 
 import pytest
 import torch
-from torch.func import functional_call
+from torch.func import functional_call, grad, vmap
 
 import gatedrnn
 from conftest import needs_triton, rel_err
@@ -45,6 +45,69 @@ def test_torch_func_vjp_gives_autograds_input_gradient():
     x.requires_grad_(True)
     expected = torch.autograd.grad((model(x)[0] * weights).sum(), x)[0]
     assert rel_err(vjp(weights)[0], expected) <= 1e-12
+
+
+def _samples(N=3, T=5, B=2):
+    """N samples of (T, B, 3) inputs, and their lengths (N, B): each sample's own."""
+    g = torch.Generator().manual_seed(3)
+    lengths = torch.stack([torch.randperm(T, generator=g)[:B] + 1 for _ in range(N)])
+    return torch.randn(N, T, B, 3, generator=g, dtype=torch.float64), lengths
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_vmap_over_inputs_gives_each_sample_alone(backend):
+    model, _ = _model_and_input("lstm_peephole", backend)
+    params = dict(model.named_parameters())
+    xs, lengths = _samples()
+    run = lambda x, n: functional_call(model, params, (x,), {"lengths": n})  # noqa: E731
+    out, (h, c) = vmap(run)(xs, lengths)
+    for k in range(len(xs)):
+        out_k, (h_k, c_k) = model(xs[k], lengths=lengths[k])
+        for a, b in ((out[k], out_k), (h[k], h_k), (c[k], c_k)):
+            assert rel_err(a, b) <= 1e-12
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("variant", ["gru", "gru_reset_after", "lstm_peephole"])
+def test_per_sample_gradients_are_each_samples_own(variant, backend):
+    """vmap(grad(loss)): every parameter's gradient (b_cc and the peepholes included) of each
+    sample alone."""
+    model, _ = _model_and_input(variant, backend)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    xs, lengths = _samples()
+    per_sample = vmap(grad(_sample_loss(model)), in_dims=(None, 0, 0))(params, xs, lengths)
+    for k in range(len(xs)):
+        expected = torch.autograd.grad(
+            _sample_loss(model)(dict(model.named_parameters()), xs[k], lengths[k]),
+            list(model.parameters()))
+        for name, e in zip(params, expected):
+            assert rel_err(per_sample[name][k], e) <= 1e-12, (k, name)
+
+
+def _sample_loss(model):
+    def loss(params, x, lengths):
+        out, _ = functional_call(model, params, (x,), {"lengths": lengths})
+        return out.sin().sum()
+    return loss
+
+
+def test_vmap_over_weights_runs_each_member():
+    """An ensemble: each member's weights vmapped, one call per member."""
+    model, x = _model_and_input("gru", "cpu")
+    members = {k: torch.stack([v.detach(), 0.5 * v.detach()])
+               for k, v in model.named_parameters()}
+    outs = vmap(lambda p: functional_call(model, p, (x,))[0])(members)
+    for k in range(2):
+        expected = functional_call(model, {n: v[k] for n, v in members.items()}, (x,))[0]
+        assert rel_err(outs[k], expected) <= 1e-12
+
+
+def test_jacrev_gives_autograds_jacobian():
+    model, x = _model_and_input("lstm", "cpu")
+    params = dict(model.named_parameters())
+    got = torch.func.jacrev(lambda x: functional_call(model, params, (x,))[0])(x)
+    expected = torch.autograd.functional.jacobian(lambda x: model(x)[0], x)
+    assert rel_err(got, expected) <= 1e-12
 
 
 def test_a_second_derivative_is_refused_by_name():

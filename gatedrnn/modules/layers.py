@@ -173,8 +173,8 @@ class RecurrentLayers(nn.Module):
                 raise ValueError("lengths: expected a batched (3-dimensional) input, got an "
                                  "unbatched one")
             lengths = _checks.lengths(lengths, B, T, x.device)
-            # Lengths all of T need no mask; a trace cannot know them, and masks always.
-            if torch.compiler.is_compiling() or int(lengths.min()) < T:
+            # Lengths all of T need no mask; where they cannot be read, mask always.
+            if _checks.values_unreadable() or int(lengths.min()) < T:
                 mask = lengths_to_mask(lengths, T)
         a0, c0 = self._initial_states(hx, x, batched)
 
