@@ -134,3 +134,20 @@ def test_torch_func_grad_on_the_gpu_gives_autograds_gradients():
                                    list(model.parameters()))
     for name, e in zip(params, expected):
         assert rel_err(got[name], e) <= 1e-6, name
+
+
+@pytest.mark.gpu
+def test_per_sample_gradients_on_the_gpu_are_each_samples_own():
+    """CUDA tensors, the triton backend's kernels, float32: the samples folded into one call."""
+    model, _ = _model_and_input("gru", "triton")
+    model = model.float().cuda()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    xs, lengths = _samples()
+    xs, lengths = xs.float().cuda(), lengths.cuda()
+    per_sample = vmap(grad(_sample_loss(model)), in_dims=(None, 0, 0))(params, xs, lengths)
+    for k in range(len(xs)):
+        expected = torch.autograd.grad(
+            _sample_loss(model)(dict(model.named_parameters()), xs[k], lengths[k]),
+            list(model.parameters()))
+        for name, e in zip(params, expected):
+            assert rel_err(per_sample[name][k], e) <= 1e-5, (k, name)
