@@ -29,14 +29,14 @@ def _fold(t, dim, N: int, batch: int):
         t = t.unsqueeze(batch).expand(*t.shape[:batch], N, *t.shape[batch:])
     else:
         t = t.movedim(dim, batch)
-    return t.reshape(*t.shape[:batch], -1, *t.shape[batch + 2:])
+    return t.flatten(batch, batch + 1)
 
 
 def _unfold(t, N: int, batch: int):
     """The inverse of _fold: (..., N*B, ...) → (..., N, B, ...), vmapped at `batch`."""
     if t is None:
         return None, None
-    return t.reshape(*t.shape[:batch], N, -1, *t.shape[batch + 1:]), batch
+    return t.unflatten(batch, (N, t.shape[batch] // N)), batch
 
 
 def _one_by_one(info, in_dims, inputs, call):

@@ -1,7 +1,8 @@
-"""torch.func's grad and vjp over gatedrnn layers (the autograd Function in the form the
-transforms take, gatedrnn/through_time.py), and a second derivative refused by name: before,
-a gradient penalty's derivative left out every path through the recurrence, silently (d/dW_hh
-came back None where torch.nn.GRU's is not zero)."""
+"""torch.func over gatedrnn layers: grad, vjp, jacrev, and vmap (gatedrnn/vmap_rules.py: over
+inputs, per-sample gradients among them, as one call with the samples in the batch; over
+weights, one call per member); and a second derivative refused by name: before, a gradient
+penalty's derivative left out every path through the recurrence silently (d/dW_hh came back
+None where torch.nn.GRU's is not zero)."""
 
 import pytest
 import torch
@@ -28,13 +29,16 @@ def _loss(model, params, x):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("variant", ["gru", "lstm_peephole"])
 def test_torch_func_grad_gives_autograds_gradients(variant, backend):
-    model, x = _model_and_input(variant, backend)
+    _assert_func_grad_is_autograds(*_model_and_input(variant, backend), 1e-12)
+
+
+def _assert_func_grad_is_autograds(model, x, tolerance):
     params = {k: v.detach() for k, v in model.named_parameters()}
     got = torch.func.grad(lambda p: _loss(model, p, x))(params)
     expected = torch.autograd.grad(_loss(model, dict(model.named_parameters()), x),
                                    list(model.parameters()))
     for name, e in zip(params, expected):
-        assert rel_err(got[name], e) <= 1e-12, name
+        assert rel_err(got[name], e) <= tolerance, name
 
 
 def test_torch_func_vjp_gives_autograds_input_gradient():
@@ -68,27 +72,25 @@ def test_vmap_over_inputs_gives_each_sample_alone(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("variant", ["gru", "gru_reset_after", "lstm_peephole"])
+@pytest.mark.parametrize("variant", ["rnn", "gru", "gru_reset_after", "lstm_peephole"])
 def test_per_sample_gradients_are_each_samples_own(variant, backend):
-    """vmap(grad(loss)): every parameter's gradient (b_cc and the peepholes included) of each
-    sample alone."""
-    model, _ = _model_and_input(variant, backend)
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    xs, lengths = _samples()
-    per_sample = vmap(grad(_sample_loss(model)), in_dims=(None, 0, 0))(params, xs, lengths)
-    for k in range(len(xs)):
-        expected = torch.autograd.grad(
-            _sample_loss(model)(dict(model.named_parameters()), xs[k], lengths[k]),
-            list(model.parameters()))
-        for name, e in zip(params, expected):
-            assert rel_err(per_sample[name][k], e) <= 1e-12, (k, name)
+    """vmap(grad(loss)): every parameter's gradient of each sample alone (b_cc and the
+    peepholes included; the rnn, which saves no gates, too)."""
+    _assert_per_sample_gradients(_model_and_input(variant, backend)[0], *_samples(), 1e-12)
 
 
-def _sample_loss(model):
+def _assert_per_sample_gradients(model, xs, lengths, tolerance):
     def loss(params, x, lengths):
         out, _ = functional_call(model, params, (x,), {"lengths": lengths})
         return out.sin().sum()
-    return loss
+
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    per_sample = vmap(grad(loss), in_dims=(None, 0, 0))(params, xs, lengths)
+    for k in range(len(xs)):
+        expected = torch.autograd.grad(loss(dict(model.named_parameters()), xs[k], lengths[k]),
+                                       list(model.parameters()))
+        for name, e in zip(params, expected):
+            assert rel_err(per_sample[name][k], e) <= tolerance, (k, name)
 
 
 def test_vmap_over_weights_runs_each_member():
@@ -127,27 +129,12 @@ def test_a_second_derivative_is_refused_by_name():
 def test_torch_func_grad_on_the_gpu_gives_autograds_gradients():
     """CUDA tensors, the triton backend's kernels, float32."""
     model, x = _model_and_input("lstm", "triton")
-    model, x = model.float().cuda(), x.float().cuda()
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    got = torch.func.grad(lambda p: _loss(model, p, x))(params)
-    expected = torch.autograd.grad(_loss(model, dict(model.named_parameters()), x),
-                                   list(model.parameters()))
-    for name, e in zip(params, expected):
-        assert rel_err(got[name], e) <= 1e-6, name
+    _assert_func_grad_is_autograds(model.float().cuda(), x.float().cuda(), 1e-6)
 
 
 @pytest.mark.gpu
 def test_per_sample_gradients_on_the_gpu_are_each_samples_own():
     """CUDA tensors, the triton backend's kernels, float32: the samples folded into one call."""
     model, _ = _model_and_input("gru", "triton")
-    model = model.float().cuda()
-    params = {k: v.detach() for k, v in model.named_parameters()}
     xs, lengths = _samples()
-    xs, lengths = xs.float().cuda(), lengths.cuda()
-    per_sample = vmap(grad(_sample_loss(model)), in_dims=(None, 0, 0))(params, xs, lengths)
-    for k in range(len(xs)):
-        expected = torch.autograd.grad(
-            _sample_loss(model)(dict(model.named_parameters()), xs[k], lengths[k]),
-            list(model.parameters()))
-        for name, e in zip(params, expected):
-            assert rel_err(per_sample[name][k], e) <= 1e-5, (k, name)
+    _assert_per_sample_gradients(model.float().cuda(), xs.float().cuda(), lengths.cuda(), 1e-5)
