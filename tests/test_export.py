@@ -48,6 +48,19 @@ def test_an_exported_model_runs_other_lengths_and_batches_as_the_eager_one(varia
             assert a.shape == b.shape and rel_err(a, b) <= 1e-12
 
 
+@pytest.mark.parametrize("strict", [False, True])
+def test_decomposed_and_strict_exports_keep_the_operator(strict):
+    """run_decompositions (the step toward core ATen that other runtimes take) leaves the
+    operator whole, and Dynamo's strict export takes it as the default one does."""
+    torch.manual_seed(0)
+    model = LayersInAModel("lstm_peephole", "cpu")
+    program = _export(model, strict=strict).run_decompositions()
+    assert len(_operator_nodes(program)) == 4
+    x, lengths = torch.randn(8, 3, 3, dtype=torch.float64), torch.tensor([8, 2, 6])
+    for a, b in zip(_leaves(program.module()(x, lengths)), _leaves(model(x, lengths))):
+        assert rel_err(a, b) <= 1e-12
+
+
 def test_an_exported_models_gradients_are_the_eager_ones():
     """The exported graph keeps the operator's autograd: gradients through program.module()."""
     torch.manual_seed(0)
