@@ -7,20 +7,19 @@ overhead is most of its time), interleaved, with and without gradients.
 """
 
 import argparse
-import statistics
-import time
 
 import torch
+from speed import measure   # benchmarks/speed.py: interleaved, warmed up, medians
 
 from gatedrnn import through_time
 from gatedrnn.cells import get_variant
 
 
-def _time_per_call(run, calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        run()
-    return (time.perf_counter() - start) / calls
+def _calls(run, calls: int):
+    def repeat():
+        for _ in range(calls):
+            run()
+    return repeat
 
 
 def main():
@@ -46,13 +45,9 @@ def main():
             "operator": lambda: torch.ops.gatedrnn.through_time(*inputs, v.name, args.backend,
                                                                 False, grad),
         }
-        for run in doors.values():   # warm up (and build the CPU kernel if needed)
-            _time_per_call(run, 200)
-        times = {name: [] for name in doors}
-        for _ in range(args.rounds):
-            for name, run in doors.items():
-                times[name].append(_time_per_call(run, args.calls) * 1e6)
-        f, o = (statistics.median(times[name]) for name in doors)
+        times = measure({name: _calls(run, args.calls) for name, run in doors.items()},
+                        args.rounds)
+        f, o = (times[name]["median_ms"] * 1e3 / args.calls for name in doors)
         print(f"{'with' if grad else 'without':<10} {f:12.1f} {o:12.1f} {o - f:+10.1f}")
 
 

@@ -6,10 +6,9 @@ one autograd.grad per sample, interleaved; both checked equal first.
 """
 
 import argparse
-import statistics
-import time
 
 import torch
+from speed import measure   # benchmarks/speed.py: interleaved, warmed up, medians
 from torch.func import functional_call, grad, vmap
 
 import gatedrnn
@@ -44,14 +43,8 @@ def main():
     got, expected = vmapped(), looped()
     worst = max(((got[k] - expected[k]).abs().max() / expected[k].abs().max()).item()
                 for k in params)
-    times = {"vmap(grad)": [], "loop of autograd.grad": []}
-    runs = dict(zip(times, (vmapped, looped)))
-    for _ in range(args.rounds):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    v, loop = (statistics.median(times[name]) for name in times)
+    times = measure({"vmap(grad)": vmapped, "loop": looped}, args.rounds)
+    v, loop = (times[name]["median_ms"] for name in ("vmap(grad)", "loop"))
     print(f"gru, {args.samples} samples of T = {args.steps}, batch 1, H = {H}, backend "
           f"{gatedrnn.kernels.resolve(args.backend, xs.device)!r}, torch {torch.__version__}; "
           f"median of {args.rounds} interleaved rounds; largest relative difference {worst:.1e}")

@@ -62,12 +62,8 @@ def _forward(v: Variant, backend: str, xp, R, b_hh, p, a0, c0, mask, reverse, ke
 
 def _backward(v: Variant, backend: str, reverse: bool, d_out, d_a_n, d_c_n, R, b_hh, p, SA, SC,
               saved, mask):
-    """(d_xp, d_R, d_b_hh, d_p, d_a0, d_c0); a missing output gradient counts as zero."""
-    d_out = torch.zeros_like(SA[1:]) if d_out is None else d_out
+    """(d_xp, d_R, d_b_hh, d_p, d_a0, d_c0), from a gradient for every output (_given)."""
     d_A = d_out if mask is None else d_out * mask
-    d_a_n = torch.zeros_like(SA[0]) if d_a_n is None else d_a_n
-    if v.has_cell:
-        d_c_n = torch.zeros_like(SC[0]) if d_c_n is None else d_c_n
     with autocast_off(R.device.type):   # a backward called inside torch.autocast
         return kernels.load(backend).backward(v, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved,
                                               mask, reverse)
@@ -85,6 +81,18 @@ def _save(ctx, inputs, output):
     ctx.variant, ctx.backend, ctx.reverse = get_variant(variant), backend, reverse
 
 
+def _given(ctx, d_out, d_a_n, d_c_n):
+    """The output gradients a backward got, zeros (in xp's dtype) where it got none: an output
+    no gradient reaches (set_materialize_grads(False) leaves it None). d_c_n None without a
+    cell."""
+    SA = ctx.saved_tensors[5]
+    T, B, H = SA.shape[0] - 1, SA.shape[1], SA.shape[2]
+    zeros = lambda *shape: torch.zeros(*shape, **ctx.zeros)  # noqa: E731
+    d_c_n = (zeros(B, H) if d_c_n is None else d_c_n) if ctx.variant.has_cell else None
+    return (zeros(T, B, H) if d_out is None else d_out,
+            zeros(B, H) if d_a_n is None else d_a_n, d_c_n)
+
+
 # The eager door is an autograd Function in two forms. The classic one (forward(ctx, ...)) is
 # the cheap one: the form torch.func's transforms need (forward without ctx, setup_context)
 # makes Function.apply bind its arguments to forward's signature with inspect, every call
@@ -100,8 +108,8 @@ def _recurrence(*inputs):
 
 def _recurrence_backward(ctx, d_out, d_a_n, d_c_n, *_):
     R, b_hh, p, _, _, SA, SC, saved, mask = ctx.saved_tensors
-    inputs = (ctx.variant, ctx.backend, ctx.reverse, d_out, d_a_n, d_c_n, R, b_hh, p, SA, SC,
-              saved, mask)
+    inputs = (ctx.variant, ctx.backend, ctx.reverse, *_given(ctx, d_out, d_a_n, d_c_n), R, b_hh,
+              p, SA, SC, saved, mask)
     # A backward that records no graph (no create_graph, no transform) needs no Function.
     recorded = torch.is_grad_enabled() or functorch_active()
     grads = _door(_BackwardThroughTime).apply(*inputs) if recorded else _backward(*inputs)
@@ -258,14 +266,9 @@ def _backward_formula(ctx, d_out, d_a_n, d_c_n, *_):
     (the fake implementation takes d_xp's dtype from d_out's)."""
     R, b_hh, p, a0, c0, SA, SC, saved, mask = ctx.saved_tensors
     v = ctx.variant
-    T, B, H = SA.shape[0] - 1, SA.shape[1], SA.shape[2]
-    d_out = torch.zeros(T, B, H, **ctx.zeros) if d_out is None else d_out
-    d_a_n = torch.zeros(B, H, **ctx.zeros) if d_a_n is None else d_a_n
-    if v.has_cell:
-        d_c_n = torch.zeros(B, H, **ctx.zeros) if d_c_n is None else d_c_n
     d_xp, d_R, d_b_hh, d_p, d_a0, d_c0 = torch.ops.gatedrnn.through_time_backward(
-        d_out, d_a_n, d_c_n if v.has_cell else None, R, b_hh, p, a0, c0, SA,
-        SC if v.has_cell else None, saved, mask, v.name, ctx.backend, ctx.reverse)
+        *_given(ctx, d_out, d_a_n, d_c_n), R, b_hh, p, a0, c0, SA, SC if v.has_cell else None,
+        saved, mask, v.name, ctx.backend, ctx.reverse)
     return (d_xp, d_R, None if b_hh is None else d_b_hh, None if p is None else d_p, d_a0,
             d_c0 if v.has_cell else None, None, None, None, None, None)
 

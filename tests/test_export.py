@@ -12,14 +12,10 @@ import pytest
 import torch
 from torch.export import Dim
 
-from conftest import LayersInAModel, needs_triton, rel_err
+from conftest import LayersInAModel, flat_outputs, needs_triton, rel_err
 
 BACKENDS = ["cpu", "loop", "reference", pytest.param("triton", marks=needs_triton)]
 THROUGH_TIME = torch.ops.gatedrnn.through_time.default
-
-
-def _leaves(result):
-    return torch.utils._pytree.tree_leaves(result)
 
 
 def _export(model, T=5, B=3, **kwargs):
@@ -44,7 +40,7 @@ def test_an_exported_model_runs_other_lengths_and_batches_as_the_eager_one(varia
     for T, lengths in ((9, [9, 4, 7, 1]), (2, [2, 1])):
         x = torch.randn(T, len(lengths), 3, dtype=torch.float64)
         got, expected = program.module()(x, torch.tensor(lengths)), model(x, torch.tensor(lengths))
-        for a, b in zip(_leaves(got), _leaves(expected)):
+        for a, b in zip(flat_outputs(got), flat_outputs(expected)):
             assert a.shape == b.shape and rel_err(a, b) <= 1e-12
 
 
@@ -57,7 +53,7 @@ def test_decomposed_and_strict_exports_keep_the_operator(strict):
     program = _export(model, strict=strict).run_decompositions()
     assert len(_operator_nodes(program)) == 4
     x, lengths = torch.randn(8, 3, 3, dtype=torch.float64), torch.tensor([8, 2, 6])
-    for a, b in zip(_leaves(program.module()(x, lengths)), _leaves(model(x, lengths))):
+    for a, b in zip(flat_outputs(program.module()(x, lengths)), flat_outputs(model(x, lengths))):
         assert rel_err(a, b) <= 1e-12
 
 
@@ -107,5 +103,5 @@ def test_an_exported_model_on_the_gpu_gives_the_eager_ones_numbers():
     x = torch.randn(6, 3, 3, device="cuda")
     lengths = torch.tensor([6, 2, 5], device="cuda")
     program = torch.export.export(model, (x, lengths))
-    for a, b in zip(_leaves(program.module()(x, lengths)), _leaves(model(x, lengths))):
+    for a, b in zip(flat_outputs(program.module()(x, lengths)), flat_outputs(model(x, lengths))):
         assert rel_err(a, b) <= 1e-6
