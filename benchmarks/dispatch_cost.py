@@ -1,6 +1,6 @@
 """What a call of the recurrence costs through each of its two doors (gatedrnn/through_time.py):
-the autograd Function that eager calls take, and the custom operator that torch.compile and
-torch.export trace. Measured on one step of a small layer (the streamed case, where the call's
+the eager one (the autograd Function; without gradients, straight to the backend) and the
+custom operator that torch.compile and torch.export trace. Measured on one step of a small layer (the streamed case, where the call's
 overhead is most of its time), interleaved, with and without gradients.
 
     python benchmarks/dispatch_cost.py [--backend cpu] [--hidden 32] [--calls 3000]
@@ -34,14 +34,14 @@ def main():
     print(f"gru, one step, batch 1, H = {args.hidden}, backend {args.backend!r}, torch "
           f"{torch.__version__}; median of {args.rounds} interleaved rounds of {args.calls} "
           f"calls")
-    print(f"{'gradients':<10} {'Function µs':>12} {'operator µs':>12} {'difference':>11}")
+    print(f"{'gradients':<10} {'eager µs':>12} {'operator µs':>12} {'difference':>11}")
     for grad in (False, True):
         xp = torch.randn(1, 1, 3 * H, requires_grad=grad)
         R = torch.randn(3 * H, H, requires_grad=grad)
         a0 = torch.zeros(1, H)
         inputs = (xp, R, None, None, a0, None, None)
         doors = {
-            "Function": lambda: through_time.run(v, args.backend, *inputs, False, grad),
+            "eager": lambda: through_time.run(v, args.backend, *inputs, False, grad),
             "operator": lambda: torch.ops.gatedrnn.through_time(*inputs, v.name, args.backend,
                                                                 False, grad),
         }

@@ -183,10 +183,14 @@ def _door(function):
 def run(v: Variant, backend: str, xp, R, b_hh, p, a0, c0, mask, reverse: bool,
         keep_saved: bool):
     """(out, a_n) or (out, a_n, c_n): through the operator while torch.compile or
-    torch.export traces, else through the autograd Function."""
+    torch.export traces, else through the autograd Function, or straight to the backend where
+    no backward can follow (keep_saved False: inference, a streamed step) and no transform
+    needs the Function's rules."""
     if not torch.compiler.is_compiling():
-        outs = _door(_Recurrence).apply(xp, R, b_hh, p, a0, c0, mask, v, backend, reverse,
-                                        keep_saved)
+        inputs = (xp, R, b_hh, p, a0, c0, mask, v, backend, reverse, keep_saved)
+        direct = not keep_saved and not functorch_active()
+        outs = _forward(v, backend, *inputs[:7], reverse, False) if direct else \
+            _door(_Recurrence).apply(*inputs)
         return outs[:3] if v.has_cell else outs[:2]
     out, a_n, c_n, *_ = torch.ops.gatedrnn.through_time(xp, R, b_hh, p, a0, c0, mask, v.name,
                                                         backend, reverse, keep_saved)
