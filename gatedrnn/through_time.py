@@ -1,8 +1,9 @@
 """The recurrence over time as autograd sees it: a backend's forward and its backward through
 time, behind one of two doors that run the same code.
 
-- Eager: an autograd Function, the cheapest per call. Through the operator, one step of a small
-  GRU on the cpu backend took 48 µs instead of 27, and 115 µs instead of 31 with gradients
+- Eager: an autograd Function, the cheapest per call (and, where no backward can follow, not
+  even that: run() calls the backend). Through the operator, one step of a small GRU on the
+  cpu backend took 49 µs instead of 17, and 112-117 µs instead of 36-37 with gradients
   (benchmarks/dispatch_cost.py, torch 2.13): a cost every step of a streamed sequence would pay.
   torch.func's transforms take it too (in the form they need, below; vmap: vmap_rules.py).
 - Traced (torch.compile, torch.export): two custom operators, gatedrnn::through_time and
