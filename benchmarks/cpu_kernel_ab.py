@@ -28,7 +28,7 @@ from torch.utils import cpp_extension
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gatedrnn import get_variant  # noqa: E402
-from gatedrnn.kernels import KERNEL_IDS, cpu  # noqa: E402
+from gatedrnn.kernels import KERNEL_IDS, cpu, onednn  # noqa: E402
 from speed import measure  # noqa: E402  (interleaved, warmed up, medians)
 
 SOURCE = "gatedrnn/kernels/cpu/recurrence.cpp"
@@ -53,14 +53,16 @@ def runs(ext, variant: str, T: int, B: int, H: int):
     p = 0.1 * torch.randn(3, H, generator=g) if v.peepholes else None
     a0, c0 = torch.zeros(B, H), (torch.zeros(B, H) if v.has_cell else None)
     d_A, d_n = torch.randn(T, B, H, generator=g), torch.zeros(B, H)
+    # Builds since oneDNN's products take its threshold (kernels/onednn.py) last.
+    extra = (onednn.min_values(),) if hasattr(ext, "onednn_available") else ()
 
     def infer():
-        ext.forward(k, xp, R, None, p, a0, c0, None, False, False)
+        ext.forward(k, xp, R, None, p, a0, c0, None, False, False, *extra)
 
     def train():
-        SA, SC, saved = ext.forward(k, xp, R, None, p, a0, c0, None, False, True)
+        SA, SC, saved = ext.forward(k, xp, R, None, p, a0, c0, None, False, True, *extra)
         ext.backward(k, d_A, d_n, d_n if v.has_cell else None, R, p, SA,
-                     SC if v.has_cell else None, saved, None, False)
+                     SC if v.has_cell else None, saved, None, False, *extra)
     return infer, train
 
 

@@ -18,6 +18,7 @@
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
@@ -201,6 +202,42 @@ struct Panels {
   }
 };
 
+// oneDNN's product, through the operators ATen registers for Inductor (mkldnn::
+// _reorder_linear_weight packs W once, mkldnn::_linear_pointwise multiplies): libtorch_cpu
+// exports no oneDNN symbols to call directly. On AMD CPUs it beats MKL's packed GEMM for large
+// weights, but each call costs ~12-15 us more, so the caller passes the size from which it
+// takes over (gatedrnn/kernels/onednn.py, with what was measured); a negative one, or a torch
+// built without oneDNN, leaves every product to MKL.
+using LinearOp = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                            c10::string_view, c10::List<std::optional<at::Scalar>>,
+                            std::optional<c10::string_view>);
+using ReorderOp = at::Tensor(const at::Tensor&, std::optional<int64_t>);
+
+struct OneDnn {
+  std::optional<c10::TypedOperatorHandle<LinearOp>> linear;
+  std::optional<c10::TypedOperatorHandle<ReorderOp>> reorder;
+
+  static const OneDnn& get() {
+    static const OneDnn found;   // thread-safe initialisation, once per process
+    return found;
+  }
+
+ private:
+  OneDnn() {
+    auto& dispatcher = c10::Dispatcher::singleton();
+    auto l = dispatcher.findSchema({"mkldnn::_linear_pointwise", ""});
+    auto r = dispatcher.findSchema({"mkldnn::_reorder_linear_weight", ""});
+    if (!l || !r) return;
+    try {   // a schema that has changed since: no oneDNN, rather than a wrong call
+      linear = l->typed<LinearOp>();
+      reorder = r->typed<ReorderOp>();
+    } catch (const c10::Error&) {
+      linear.reset();
+      reorder.reset();
+    }
+  }
+};
+
 // From kPackMinRows rows MKL's packed GEMM wins. Panels there, even passing each panel's rows
 // in L1-sized slices under every row group in turn, took 1.1-1.3x MKL's time at 16-32 rows
 // (2026-11-27; with every group streaming all of R, up to 2.3x); at 8 rows of H = 128,
@@ -223,15 +260,28 @@ struct Weight {
   bool transposed;
   std::unique_ptr<float[]> packed;   // uninitialised on purpose: MKL writes all of it
   std::optional<Panels<T>> panels;   // below kPackMinRows rows, if worth the copy
+  at::Tensor onednn;                 // op(W)^T packed by oneDNN, where it multiplies (OneDnn)
 
   Weight(int64_t M, int64_t steps, const T* W_, int64_t ldw_, bool transposed_, int64_t N_,
-         int64_t K_)
+         int64_t K_, int64_t onednn_min_values)
       : W(W_), ldw(ldw_), N(N_), K(K_), transposed(transposed_) {
     if (M < kPackMinRows) {
       if (steps >= kPanelMinSteps && N * K * int64_t(sizeof(T)) <= kPanelMaxBytes) {
         panels.emplace(W, ldw, transposed, N, K);
       }
       return;
+    }
+    if constexpr (std::is_same_v<T, float>) {
+      const auto& dnn = OneDnn::get();
+      if (onednn_min_values >= 0 && N * K >= onednn_min_values && dnn.linear) {
+        // oneDNN's linear takes its weight as (N, K): W itself where transposed, else W^T.
+        auto opts = at::TensorOptions().dtype(at::kFloat);
+        auto w = transposed
+                     ? at::from_blob(const_cast<T*>(W), {N, K}, {ldw, 1}, opts)
+                     : at::from_blob(const_cast<T*>(W), {K, N}, {ldw, 1}, opts).t();
+        onednn = dnn.reorder->call(w.contiguous(), M);
+        return;
+      }
     }
 #ifdef GATEDRNN_MKL_PACKED
     if constexpr (std::is_same_v<T, float>) {
@@ -244,6 +294,9 @@ struct Weight {
 
   void apply(int64_t M, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
     if (panels) return panels->apply(M, A, lda, beta, C, ldc);
+    if constexpr (std::is_same_v<T, float>) {
+      if (onednn.defined()) return onednn_apply(M, A, lda, beta, C, ldc);
+    }
 #ifdef GATEDRNN_MKL_PACKED
     if constexpr (std::is_same_v<T, float>) {
       if (packed) {
@@ -253,6 +306,25 @@ struct Weight {
     }
 #endif
     gemm<T>(M, N, K, A, lda, W, ldw, transposed, beta, C, ldc);
+  }
+
+  void onednn_apply(int64_t M, const float* A, int64_t lda, float beta, float* C,
+                    int64_t ldc) const {
+    // The operator returns a new (M, N) tensor: copied into C, or added for beta = 1 (C may
+    // be garbage for beta = 0, so it is not read then).
+    const at::AutoDispatchBelowADInplaceOrView no_autograd;   // plain tensors: skip that layer
+    auto a = at::from_blob(const_cast<float*>(A), {M, K}, {lda, 1}, at::kFloat);
+    const auto y = OneDnn::get().linear->call(a, onednn, std::nullopt, "none",
+                                                c10::List<std::optional<at::Scalar>>(),
+                                                std::nullopt);
+    const float* product = y.data_ptr<float>();
+    for (int64_t m = 0; m < M; ++m, product += N, C += ldc) {
+      if (beta == 0.0f) {
+        std::copy_n(product, N, C);
+      } else {
+        for (int64_t n = 0; n < N; ++n) C[n] = beta * C[n] + product[n];
+      }
+    }
   }
 };
 
@@ -646,13 +718,13 @@ Shape shape_of(int64_t variant) {
 // Forward products: a<t-1> · R^T, or for the GRU c<t-1> · R_ur^T then (Γ_r ⊙ c<t-1>) · R_c^T.
 template <typename T>
 std::vector<Weight<T>> forward_weights(int64_t variant, const T* R, int64_t B, int64_t steps,
-                                       int64_t H, int64_t G) {
+                                       int64_t H, int64_t G, int64_t onednn_min) {
   std::vector<Weight<T>> w;
   if (variant == GRU) {
-    w.emplace_back(B, steps, R, H, true, 2 * H, H);
-    w.emplace_back(B, steps, R + 2 * H * H, H, true, H, H);
+    w.emplace_back(B, steps, R, H, true, 2 * H, H, onednn_min);
+    w.emplace_back(B, steps, R + 2 * H * H, H, true, H, H, onednn_min);
   } else {
-    w.emplace_back(B, steps, R, H, true, G * H, H);
+    w.emplace_back(B, steps, R, H, true, G * H, H, onednn_min);
   }
   return w;
 }
@@ -660,13 +732,13 @@ std::vector<Weight<T>> forward_weights(int64_t variant, const T* R, int64_t B, i
 // Backward products: d_pre · R, or for the GRU d_pre_c · R_c then [d_pre_u, d_pre_r] · R_ur.
 template <typename T>
 std::vector<Weight<T>> backward_weights(int64_t variant, const T* R, int64_t B, int64_t steps,
-                                        int64_t H, int64_t G) {
+                                        int64_t H, int64_t G, int64_t onednn_min) {
   std::vector<Weight<T>> w;
   if (variant == GRU) {
-    w.emplace_back(B, steps, R, H, false, H, 2 * H);
-    w.emplace_back(B, steps, R + 2 * H * H, H, false, H, H);
+    w.emplace_back(B, steps, R, H, false, H, 2 * H, onednn_min);
+    w.emplace_back(B, steps, R + 2 * H * H, H, false, H, H, onednn_min);
   } else {
-    w.emplace_back(B, steps, R, H, false, H, G * H);
+    w.emplace_back(B, steps, R, H, false, H, G * H, onednn_min);
   }
   return w;
 }
@@ -728,6 +800,7 @@ struct Problem {
   Shape sh;
   bool reverse;
   const bool* valid;   // (T, B) or null
+  int64_t onednn_min;  // oneDNN multiplies weights of at least this many values (OneDnn)
   int64_t step(int64_t i) const { return reverse ? T - 1 - i : i; }
   // Indices into the (T+1, B, H) state sequences.
   int64_t after(int64_t t) const { return reverse ? t : t + 1; }
@@ -742,7 +815,8 @@ void forward_rows(const Problem& pb, int64_t r0, int64_t r1, const at::Tensor& x
   const FlushSubnormals flush;
   const int64_t M = r1 - r0, H = pb.H, G = pb.sh.G;
   auto scratch = at::empty({M, G * H + H}, xp.options());
-  const auto weights = forward_weights<T>(pb.variant, R.data_ptr<T>(), M, pb.T, H, G);
+  const auto weights = forward_weights<T>(pb.variant, R.data_ptr<T>(), M, pb.T, H, G,
+                                            pb.onednn_min);
   Step<T> s{M, H, nullptr, weights.data(), ptr_or_null<T>(b_hh), ptr_or_null<T>(p), nullptr,
             nullptr, nullptr, nullptr, nullptr, nullptr,
             scratch.data_ptr<T>(), scratch.data_ptr<T>() + M * G * H};
@@ -776,9 +850,9 @@ std::vector<at::Tensor> forward(int64_t variant, const at::Tensor& xp, const at:
                                 const std::optional<at::Tensor>& p, const at::Tensor& a0,
                                 const std::optional<at::Tensor>& c0,
                                 const std::optional<at::Tensor>& mask, bool reverse,
-                                bool keep_saved) {
+                                bool keep_saved, int64_t onednn_min) {
   const Problem pb{variant, xp.size(0), xp.size(1), R.size(1), shape_of(variant), reverse,
-                   valid_or_null(mask)};
+                   valid_or_null(mask), onednn_min};
   const int64_t first = pb.reverse ? pb.T : 0;
   auto SA = at::empty({pb.T + 1, pb.B, pb.H}, xp.options());
   SA[first].copy_(a0);
@@ -815,7 +889,8 @@ void backward_rows(const Problem& pb, int64_t r0, int64_t r1, const at::Tensor& 
   auto scratch = at::empty({M, G * H}, d_A.options());
   std::copy_n(rows_of<T>(d_a_n, 0, B, r0), M * H, carry_a);
   if (pb.sh.cell) std::copy_n(rows_of<T>(d_c_n, 0, B, r0), M * H, carry_c);
-  const auto weights = backward_weights<T>(pb.variant, R.data_ptr<T>(), M, pb.T, H, G);
+  const auto weights = backward_weights<T>(pb.variant, R.data_ptr<T>(), M, pb.T, H, G,
+                                             pb.onednn_min);
   BackStep<T> s{M, H, weights.data(), ptr_or_null<T>(p)};
   s.scratch = scratch.data_ptr<T>();
   for (int64_t i = pb.T - 1; i >= 0; --i) {
@@ -853,9 +928,10 @@ std::vector<at::Tensor> backward(int64_t variant, const at::Tensor& d_A, const a
                                  const std::optional<at::Tensor>& d_c_n, const at::Tensor& R,
                                  const std::optional<at::Tensor>& p, const at::Tensor& SA,
                                  const std::optional<at::Tensor>& SC, const at::Tensor& saved,
-                                 const std::optional<at::Tensor>& mask, bool reverse) {
+                                 const std::optional<at::Tensor>& mask, bool reverse,
+                                 int64_t onednn_min) {
   const Problem pb{variant, d_A.size(0), d_A.size(1), d_A.size(2), shape_of(variant), reverse,
-                   valid_or_null(mask)};
+                   valid_or_null(mask), onednn_min};
   auto d_xp = at::empty({pb.T, pb.B, pb.sh.G * pb.H}, d_A.options());
   auto d_a0 = at::empty({pb.B, pb.H}, d_A.options());
   auto d_c0 = pb.sh.cell ? at::empty({pb.B, pb.H}, d_A.options()) : at::Tensor();
@@ -873,4 +949,6 @@ std::vector<at::Tensor> backward(int64_t variant, const at::Tensor& d_A, const a
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "time loop forward of one layer-direction");
   m.def("backward", &backward, "time loop backward: d_xp and the initial states' gradients");
+  m.def("onednn_available", [] { return OneDnn::get().linear.has_value(); },
+        "whether large float32 products can go to oneDNN (see OneDnn)");
 }

@@ -1,0 +1,57 @@
+"""Products through oneDNN on the CPU, where it is faster than MKL's.
+
+torch multiplies float32 CPU matrices with MKL, and MKL takes slower code paths on AMD CPUs;
+oneDNN (also inside libtorch_cpu) picks its kernels by the instruction set alone. It costs
+~10-15 µs more a call, so it pays only for large weights. Measured on an AMD EPYC (AVX-512,
+2 threads, 2026-11-27):
+- the input projection of all steps: 0.82x MKL's time with a 1024 × 256 weight (100 × 32
+  rows), 0.57x at 2048 × 512 (1 row); with weights of 16K values or less, 1.04-1.36x;
+- a step's recurrent product in the compiled kernel (recurrence.cpp's OneDnn): 0.63-0.76x at
+  H = 512 with 3-4 gate blocks, 0.81-0.93x at H = 256 with 4; with 64K values, 1.1-1.4x.
+Both take oneDNN from MIN_VALUES values of the weight. GATEDRNN_CPU_ONEDNN=0 leaves every
+product to MKL (to compare the two on another machine).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .._checks import autocasting, values_unreadable
+
+MIN_VALUES = 192 * 1024
+
+
+def min_values() -> int:
+    """The compiled kernel's threshold: a negative one leaves its products to MKL."""
+    return -1 if os.environ.get("GATEDRNN_CPU_ONEDNN", "1") == "0" else MIN_VALUES
+
+
+def _available() -> bool:
+    return (torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def _takes(x, weight, bias) -> bool:
+    """Does oneDNN's linear do this projection? Float32 on the CPU, a weight of MIN_VALUES or
+    more, and only where nothing else looks: the operator has no gradient formula, no rule for
+    torch.func's transforms and none in torch.jit's traces (ONNX export)."""
+    if torch.jit.is_tracing() or values_unreadable() or min_values() < 0:
+        return False
+    tensors = (x, weight) if bias is None else (x, weight, bias)
+    return (x.device.type == "cpu" and all(t.dtype == torch.float32 for t in tensors)
+            and weight.numel() >= MIN_VALUES
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+            and not autocasting("cpu") and not torch.overrides.has_torch_function(tensors)
+            and _available())
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """F.linear(x, weight, bias), through oneDNN where that is faster (see _takes)."""
+    if not _takes(x, weight, bias):
+        return F.linear(x, weight, bias)
+    rows = x.reshape(-1, x.shape[-1])
+    out = torch.ops.mkldnn._linear_pointwise(rows, weight, bias, "none", [], "")
+    return out.view(*x.shape[:-1], weight.shape[0])
