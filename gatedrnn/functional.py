@@ -9,12 +9,11 @@ Dimension letters: T time steps, B batch, I input features, H hidden units, G ga
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from . import kernels, through_time
 from ._checks import autocasting
-from .kernels import states
+from .kernels import onednn, states
 from .cells import Variant, get_variant
 
 
@@ -30,7 +29,7 @@ def split_bias(variant: Variant, bias_ih: Tensor | None, bias_hh: Tensor | None,
 def _project(v: Variant, x, weight_ih, weight_hh, bias_ih, bias_hh):
     """(xp, b_hh): the input projection of all steps at once, and the reset-after b_cc."""
     bias_x, b_hh = split_bias(v, bias_ih, bias_hh, weight_hh.shape[1])
-    return F.linear(x, weight_ih, bias_x), b_hh
+    return onednn.linear(x, weight_ih, bias_x), b_hh
 
 
 def _autocast_dtype(device_type: str, backend: str, weights: torch.dtype) -> torch.dtype | None:

@@ -1,0 +1,71 @@
+"""The input projection through oneDNN (gatedrnn/kernels/onednn.py): the same numbers as
+F.linear where it is taken, and F.linear wherever a gradient, a trace or a transform follows.
+(The compiled kernel's oneDNN products: test_backends.py.)"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import gatedrnn
+from gatedrnn.kernels import onednn
+
+from conftest import rel_err
+
+pytestmark = pytest.mark.skipif(not onednn._available(),
+                                reason="this torch has no oneDNN operators")
+
+
+@pytest.fixture
+def every_weight(monkeypatch):
+    """oneDNN for weights of any size, so that small test shapes take it."""
+    monkeypatch.setattr(onednn, "MIN_VALUES", 0)
+
+
+def _operands(batch_first=False, bias=True):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 7, 12, generator=g)
+    if batch_first:   # a (T, B, I) view of a (B, T, I) tensor: not contiguous
+        x = torch.randn(7, 5, 12, generator=g).transpose(0, 1)
+    return x, torch.randn(20, 12, generator=g), (torch.randn(20, generator=g) if bias else None)
+
+
+@pytest.mark.parametrize("batch_first", [False, True], ids=["contiguous", "strided"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+def test_projection_matches_linear(every_weight, batch_first, bias):
+    x, weight, b = _operands(batch_first, bias)
+    assert onednn._takes(x, weight, b)
+    with torch.no_grad():
+        got = onednn.linear(x, weight, b)
+    assert got.shape == (5, 7, 20)
+    assert rel_err(got, F.linear(x.double(), weight.double(),
+                                 None if b is None else b.double())) <= 1e-6
+
+
+def test_projection_is_linear_where_anything_else_looks(every_weight, monkeypatch):
+    x, weight, b = _operands()
+    assert not onednn._takes(x, weight.requires_grad_(), b)   # a gradient follows
+    out = onednn.linear(x, weight, b)
+    assert out.grad_fn is not None
+    weight.requires_grad_(False)
+    assert not onednn._takes(x.double(), weight.double(), b.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not onednn._takes(x, weight, b)
+    assert not torch.func.vmap(lambda row: torch.tensor(onednn._takes(row, weight, b)))(x).any()
+    traced = torch.jit.trace(lambda v: onednn.linear(v, weight, b), (x,))
+    assert "mkldnn" not in str(traced.graph)
+    monkeypatch.setenv("GATEDRNN_CPU_ONEDNN", "0")
+    assert not onednn._takes(x, weight, b) and onednn.min_values() < 0
+
+
+@pytest.mark.parametrize("variant", ["lstm", "gru", "gru_reset_after"])
+def test_inference_through_onednn_matches_training(every_weight, variant):
+    """Inference takes oneDNN for the projection and the compiled kernel's products (from 8
+    rows a block); a training forward takes MKL for both: the same outputs."""
+    torch.manual_seed(0)
+    layer = gatedrnn.for_variant(variant, 12, 24, num_layers=2, bidirectional=True)
+    x = torch.randn(9, 16, 12)
+    with torch.no_grad():
+        inferred, _ = layer(x)
+    trained, _ = layer(x)
+    assert trained.grad_fn is not None
+    assert rel_err(inferred, trained) <= 1e-5
