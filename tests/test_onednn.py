@@ -59,8 +59,8 @@ def test_projection_is_linear_where_anything_else_looks(every_weight, monkeypatc
 
 @pytest.mark.parametrize("variant", ["lstm", "gru", "gru_reset_after"])
 def test_inference_through_onednn_matches_training(every_weight, variant):
-    """Inference takes oneDNN for the projection and the compiled kernel's products (from 8
-    rows a block); a training forward takes MKL for both: the same outputs."""
+    """Inference takes oneDNN's linear for the input projection, a training forward F.linear
+    (MKL): the same outputs, through two layers in both directions."""
     torch.manual_seed(0)
     layer = gatedrnn.for_variant(variant, 12, 24, num_layers=2, bidirectional=True)
     x = torch.randn(9, 16, 12)

@@ -9,8 +9,9 @@ GATEDRNN_CPU_KERNEL=0 turns the compiled path off.
 Why compiled: a Python time loop pays ~5-10 µs of interpreter and dispatch overhead per op;
 at batch 1 that is most of the cost. Here each step is one product and one fused, vectorised
 element-wise pass. The product is BLAS from 8 batch rows per thread (the MKL that ships inside
-libtorch_cpu, called directly where its symbols are exported, else through ATen) and, in calls
-of 64 steps or more, the kernel's own below that (recurrence.cpp's Panels: BLAS spends more on
+libtorch_cpu, called directly where its symbols are exported, else through ATen; oneDNN's for
+float32 weights of onednn.MIN_VALUES values or more, see onednn.py) and, in calls of 64 steps
+or more, the kernel's own below that (recurrence.cpp's Panels: BLAS spends more on
 setting up a product of a few rows than on the product). The batch is split over threads by
 rows, each thread running the whole time loop for its rows. The weight gradients stay large
 GEMMs in PyTorch.

@@ -1,9 +1,9 @@
 """Products through oneDNN on the CPU, where it is faster than MKL's.
 
-torch multiplies float32 CPU matrices with MKL, and MKL takes slower code paths on AMD CPUs;
-oneDNN (also inside libtorch_cpu) picks its kernels by the instruction set alone. It costs
-~10-15 µs more a call, so it pays only for large weights. Measured on an AMD EPYC (AVX-512,
-2 threads, 2026-11-27):
+torch multiplies float32 CPU matrices with MKL, which is known to choose its kernels by CPU
+vendor; oneDNN (also inside libtorch_cpu, torch.nn's LSTM runs on it) chooses by instruction
+set. On an AMD CPU oneDNN is the faster of the two, but it costs ~10-15 µs more a call, so it
+pays only for large weights. Measured on an AMD EPYC (AVX-512, 2 threads, 2026-11-27):
 - the input projection of all steps: 0.82x MKL's time with a 1024 × 256 weight (100 × 32
   rows), 0.57x at 2048 × 512 (1 row); with weights of 16K values or less, 1.04-1.36x;
 - a step's recurrent product in the compiled kernel (recurrence.cpp's OneDnn): 0.63-0.76x at

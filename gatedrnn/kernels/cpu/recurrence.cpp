@@ -204,8 +204,8 @@ struct Panels {
 
 // oneDNN's product, through the operators ATen registers for Inductor (mkldnn::
 // _reorder_linear_weight packs W once, mkldnn::_linear_pointwise multiplies): libtorch_cpu
-// exports no oneDNN symbols to call directly. On AMD CPUs it beats MKL's packed GEMM for large
-// weights, but each call costs ~12-15 us more, so the caller passes the size from which it
+// exports no oneDNN symbols to call directly. On an AMD CPU it beats MKL's packed GEMM for
+// large weights, but each call costs ~12-15 us more, so the caller passes the size from which it
 // takes over (gatedrnn/kernels/onednn.py, with what was measured); a negative one, or a torch
 // built without oneDNN, leaves every product to MKL.
 using LinearOp = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
