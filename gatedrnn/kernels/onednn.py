@@ -38,11 +38,12 @@ def _takes(x, weight, bias) -> bool:
     """Does oneDNN's linear do this projection? Float32 on the CPU, a weight of MIN_VALUES or
     more, and only where nothing else looks: the operator has no gradient formula, no rule for
     torch.func's transforms and none in torch.jit's traces (ONNX export)."""
+    if weight.numel() < MIN_VALUES or x.device.type != "cpu":   # first: the cheapest tests
+        return False
     if torch.jit.is_tracing() or values_unreadable() or min_values() < 0:
         return False
     tensors = (x, weight) if bias is None else (x, weight, bias)
-    return (x.device.type == "cpu" and all(t.dtype == torch.float32 for t in tensors)
-            and weight.numel() >= MIN_VALUES
+    return (all(t.dtype == torch.float32 for t in tensors)
             and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
             and not autocasting("cpu") and not torch.overrides.has_torch_function(tensors)
             and _available())
