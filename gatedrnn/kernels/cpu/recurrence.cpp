@@ -248,7 +248,7 @@ constexpr int64_t kPackMinRows = 8;
 // pays from 16 steps, H = 256 from ~50), so only a call of kPanelMinSteps steps or more makes
 // them, and only of at most kPanelMaxBytes: at the LSTM's H = 512 (4 MiB) MKL's product is as
 // fast even after 256 steps. Otherwise BLAS multiplies R where it lies, as for a stream fed a
-// step at a time (Stream, sample_text).
+// step at a time (Stream, sample_text), or, in long calls, oneDNN (Weight).
 constexpr int64_t kPanelMinSteps = 64;
 constexpr int64_t kPanelMaxBytes = 1024 * 1024;
 
@@ -265,15 +265,19 @@ struct Weight {
   Weight(int64_t M, int64_t steps, const T* W_, int64_t ldw_, bool transposed_, int64_t N_,
          int64_t K_, int64_t onednn_min_values)
       : W(W_), ldw(ldw_), N(N_), K(K_), transposed(transposed_) {
-    if (M < kPackMinRows) {
-      if (steps >= kPanelMinSteps && N * K * int64_t(sizeof(T)) <= kPanelMaxBytes) {
-        panels.emplace(W, ldw, transposed, N, K);
-      }
+    const bool few_rows = M < kPackMinRows, long_call = steps >= kPanelMinSteps;
+    if (few_rows && long_call && N * K * int64_t(sizeof(T)) <= kPanelMaxBytes) {
+      panels.emplace(W, ldw, transposed, N, K);
       return;
     }
+    // oneDNN from kPackMinRows rows, and below them in long calls where R is too large for
+    // panels: BLAS then repacks all of R at every step (measured, LSTM at H = 512, 2-6 rows:
+    // oneDNN 0.24-0.43x its time, 0.63-0.67x at one row). Its packing, like the panels', is
+    // paid back only over many steps.
     if constexpr (std::is_same_v<T, float>) {
       const auto& dnn = OneDnn::get();
-      if (onednn_min_values >= 0 && N * K >= onednn_min_values && dnn.linear) {
+      if ((!few_rows || long_call) && onednn_min_values >= 0 && N * K >= onednn_min_values &&
+          dnn.linear) {
         // oneDNN's linear takes its weight as (N, K): W itself where transposed, else W^T.
         auto opts = at::TensorOptions().dtype(at::kFloat);
         auto w = transposed
@@ -283,6 +287,7 @@ struct Weight {
         return;
       }
     }
+    if (few_rows) return;   // BLAS multiplies R where it lies
 #ifdef GATEDRNN_MKL_PACKED
     if constexpr (std::is_same_v<T, float>) {
       packed.reset(new float[cblas_sgemm_pack_get_size(kBMatrix, M, N, K) / sizeof(float) + 1]);
