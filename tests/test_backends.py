@@ -151,17 +151,18 @@ def test_cpu_backend_small_batches_match_the_loop(variant, dtype):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_cpu_backend_onednn_products_match_the_loop(variant, monkeypatch):
-    """From 8 rows a block, recurrent weights of onednn.MIN_VALUES values or more are multiplied
-    by oneDNN (recurrence.cpp's OneDnn), here every one: two blocks of 8 rows, uneven blocks of
-    11 and 12, and one block of 8 rows whose R is too large to split (oneDNN threads it
-    itself), with hidden sizes that end inside a vector; forward products written over what is
-    there, backward ones added to it. Below 8 rows, in calls of 64 steps or more, oneDNN takes
-    the products whose R is too large for the kernel's panels (over 1 MiB: H = 520)."""
+    """In calls of 32 steps or more, from 8 rows a block, recurrent weights of onednn.MIN_VALUES
+    values or more are multiplied by oneDNN (recurrence.cpp's OneDnn), here every one: two
+    blocks of 8 rows, uneven blocks of 11 and 12, and one block of 8 rows whose R is too large
+    to split (oneDNN threads it itself), with hidden sizes that end inside a vector; forward
+    products written over what is there, backward ones added to it. Below 8 rows, in calls of
+    64 steps or more, oneDNN takes the products whose R is too large for the kernel's panels
+    (over 1 MiB: H = 520)."""
     from gatedrnn.kernels import cpu, onednn
 
     if not cpu.extension().onednn_available():
         pytest.skip("this torch has no oneDNN operators (built without MKLDNN)")
     monkeypatch.setattr(onednn, "MIN_VALUES", 0)
     for B_, H_ in ((16, 37), (23, 20), (8, 192)):
-        _cpu_matches_loop(variant, 12, B_, 3, H_, torch.float32, 1e-4, seed=B_)
+        _cpu_matches_loop(variant, 32, B_, 3, H_, torch.float32, 1e-4, seed=B_)
     _cpu_matches_loop(variant, 64, 3, 3, 520, torch.float32, 1e-3)

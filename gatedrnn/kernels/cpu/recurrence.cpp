@@ -252,6 +252,11 @@ constexpr int64_t kPackMinRows = 8;
 constexpr int64_t kPanelMinSteps = 64;
 constexpr int64_t kPanelMaxBytes = 1024 * 1024;
 
+// oneDNN packs R in ~2.3 ns a value (one thread), as much as 15-30 steps of its products gain
+// over MKL's (H = 512 and 256, 16 rows), so shorter calls, a stream's steps above all, keep
+// MKL's product (measured at one step: 1.5-1.8x slower with oneDNN's packing).
+constexpr int64_t kOneDnnMinSteps = 32;
+
 template <typename T>
 struct Weight {
   // op(W) as the right operand of C (M, N) = A (M, K) · op(W); see gemm.
@@ -270,14 +275,13 @@ struct Weight {
       panels.emplace(W, ldw, transposed, N, K);
       return;
     }
-    // oneDNN from kPackMinRows rows, and below them in long calls where R is too large for
-    // panels: BLAS then repacks all of R at every step (measured, LSTM at H = 512, 2-6 rows:
-    // oneDNN 0.24-0.43x its time, 0.63-0.67x at one row). Its packing, like the panels', is
-    // paid back only over many steps.
+    // oneDNN in calls of kOneDnnMinSteps or more: from kPackMinRows rows, and below them
+    // where R is too large for panels (BLAS then repacks all of R at every step; measured, LSTM
+    // at H = 512, 2-6 rows: oneDNN 0.24-0.43x its time, 0.63-0.67x at one row).
     if constexpr (std::is_same_v<T, float>) {
       const auto& dnn = OneDnn::get();
-      if ((!few_rows || long_call) && onednn_min_values >= 0 && N * K >= onednn_min_values &&
-          dnn.linear) {
+      if (steps >= kOneDnnMinSteps && (!few_rows || long_call) && onednn_min_values >= 0 &&
+          N * K >= onednn_min_values && dnn.linear) {
         // oneDNN's linear takes its weight as (N, K): W itself where transposed, else W^T.
         auto opts = at::TensorOptions().dtype(at::kFloat);
         auto w = transposed
