@@ -10,6 +10,7 @@ Ratio = this tree / base: below 1 this tree is faster.
         --base-flags "-O3 -mavx2 -mfma -DCPU_CAPABILITY=AVX2 -DCPU_CAPABILITY_AVX2 \\
                       -DGATEDRNN_BLAS_SYMBOLS -DGATEDRNN_MKL_PACKED"
     python benchmarks/cpu_kernel_ab.py --base HEAD~1 --variants lstm --shapes 500x1x128
+    python benchmarks/cpu_kernel_ab.py --base HEAD~1 --shapes 1x1x512 --calls 200   # a stream step
 
 (48e4203's flags are those above: AVX2 and no -fopenmp.) A shape is TxBxH.
 """
@@ -66,6 +67,13 @@ def runs(ext, variant: str, T: int, B: int, H: int):
     return infer, train
 
 
+def repeated(run, calls: int):
+    def calls_in_a_row():
+        for _ in range(calls):
+            run()
+    return calls_in_a_row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", required=True, help="a git revision")
@@ -74,6 +82,10 @@ def main() -> None:
     parser.add_argument("--shapes", default=",".join(SHAPES), help="TxBxH,...")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--calls", type=int, default=1,
+                        help="calls back to back per timing (times are per call): for calls "
+                             "well under a millisecond, which the pause before each timing "
+                             "otherwise slows by up to several ms")
     args = parser.parse_args()
     here_flags = cpu._flags()
     base_flags = args.base_flags.split() if args.base_flags else here_flags
@@ -93,7 +105,9 @@ def main() -> None:
         for variant in args.variants.split(","):
             contenders = dict(zip(("base infer", "base train"), runs(base, variant, T, B, H)))
             contenders.update(zip(("here infer", "here train"), runs(here, variant, T, B, H)))
-            ms = {name: r["median_ms"] for name, r in measure(contenders, args.repeats).items()}
+            contenders = {name: repeated(run, args.calls) for name, run in contenders.items()}
+            ms = {name: r["median_ms"] / args.calls
+                  for name, r in measure(contenders, args.repeats).items()}
             print(f"| {T}×{B}×{H} | {variant} | {ms['base infer']:.2f} | {ms['here infer']:.2f} | "
                   f"{ms['here infer'] / ms['base infer']:.2f} | {ms['base train']:.2f} | "
                   f"{ms['here train']:.2f} | {ms['here train'] / ms['base train']:.2f} |",

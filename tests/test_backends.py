@@ -157,7 +157,7 @@ def test_cpu_backend_onednn_products_match_the_loop(variant, monkeypatch):
     to split (oneDNN threads it itself), with hidden sizes that end inside a vector; forward
     products written over what is there, backward ones added to it. Below 8 rows, in calls of
     64 steps or more, oneDNN takes the products whose R is too large for the kernel's panels
-    (over 1 MiB: H = 520)."""
+    (over 1 MiB: H = 520), and in shorter calls the forward ones, with R unpacked."""
     from gatedrnn.kernels import cpu, onednn
 
     if not cpu.extension().onednn_available():
@@ -166,3 +166,4 @@ def test_cpu_backend_onednn_products_match_the_loop(variant, monkeypatch):
     for B_, H_ in ((16, 37), (23, 20), (8, 192)):
         _cpu_matches_loop(variant, 32, B_, 3, H_, torch.float32, 1e-4, seed=B_)
     _cpu_matches_loop(variant, 64, 3, 3, 520, torch.float32, 1e-3)
+    _cpu_matches_loop(variant, 4, 2, 3, 520, torch.float32, 1e-4)

@@ -8,7 +8,8 @@ pays only for large weights. Measured on an AMD EPYC (AVX-512, 2 threads, 2026-1
   rows), 0.57x at 2048 × 512 (1 row); with weights of 16K values or less, 1.04-1.36x;
 - a step's recurrent product in the compiled kernel (recurrence.cpp's OneDnn): 0.63-0.76x at
   H = 512 with 3-4 gate blocks, 0.81-0.93x at H = 256 with 4; with 64K values, 1.1-1.4x; at
-  1-6 rows against MKL's unpacked product (R too large for the kernel's panels), 0.24-0.67x.
+  1-6 rows against MKL's unpacked product (R too large for the kernel's panels), 0.24-0.67x;
+  a stream's step (one call of one step, R unpacked), 0.36-0.63x for the LSTM at H = 512-1024.
 Both take oneDNN from MIN_VALUES values of the weight, the kernel in calls of 32 steps or more
 (its packing of R must be paid back). GATEDRNN_CPU_ONEDNN=0 leaves every
 product to MKL (to compare the two on another machine).
