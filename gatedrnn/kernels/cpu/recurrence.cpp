@@ -1,9 +1,9 @@
 // The "cpu" backend: the time loop of every cell variant in compiled code.
 //
-// Per step: the recurrent product (no Python, no dispatcher: BLAS, or Panels below 8 rows per
-// thread), then one fused, vectorised element-wise pass over the batch rows. The input
-// projections of all steps and the weight gradients are large GEMMs done by the caller
-// (gatedrnn/kernels/cpu.py).
+// Per step: the recurrent product (no Python: BLAS, Panels below 8 rows per thread, or oneDNN
+// for large weights through the dispatcher), then one fused, vectorised element-wise pass over
+// the batch rows. The input projections of all steps and the weight gradients are large GEMMs
+// done by the caller (gatedrnn/kernels/cpu.py).
 // The math is gatedrnn/cells.py's, transcribed; tests tie both to the NumPy reference.
 //
 // Dimension letters:
@@ -247,14 +247,14 @@ constexpr int64_t kPackMinRows = 8;
 // Panels copy R at ~1.2 ns a value, as much as 15-50 steps gain (measured, one row: H = 128
 // pays from 16 steps, H = 256 from ~50), so only a call of kPanelMinSteps steps or more makes
 // them, and only of at most kPanelMaxBytes: at the LSTM's H = 512 (4 MiB) MKL's product is as
-// fast even after 256 steps. Otherwise BLAS multiplies R where it lies, as for a stream fed a
-// step at a time (Stream, sample_text), or, in long calls, oneDNN (Weight).
+// fast even after 256 steps. Otherwise BLAS or oneDNN (Weight) multiplies R where it lies, as
+// for a stream fed a step at a time (Stream, sample_text).
 constexpr int64_t kPanelMinSteps = 64;
 constexpr int64_t kPanelMaxBytes = 1024 * 1024;
 
 // oneDNN packs R in ~2.3 ns a value (one thread), as much as 15-30 steps of its products gain
-// over MKL's (H = 512 and 256, 16 rows), so shorter calls, a stream's steps above all, keep
-// MKL's product (measured at one step: 1.5-1.8x slower with oneDNN's packing).
+// over MKL's (H = 512 and 256, 16 rows), so shorter calls, a stream's steps above all, do not
+// pack it (measured at one step of 32-64 rows: 1.5-1.8x slower with oneDNN's packing).
 constexpr int64_t kOneDnnMinSteps = 32;
 
 template <typename T>
@@ -265,7 +265,7 @@ struct Weight {
   bool transposed;
   std::unique_ptr<float[]> packed;   // uninitialised on purpose: MKL writes all of it
   std::optional<Panels<T>> panels;   // below kPackMinRows rows, if worth the copy
-  at::Tensor onednn;                 // op(W)^T packed by oneDNN, where it multiplies (OneDnn)
+  at::Tensor onednn;                 // op(W)^T for oneDNN (OneDnn): packed, or W in place
 
   Weight(int64_t M, int64_t steps, const T* W_, int64_t ldw_, bool transposed_, int64_t N_,
          int64_t K_, int64_t onednn_min_values)
@@ -275,13 +275,13 @@ struct Weight {
       panels.emplace(W, ldw, transposed, N, K);
       return;
     }
-    // oneDNN in calls of kOneDnnMinSteps or more: from kPackMinRows rows, and below them
-    // where R is too large for panels (BLAS then repacks all of R at every step; measured, LSTM
-    // at H = 512, 2-6 rows: oneDNN 0.24-0.43x its time, 0.63-0.67x at one row).
     if constexpr (std::is_same_v<T, float>) {
       const auto& dnn = OneDnn::get();
-      if (steps >= kOneDnnMinSteps && (!few_rows || long_call) && onednn_min_values >= 0 &&
-          N * K >= onednn_min_values && dnn.linear) {
+      const bool large = onednn_min_values >= 0 && N * K >= onednn_min_values && dnn.linear;
+      // oneDNN, packed, in calls of kOneDnnMinSteps or more: from kPackMinRows rows, and below
+      // them where R is too large for panels (BLAS then repacks all of R at every step;
+      // measured, LSTM at H = 512, 2-6 rows: oneDNN 0.24-0.43x its time, 0.63-0.67x at one row).
+      if (large && steps >= kOneDnnMinSteps && (!few_rows || long_call)) {
         // oneDNN's linear takes its weight as (N, K): W itself where transposed, else W^T.
         auto opts = at::TensorOptions().dtype(at::kFloat);
         auto w = transposed
@@ -290,14 +290,12 @@ struct Weight {
         onednn = dnn.reorder->call(w.contiguous(), M);
         return;
       }
-    }
-    // A few rows in a short call (a stream's step): oneDNN multiplies R where it lies, unpacked,
-    // if R is larger than panels take (measured, one row, forward products: 0.51-0.65x BLAS's
-    // time at H = 512, 0.37x at H = 1024). The backward's products would need R^T copied.
-    if constexpr (std::is_same_v<T, float>) {
-      const auto& dnn = OneDnn::get();
-      if (few_rows && transposed && ldw == K && N * K * int64_t(sizeof(T)) > kPanelMaxBytes &&
-          onednn_min_values >= 0 && N * K >= onednn_min_values && dnn.linear) {
+      // A few rows in a short call (a stream's step): oneDNN multiplies R where it lies,
+      // unpacked, if R is larger than panels take (measured, one row, forward products:
+      // 0.51-0.65x BLAS's time at H = 512, 0.37x at H = 1024). The backward's products would
+      // need R^T copied.
+      if (large && few_rows && transposed && ldw == K &&
+          N * K * int64_t(sizeof(T)) > kPanelMaxBytes) {
         onednn = at::from_blob(const_cast<T*>(W), {N, K}, at::kFloat);
         return;
       }
