@@ -69,3 +69,18 @@ def test_inference_through_onednn_matches_training(every_weight, variant):
     trained, _ = layer(x)
     assert trained.grad_fn is not None
     assert rel_err(inferred, trained) <= 1e-5
+
+
+def test_exported_programs_keep_linear(every_weight):
+    """torch.export traces with fake tensors on the CPU: the program must hold aten's linear,
+    and run like the module. (Two of _takes's tests keep oneDNN out there: the trace, and the
+    fake tensors' subclass; the test fails only if both go.)"""
+    torch.manual_seed(0)
+    layer = gatedrnn.for_variant("lstm", 12, 24).requires_grad_(False)   # no gradient follows
+    x = torch.randn(9, 4, 12)
+    with torch.no_grad():
+        program = torch.export.export(layer, (x,))
+        expected, _ = layer(x)
+    assert "mkldnn" not in str(program.graph)
+    got, _ = program.module()(x)
+    assert rel_err(got, expected) <= 1e-6
