@@ -41,12 +41,33 @@ def test_projection_matches_linear(every_weight, batch_first, bias):
                                  None if b is None else b.double())) <= 1e-6
 
 
+@pytest.mark.parametrize("batch_first", [False, True], ids=["contiguous", "strided"])
+def test_projection_gradients_match_linear(every_weight, batch_first):
+    """With gradients on, oneDNN's forward and input gradient (onednn._Linear), MKL's weight
+    gradient: every gradient as F.linear's in float64; under create_graph the gradients are
+    differentiable (a gradient penalty's second derivative matches too)."""
+    operands = [t.requires_grad_() for t in _operands(batch_first)]
+    wide = [t.detach().double().requires_grad_() for t in operands]
+    out = onednn.linear(*operands)
+    assert type(out.grad_fn.next_functions[0][0]).__name__ == "_LinearBackward"   # under a view
+    expected = F.linear(*wide)
+    assert rel_err(out, expected) <= 1e-6
+    w_out = torch.randn(out.shape, dtype=torch.float64)
+    for create_graph in (False, True):
+        grads = torch.autograd.grad((out * w_out.float()).sum(), operands, retain_graph=True,
+                                    create_graph=create_graph)
+        wanted = torch.autograd.grad((expected * w_out).sum(), wide, retain_graph=True,
+                                     create_graph=create_graph)
+        for got, want in zip(grads, wanted):
+            assert rel_err(got, want) <= 1e-6
+    penalty = grads[0].square().sum()   # d/dW of ||d out / d x||^2
+    wanted_penalty = wanted[0].square().sum()
+    assert rel_err(torch.autograd.grad(penalty, operands[1])[0],
+                   torch.autograd.grad(wanted_penalty, wide[1])[0]) <= 1e-5
+
+
 def test_projection_is_linear_where_anything_else_looks(every_weight, monkeypatch):
     x, weight, b = _operands()
-    assert not onednn._takes(x, weight.requires_grad_(), b)   # a gradient follows
-    out = onednn.linear(x, weight, b)
-    assert out.grad_fn is not None
-    weight.requires_grad_(False)
     assert not onednn._takes(x.double(), weight.double(), b.double())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not onednn._takes(x, weight, b)
@@ -58,17 +79,23 @@ def test_projection_is_linear_where_anything_else_looks(every_weight, monkeypatc
 
 
 @pytest.mark.parametrize("variant", ["lstm", "gru", "gru_reset_after"])
-def test_inference_through_onednn_matches_training(every_weight, variant):
-    """Inference takes oneDNN's linear for the input projection, a training forward F.linear
-    (MKL): the same outputs, through two layers in both directions."""
+def test_layers_through_onednn_match_mkl(every_weight, variant, monkeypatch):
+    """The same layers with oneDNN's input projections (onednn.MIN_VALUES at 0) and with
+    F.linear's (GATEDRNN_CPU_ONEDNN=0): the same outputs in inference and the same gradients
+    in training, through two layers in both directions."""
     torch.manual_seed(0)
     layer = gatedrnn.for_variant(variant, 12, 24, num_layers=2, bidirectional=True)
-    x = torch.randn(9, 16, 12)
-    with torch.no_grad():
-        inferred, _ = layer(x)
-    trained, _ = layer(x)
-    assert trained.grad_fn is not None
-    assert rel_err(inferred, trained) <= 1e-5
+    x = torch.randn(9, 16, 12, requires_grad=True)
+    runs = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv("GATEDRNN_CPU_ONEDNN", switch)
+        with torch.no_grad():
+            inferred, _ = layer(x)
+        trained, _ = layer(x)
+        grads = torch.autograd.grad(trained.sin().sum(), [x, *layer.parameters()])
+        runs.append([inferred, trained, *grads])
+    for got, expected in zip(*runs):
+        assert rel_err(got, expected) <= 1e-5
 
 
 def test_exported_programs_keep_linear(every_weight):

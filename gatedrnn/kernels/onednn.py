@@ -5,14 +5,17 @@ vendor; oneDNN (also inside libtorch_cpu, torch.nn's LSTM runs on it) chooses by
 set. On an AMD CPU oneDNN is the faster of the two, but it costs ~10-15 µs more a call, so it
 pays only for large weights. Measured on an AMD EPYC (AVX-512, 2 threads, 2026-11-27):
 - the input projection of all steps: 0.82x MKL's time with a 1024 × 256 weight (100 × 32
-  rows), 0.57x at 2048 × 512 (1 row); with weights of 16K values or less, 1.04-1.36x;
+  rows), 0.57x at 2048 × 512 (1 row); with weights of 16K values or less, 1.04-1.36x. In
+  training, with its input gradient also oneDNN's (_Linear), a whole training step of the
+  LSTM took 0.91x F.linear's at S1 (T 100, B 32, H 256), 0.97x at S2 (B 64, H 512); the GRU's
+  0.95x and 0.99x;
 - a step's recurrent product in the compiled kernel (recurrence.cpp's OneDnn): 0.63-0.76x at
   H = 512 with 3-4 gate blocks, 0.81-0.93x at H = 256 with 4; with 64K values, 1.1-1.4x; at
   1-6 rows against MKL's unpacked product (R too large for the kernel's panels), 0.24-0.67x;
   a stream's step (one call of one step, R unpacked), 0.36-0.63x for the LSTM at H = 512-1024.
 Both take oneDNN from MIN_VALUES values of the weight, the kernel in calls of 32 steps or more
-(its packing of R must be paid back). GATEDRNN_CPU_ONEDNN=0 leaves every
-product to MKL (to compare the two on another machine).
+(its packing of R must be paid back). GATEDRNN_CPU_ONEDNN=0 leaves every product to MKL (to
+compare the two on another machine).
 """
 
 from __future__ import annotations
@@ -39,17 +42,46 @@ def _available() -> bool:
 
 def _takes(x, weight, bias) -> bool:
     """Does oneDNN's linear do this projection? Float32 on the CPU, a weight of MIN_VALUES or
-    more, and only where nothing else looks: the operator has no gradient formula, no rule for
-    torch.func's transforms and none in torch.jit's traces (ONNX export)."""
+    more, and only where nothing else looks: the operator has no rule for torch.func's
+    transforms, no fake one for tracers and none in torch.jit's traces (ONNX export)."""
     if weight.numel() < MIN_VALUES or x.device.type != "cpu":   # first: the cheapest tests
         return False
     if torch.jit.is_tracing() or values_unreadable() or min_values() < 0:
         return False
     tensors = (x, weight) if bias is None else (x, weight, bias)
     return (all(t.dtype == torch.float32 for t in tensors)
-            and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
             and not autocasting("cpu") and not torch.overrides.has_torch_function(tensors)
             and _available())
+
+
+def _product(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
+    """a · weight^T + bias by oneDNN."""
+    return torch.ops.mkldnn._linear_pointwise(a, weight, bias, "none", [], "")
+
+
+class _Linear(torch.autograd.Function):
+    """F.linear with oneDNN's forward and input gradient. The weight's gradient stays MKL's
+    (its transposed operands would need copies); under create_graph every gradient is a
+    differentiable torch product, since oneDNN's operator has no gradient formula."""
+
+    @staticmethod
+    def forward(ctx, rows, weight, bias):
+        ctx.save_for_backward(rows, weight)
+        ctx.has_bias = bias is not None
+        return _product(rows, weight, bias)
+
+    @staticmethod
+    def backward(ctx, d_out):
+        rows, weight = ctx.saved_tensors
+        d_rows = d_weight = d_bias = None
+        if ctx.needs_input_grad[0]:
+            d_rows = (d_out @ weight if torch.is_grad_enabled()
+                      else _product(d_out.contiguous(), weight.t().contiguous()))
+        if ctx.needs_input_grad[1]:
+            d_weight = d_out.t() @ rows
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            d_bias = d_out.sum(0)
+        return d_rows, d_weight, d_bias
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -57,5 +89,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
     if not _takes(x, weight, bias):
         return F.linear(x, weight, bias)
     rows = x.reshape(-1, x.shape[-1])
-    out = torch.ops.mkldnn._linear_pointwise(rows, weight, bias, "none", [], "")
+    tensors = (rows, weight) if bias is None else (rows, weight, bias)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        out = _Linear.apply(rows, weight, bias)
+    else:
+        out = _product(rows, weight, bias)
     return out.view(*x.shape[:-1], weight.shape[0])
