@@ -111,3 +111,10 @@ def test_exported_programs_keep_linear(every_weight):
     assert "mkldnn" not in str(program.graph)
     got, _ = program.module()(x)
     assert rel_err(got, expected) <= 1e-6
+
+
+def test_only_on_the_machines_it_was_measured_on(monkeypatch):
+    monkeypatch.setattr(onednn, "_MEASURED_HERE", False)
+    assert onednn.min_values() < 0
+    monkeypatch.setattr(onednn, "_MEASURED_HERE", True)
+    assert onednn.min_values() == onednn.MIN_VALUES

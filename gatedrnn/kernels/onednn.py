@@ -14,13 +14,14 @@ pays only for large weights. Measured on an AMD EPYC (AVX-512, 2 threads, 2026-1
   1-6 rows against MKL's unpacked product (R too large for the kernel's panels), 0.24-0.67x;
   a stream's step (one call of one step, R unpacked), 0.36-0.63x for the LSTM at H = 512-1024.
 Both take oneDNN from MIN_VALUES values of the weight, the kernel in calls of 32 steps or more
-(its packing of R must be paid back). GATEDRNN_CPU_ONEDNN=0 leaves every product to MKL (to
-compare the two on another machine).
+(its packing of R must be paid back), on x86-64 only. GATEDRNN_CPU_ONEDNN=0 leaves every
+product to MKL (to compare the two on another machine).
 """
 
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +31,15 @@ from .._checks import autocasting, values_unreadable
 MIN_VALUES = 192 * 1024
 
 
+# Measured on x86-64 only: elsewhere (aarch64's oneDNN runs on other kernels) BLAS keeps every
+# product until someone measures there.
+_MEASURED_HERE = platform.machine().lower() in ("x86_64", "amd64")
+
+
 def min_values() -> int:
-    """The compiled kernel's threshold: a negative one leaves its products to MKL."""
-    return -1 if os.environ.get("GATEDRNN_CPU_ONEDNN", "1") == "0" else MIN_VALUES
+    """The threshold the compiled kernel takes: a negative one leaves its products to BLAS."""
+    off = not _MEASURED_HERE or os.environ.get("GATEDRNN_CPU_ONEDNN", "1") == "0"
+    return -1 if off else MIN_VALUES
 
 
 def _available() -> bool:
