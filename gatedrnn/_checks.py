@@ -75,6 +75,11 @@ def state(name: str, s, shape: tuple[int, ...], like: Tensor,
     return s
 
 
+def needs_grad(*tensors) -> bool:
+    """Will a backward follow? Gradients are on and one of `tensors` (None: absent) needs one."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 # Function.apply's own question (torch 2.4 to 2.15); without it, no transform is taken as active.
 functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
 

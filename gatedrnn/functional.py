@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from . import kernels, through_time
-from ._checks import autocasting
+from ._checks import autocasting, needs_grad
 from .kernels import onednn, states
 from .cells import Variant, get_variant
 
@@ -76,7 +76,7 @@ def recurrence(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor 
     xp, b_hh = _project(v, x, weight_ih, weight_hh, bias_ih, bias_hh)
     name, args = _backend_arguments(v, xp, weight_hh, b_hh, a0, c0, peephole, backend)
     # Inference needs no saved gates: the kernels then keep one step's worth, not T.
-    keep_saved = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
+    keep_saved = needs_grad(*args)
     return through_time.run(v, name, *args, mask, reverse, keep_saved)
 
 

@@ -55,12 +55,11 @@ def recurrence(info, in_dims, inputs, apply):
     keep_saved), apply the Function's; outputs (out, a_n, c_n, SA, SC, saved)."""
     if any(d is not None for d in in_dims[1:4]):   # R, b_hh, p vmapped
         return _one_by_one(info, in_dims, inputs, apply)
-    xp, R, b_hh, p, a0, c0, mask, *rest = inputs
-    d_xp, _, _, _, d_a0, d_c0, d_mask = in_dims[:7]
     N = info.batch_size
-    out, a_n, c_n, SA, SC, saved = apply(
-        _fold(xp, d_xp, N, _BATCH_IN_1), R, b_hh, p, _fold(a0, d_a0, N, _BATCH_IN_0),
-        _fold(c0, d_c0, N, _BATCH_IN_0), _fold(mask, d_mask, N, _BATCH_IN_1), *rest)
+    # Where each tensor input keeps its batch (None: a shared weight, passed as it is).
+    batch = (_BATCH_IN_1, None, None, None, _BATCH_IN_0, _BATCH_IN_0, _BATCH_IN_1)
+    folded = (t if b is None else _fold(t, d, N, b) for t, d, b in zip(inputs, in_dims, batch))
+    out, a_n, c_n, SA, SC, saved = apply(*folded, *inputs[7:])
     unfolded = [_unfold(out, N, _BATCH_IN_1), _unfold(a_n, N, _BATCH_IN_0),
                 _unfold(c_n, N, _BATCH_IN_0), _unfold(SA, N, _BATCH_IN_1),
                 _unfold(SC, N, _BATCH_IN_1), _unfold(saved, N, _BATCH_IN_1)]
@@ -75,14 +74,11 @@ def backward_through_time(info, in_dims, inputs, backward):
     if any(d is not None for d in in_dims[6:9]) or backend == "reference":
         return _one_by_one(info, in_dims, inputs, backward)
     N = info.batch_size
-    d_out, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mask = inputs[3:]
-    dims = dict(zip(("d_out", "d_a_n", "d_c_n", "SA", "SC", "saved", "mask"),
-                    in_dims[3:6] + in_dims[9:]))
-    d_out, SA, SC, saved, mask = (_fold(t, dims[name], N, _BATCH_IN_1) for t, name in
-                                  ((d_out, "d_out"), (SA, "SA"), (SC, "SC"), (saved, "saved"),
-                                   (mask, "mask")))
-    d_a_n, d_c_n = (_fold(t, dims[name], N, _BATCH_IN_0) for t, name in
-                    ((d_a_n, "d_a_n"), (d_c_n, "d_c_n")))
+    # Where each tensor input keeps its batch (None: a shared weight, passed as it is).
+    batch = (_BATCH_IN_1, _BATCH_IN_0, _BATCH_IN_0, None, None, None, _BATCH_IN_1, _BATCH_IN_1,
+             _BATCH_IN_1, _BATCH_IN_1)
+    d_out, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mask = (
+        t if b is None else _fold(t, d, N, b) for t, d, b in zip(inputs[3:], in_dims[3:], batch))
     d_xp, _, _, _, d_a0, d_c0 = backward(variant, backend, reverse, d_out, d_a_n, d_c_n, R,
                                          b_hh, p, SA, SC, saved, mask)
     # The backend summed the weight gradients over all N*B rows; each sample's are its rows'.

@@ -26,7 +26,7 @@ import platform
 import torch
 import torch.nn.functional as F
 
-from .._checks import autocasting, values_unreadable
+from .._checks import autocasting, needs_grad, values_unreadable
 
 MIN_VALUES = 192 * 1024
 
@@ -96,8 +96,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
     if not _takes(x, weight, bias):
         return F.linear(x, weight, bias)
     rows = x.reshape(-1, x.shape[-1])
-    tensors = (rows, weight) if bias is None else (rows, weight, bias)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    if needs_grad(x, weight, bias):
         out = _Linear.apply(rows, weight, bias)
     else:
         out = _product(rows, weight, bias)
