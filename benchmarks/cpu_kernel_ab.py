@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gatedrnn import get_variant  # noqa: E402
 from gatedrnn.kernels import KERNEL_IDS, cpu, onednn  # noqa: E402
-from speed import measure  # noqa: E402  (interleaved, warmed up, medians)
+from speed import measure, repeated  # noqa: E402  (interleaved, warmed up, medians)
 
 SOURCE = "gatedrnn/kernels/cpu/recurrence.cpp"
 SHAPES = ["100x32x256", "100x64x512", "500x1x128", "200x16x128", "300x7x128", "400x4x64",
@@ -65,13 +65,6 @@ def runs(ext, variant: str, T: int, B: int, H: int):
         ext.backward(k, d_A, d_n, d_n if v.has_cell else None, R, p, SA,
                      SC if v.has_cell else None, saved, None, False, *extra)
     return infer, train
-
-
-def repeated(run, calls: int):
-    def calls_in_a_row():
-        for _ in range(calls):
-            run()
-    return calls_in_a_row
 
 
 def main() -> None:

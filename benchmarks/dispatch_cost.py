@@ -9,17 +9,10 @@ overhead is most of its time), interleaved, with and without gradients.
 import argparse
 
 import torch
-from speed import measure   # benchmarks/speed.py: interleaved, warmed up, medians
+from speed import measure, repeated   # benchmarks/speed.py: interleaved, warmed up, medians
 
 from gatedrnn import through_time
 from gatedrnn.cells import get_variant
-
-
-def _calls(run, calls: int):
-    def repeat():
-        for _ in range(calls):
-            run()
-    return repeat
 
 
 def main():
@@ -45,7 +38,7 @@ def main():
             "operator": lambda: torch.ops.gatedrnn.through_time(*inputs, v.name, args.backend,
                                                                 False, grad),
         }
-        times = measure({name: _calls(run, args.calls) for name, run in doors.items()},
+        times = measure({name: repeated(run, args.calls) for name, run in doors.items()},
                         args.rounds)
         f, o = (times[name]["median_ms"] * 1e3 / args.calls for name in doors)
         print(f"{'with' if grad else 'without':<10} {f:12.1f} {o:12.1f} {o - f:+10.1f}")

@@ -98,6 +98,14 @@ def contenders(variant: str, shape: tuple[int, int, int]):
     return runs, f"torch.nn.{peer_class.__name__}"
 
 
+def repeated(run, calls: int):
+    """run, `calls` times back to back: one timing of calls too short to time one by one."""
+    def calls_in_a_row():
+        for _ in range(calls):
+            run()
+    return calls_in_a_row
+
+
 def measure(runs: dict, repeats: int) -> dict:
     """Median times; contenders run interleaved, repeat after repeat, so that the machine's
     noise spreads evenly over them."""
