@@ -1,7 +1,8 @@
 """What a call of the recurrence costs through each of its two doors (gatedrnn/through_time.py):
 the eager one (the autograd Function; without gradients, straight to the backend) and the
-custom operator that torch.compile and torch.export trace. Measured on one step of a small layer (the streamed case, where the call's
-overhead is most of its time), interleaved, with and without gradients.
+custom operator that torch.compile and torch.export trace. Measured on one step of a small
+layer (the streamed case, where the call's overhead is most of its time), interleaved, with and
+without gradients.
 
     python benchmarks/dispatch_cost.py [--backend cpu] [--hidden 32] [--calls 3000]
 """

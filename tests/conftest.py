@@ -26,8 +26,9 @@ from gatedrnn.kernels import triton as triton_backend
 VARIANTS = list(gatedrnn.VARIANTS)
 
 # Why the "triton" backend cannot run here (Triton not installed, older than its kernels need,
-# or an interpreter that cannot run with this NumPy), or None. Its tests skip with that reason rather than fail: the package itself then
-# refuses the backend by name and runs CUDA tensors on "loop" (test_triton_fallback.py).
+# or an interpreter that cannot run with this NumPy), or None. Its tests skip with that reason
+# rather than fail: the package itself then refuses the backend by name and runs CUDA tensors
+# on "loop" (test_triton_fallback.py).
 TRITON_UNAVAILABLE = triton_backend.unavailable()
 _NO_TRITON = f"the 'triton' backend: {TRITON_UNAVAILABLE}"
 needs_triton = pytest.mark.skipif(TRITON_UNAVAILABLE is not None, reason=_NO_TRITON)
