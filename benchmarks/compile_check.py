@@ -64,6 +64,8 @@ TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Pointers in the weights' dtype (and the LSTM's SA); the others (states, gates, carried
 # gradients) are float32.
 PARAMETER_POINTERS = {"XP", "RT", "BHH", "P", "R", "DXP", "RA", "SAL"}
+# Integer arguments that are sizes (the others are flags and step indices, which vary)
+SIZES = {"T", "B", "H", "n_h", "n_tiles", "pr_stride"}
 
 
 def signature(fn, dtype: str, constants: dict, has_cell: bool) -> dict:
@@ -82,6 +84,16 @@ def signature(fn, dtype: str, constants: dict, has_cell: bool) -> dict:
         else:
             sig[name] = "i32"
     return sig
+
+
+def specialization(fn, sig: dict) -> dict:
+    """What Triton's JIT tells the compiler about a launch at the check's shapes: every
+    pointer 16-byte aligned and every size a multiple of 16 (as at G1-G4). It changes the
+    kernels' layouts: without it the resident LSTM's backward at H = 768 in bfloat16 took 161
+    KiB of shared memory here, with it 385 KiB, what the GPU refused (benchmarks/gpu-notes.md,
+    v6)."""
+    return {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
+            if sig[name].startswith("*") or name in SIZES}
 
 
 def compile_one(name: str, variant: str, phase: int, dtype: str, blocks, arch: int,
@@ -105,7 +117,8 @@ def compile_one(name: str, variant: str, phase: int, dtype: str, blocks, arch: i
     if "RESIDENT" in fn.arg_names:
         constants.setdefault("RESIDENT", False)
         constants["K_PAD"] = planner.k_pad(hidden) if constants["RESIDENT"] else 16
-    source = ASTSource(fn, signature(fn, dtype, constants, v.has_cell), constants)
+    sig = signature(fn, dtype, constants, v.has_cell)
+    source = ASTSource(fn, sig, constants, specialization(fn, sig))
     return triton.compile(source, target=GPUTarget("cuda", arch, 32),
                           options=dict(num_warps=num_warps))
 

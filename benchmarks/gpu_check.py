@@ -185,7 +185,8 @@ def check(args, start: float) -> None:
               else torch.cuda.get_device_name())
     import triton
     env = dict(device=device, torch=torch.__version__, triton=triton.__version__,
-               cudnn=torch.backends.cudnn.version(), cuda=torch.version.cuda)
+               cudnn=torch.backends.cudnn.version(), cuda=torch.version.cuda,
+               limits=planner.device_limits())   # what the plan fits one-launch modes to
     print(f"gpu_check: {env}", flush=True)
 
     result = dict(env=env, date=datetime.date.today().isoformat(), quick=args.quick,

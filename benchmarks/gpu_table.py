@@ -13,6 +13,11 @@ prints its table with the launch the plan chose while it ran. After such a run:
                                                           # faster candidate that passed its
                                                           # check, that launch with its tiles
     python benchmarks/gpu_table.py RESULT.json            # only print
+    python benchmarks/gpu_table.py RESULT.json MORE.json --choose
+                                                          # MORE.json (a --no-correctness
+                                                          # rerun of rows the first cut short)
+                                                          # replaces RESULT.json's rows of the
+                                                          # same shape, dtype and variant
     python benchmarks/gpu_table.py RESULT.json --worst    # the row furthest over its target
                                                           # as the plan now launches it (after
                                                           # --choose, if given): "variant shape
@@ -20,7 +25,10 @@ prints its table with the launch the plan chose while it ran. After such a run:
 
 Every number in the table was measured in that one run: choosing picks, row by row, the launch
 whose time the table then shows, so one run of the GPU check both sets the plan and measures
-it. A launch the run did not time shows as not measured. Rows whose plan now has tiles from a
+it. A launch the run did not time shows as not measured. Several runs make one table where
+they ran on one GPU model (each row's ratios are of times from one run) and the later ones
+only time rows again: a run whose time budget cut rows short is completed by one of those rows
+alone, with --no-correctness (the first run's check stands for the same kernels). Rows whose plan now has tiles from a
 --tune show that run's time for them in the tuning table printed after the main one.
 """
 
@@ -66,11 +74,12 @@ def table(rows, device: str, launches, launch_of=lambda row: row["mode"]) -> str
     """One line per row, with the times of the launch `launch_of(row)`: by default the one the
     plan chose while the check ran."""
     per_launch = [f"train {m}" for m in launches]
+    runs = ["run"] if any("run" in r for r in rows) else []   # several runs' rows together
     cells = []
     for r in rows:
         launch = launch_of(r)
         tuned = "tiles" in r and launch == r["mode"]   # it ran with tiles a --tune chose
-        cell = dict(r, mode=launch + (" (tuned tiles)" if tuned else ""))
+        cell = dict(r, mode=launch + (" (tuned tiles)" if tuned else ""), run=r.get("run", 1))
         train, infer = r.get("train", {}).get(launch), r.get("infer", {}).get(launch)
         if "skipped" in r or not _timed(train):
             why = r.get("skipped") or r.get("errors", {}).get(launch) or f"{launch} not timed"
@@ -100,7 +109,7 @@ def table(rows, device: str, launches, launch_of=lambda row: row["mode"]) -> str
             "PyTorch loop); float32 without TF32 on both sides; mode: the launch the plan takes "
             "(the train columns time the other launches too; +graphs: how many recurrence "
             "calls replayed a recorded CUDA graph, of all calls, warm-up included).\n\n" +
-            markdown(cells, ["shape", "dtype", "variant", "mode", "infer ms", "÷ cuDNN",
+            markdown(cells, [*runs, "shape", "dtype", "variant", "mode", "infer ms", "÷ cuDNN",
                              "train ms", "÷ cuDNN (cuDNN ms)", "target", "loop ÷", *per_launch]))
 
 
@@ -215,9 +224,41 @@ def worst(rows, launch_of=lambda row: row["mode"]) -> dict | None:
     return row if ratio > 1 else None
 
 
+def merged(results: list[dict], names: list[str]) -> dict:
+    """One result from several runs: the first's, with each later run's timed rows in place
+    of its rows of the same shape, dtype and variant (their "run": its place, from 2), its
+    correctness cases added and its refused launches joined. Runs on different GPU models
+    (or with different limits) do not make one table."""
+    first = dict(results[0], timings=list(results[0].get("timings", [])))
+    device = first.get("env", {}).get("device")
+    for run, (result, name) in enumerate(zip(results[1:], names[1:]), start=2):
+        if result.get("env", {}).get("device") != device:
+            raise ValueError(f"{name}: expected a run on {device}, got one on "
+                             f"{result.get('env', {}).get('device')}")
+        again = {_row_key(r): dict(r, run=run) for r in result.get("timings", [])}
+        first["timings"] = [again.pop(_row_key(r), r) for r in first["timings"]] + list(
+            again.values())
+        first["correctness"] = first.get("correctness", []) + result.get("correctness", [])
+        first["refused"] = sorted(set(first.get("refused", [])) | set(result.get("refused", [])))
+        first["complete"] = first.get("complete", True) and result.get("complete", True)
+    return first
+
+
+def _row_key(row: dict) -> tuple:
+    return row["shape"], row["dtype"], row["variant"]
+
+
+def device_limits(result: dict) -> tuple[int, int]:
+    """(multiprocessors, shared memory a program may have) of the run's GPU, which decide
+    where the plan takes a one-launch mode; runs before they were recorded ran on an H100."""
+    return tuple(result.get("env", {}).get("limits") or planner.H100)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("result", type=Path, help="a gpu-check-*.json of benchmarks/gpu_check.py")
+    parser.add_argument("result", type=Path, nargs="+",
+                        help="a gpu-check-*.json of benchmarks/gpu_check.py; more: reruns of "
+                             "some of its rows on the same GPU model, which replace them")
     parser.add_argument("--choose", action="store_true",
                         help="first write the run's fastest launches as the plan's choices")
     parser.add_argument("--choices", type=Path, default=choices.PATH,
@@ -231,19 +272,36 @@ def main(argv=None) -> None:
                              "'variant shape dtype' (nothing if every row meets its target)")
     args = parser.parse_args(argv)
     planner.choices_from(args.choices)
-    result = json.loads(args.result.read_text())
-    planner.refused.update(result.get("refused", []))   # the plan as it was in that run
+    names = [path.name for path in args.result]
+    try:
+        result = merged([json.loads(path.read_text()) for path in args.result], names)
+    except ValueError as error:
+        sys.exit(f"gpu_table: {error}")
     if args.tuned and not args.choose:
         parser.error("--tuned: expected with --choose (it sets choices)")
+    # The plan as it was in that run, on its GPU, not on this machine (which may have none).
+    own_limits, own_refused = planner.device_limits, set(planner.refused)
+    planner.device_limits = functools.partial(device_limits, result)
+    planner.refused.update(result.get("refused", []))
+    try:
+        _report(args, result, names)
+    finally:
+        planner.device_limits = own_limits
+        planner.refused.intersection_update(own_refused)
+
+
+def _report(args, result: dict, names: list[str]) -> None:
+    """main's work once the runs are read: choose, then print."""
     # With --worst, standard output is that one line (gpu_session.sh reads it), the rest goes
     # to standard error.
     say = functools.partial(print, file=sys.stderr if args.worst else sys.stdout)
     if not result.get("complete", True):
-        say(f"{args.result.name}: the run did not finish; this is what it measured until then")
+        runs = f"{names[0]}: the run" if len(names) == 1 else f"{', '.join(names)}: a run"
+        say(f"{runs} did not finish; this is what it measured until then")
     tunings = [(path.name, json.loads(path.read_text()).get("tuning", [])) for path in args.tuned]
     if args.choose:
         try:
-            data = choose(result, args.result.name)
+            data = choose(result, " + ".join(names))
         except ValueError as error:
             sys.exit(f"gpu_table: {error}")
         for name, rows in tunings:
@@ -262,6 +320,8 @@ def main(argv=None) -> None:
     print()
     print(table(result.get("timings", []), result.get("env", {}).get("device", "?"), launches,
                 planned))
+    if len(names) > 1:
+        print("\nruns: " + "; ".join(f"{i} {name}" for i, name in enumerate(names, start=1)))
     for name, rows in tunings:
         print(f"\nTuning in {name} (the table above has the check's times, with the tiles it "
               "ran; where the plan now takes this tune's, their times are here):\n")

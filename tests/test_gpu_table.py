@@ -164,3 +164,42 @@ def test_tuned_without_choose_is_refused(gpu_table, tmp_path, capsys):
     with pytest.raises(SystemExit):
         gpu_table.main([str(path), "--tuned", str(path)])
     assert "--tuned: expected with --choose" in capsys.readouterr().err
+
+
+def test_a_rerun_of_some_rows_replaces_them(gpu_table):
+    first = _result(failed_launch=None)
+    first["timings"] = [ROW, dict(ROW, shape="G2", B=64, H=256)]
+    again = dict(env=first["env"], timings=[dict(ROW, train={"step": 11.0}),
+                                            dict(ROW, shape="G4", B=1, H=256)])
+    result = gpu_table.merged([first, again], ["run.json", "rerun.json"])
+    assert [(r["shape"], r.get("run", 1), r["train"]["step"]) for r in result["timings"]] == [
+        ("G1", 2, 11.0), ("G2", 1, 12.0), ("G4", 2, 12.0)]
+    assert result["correctness"] == first["correctness"]   # the rerun checked nothing
+    assert first["timings"][0] is ROW                      # the first run's rows untouched
+    table = gpu_table.table(result["timings"], "H100", ["step"])
+    assert "| run | shape |" in table and "| 2 | G1 | bf16 | lstm |" in table
+    with pytest.raises(ValueError, match="rerun.json: expected a run on NVIDIA H100, got one "
+                                         "on NVIDIA A100"):
+        gpu_table.merged([first, dict(again, env=dict(device="NVIDIA A100"))],
+                         ["run.json", "rerun.json"])
+
+
+def test_the_table_plans_for_the_runs_gpu_not_this_machine(gpu_table, tmp_path, capsys,
+                                                            monkeypatch):
+    """A resident launch measured fastest shows as the plan's where it fits the run's GPU,
+    also on a machine without one (whose limits would refuse it); and only during main."""
+    monkeypatch.setattr(planner, "interpreting", lambda: False)
+    row = dict(ROW, shape="G2", B=64, H=256, dtype="f32", variant="gru",
+               train={"step": 12.0, "resident": 5.0}, infer={"step": 4.0, "resident": 2.0},
+               errors={}, replayed={})
+    result = dict(_result(failed_launch=None), timings=[row])
+    result["correctness"] += [dict(c, mode="resident") for c in result["correctness"][:1]]
+    path, chosen = tmp_path / "run.json", tmp_path / "choices.json"
+    own = planner.device_limits
+    for limits, launch in ((None, "resident"), ([132, 227 << 10], "resident"),
+                           ([16, 227 << 10], "step")):   # 64 tiles > 16 multiprocessors
+        result["env"]["limits"] = limits
+        path.write_text(json.dumps(result))
+        gpu_table.main([str(path), "--choose", "--choices", str(chosen)])
+        assert f"| G2 | f32 | gru | {launch} |" in capsys.readouterr().out
+        assert planner.device_limits is own
