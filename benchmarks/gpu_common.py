@@ -77,14 +77,15 @@ def run_on_the_cpu() -> None:
         SHAPES[k] = (4, min(SHAPES[k][1], 3), 16)
 
 
-def graph_counts() -> tuple[int, int]:
-    return triton_backend.graphs.replayed, triton_backend.graphs.recorded
+def graph_counts() -> tuple[int, int, int]:
+    g = triton_backend.graphs
+    return g.replayed, g.recorded, g.direct
 
 
-def replays_since(counts: tuple[int, int]) -> str:
+def replays_since(counts: tuple[int, int, int]) -> str:
     """How many calls with graphs since `counts` replayed a recording, of how many."""
-    replayed, recorded = (now - then for now, then in zip(graph_counts(), counts))
-    return f"{replayed}/{replayed + recorded}"
+    replayed, recorded, direct = (now - then for now, then in zip(graph_counts(), counts))
+    return f"{replayed}/{replayed + recorded + direct}"
 
 
 def rel(a, b) -> float:

@@ -96,7 +96,7 @@ def test_tune_candidates_give_each_launch_the_plans_own_tiles(monkeypatch):
     from gatedrnn.kernels import planner
     monkeypatch.setattr(planner, "device_limits", lambda: planner.H100)
     step = planner.Plan("step", 16, 16, 64, 4)
-    found = gpu_tune._candidates(step, 16, 768, "bf16", "lstm", ["step", "sequence", "resident"])
+    found = gpu_tune._candidates(step, 16, 768, "bf16", "gru", ["step", "sequence", "resident"])
     tiles = [(c["mode"], c["block_b"], c["block_h"], c["block_k"], c["num_warps"],
               c["fast_launch"]) for c in found]
     assert tiles == [("step", 16, 16, 64, 4, True), ("step", 16, 32, 64, 4, True),

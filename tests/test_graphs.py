@@ -7,6 +7,11 @@ a stand-in for the CUDA graph that replays by issuing the recorded launches agai
 tests check real recordings against the step mode.
 """
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -30,39 +35,53 @@ class _Replayable:
         self.launch_all(self.stream)
 
 
+class _SeenAll(dict):
+    """Every key called once before: each call records (or replays)."""
+
+    def pop(self, key, default=None):
+        return 1
+
+
 class _FakeGraphs(graphs_module.StepGraphs):
-    def __init__(self, capacity=32):
+    def __init__(self, capacity=32, seen=False):
         super().__init__(capacity)
         self.devices = []
+        if seen:
+            self._seen = _SeenAll()
 
     def _record(self, device, launch_all):
         self.devices.append(device)
         return _Replayable(launch_all, stream=11)
 
 
-def test_a_key_seen_again_replays_its_recording():
+def _run(cache, key, device, log, name):
+    cache.run(key, device, lambda stream: log.append((name, stream)),
+              lambda: log.append(f"prepare {name}"), lambda: log.append((name, "direct")))
+
+
+def test_a_key_launches_directly_then_records_then_replays():
     cache = _FakeGraphs()
     log = []
-    cache.run(("a",), "cuda:0", lambda stream: log.append(("first", stream)),
-              lambda: log.append("prepare first"))
-    cache.run(("a",), "cuda:0", lambda stream: log.append(("second", stream)),
-              lambda: log.append("prepare second"))
-    # The recording, not the new launches; nothing prepared for a replay.
-    assert log == ["prepare first", ("first", 11), ("first", 11)]
-    assert (cache.recorded, cache.replayed) == (1, 1)
-    cache.run(("b",), "cuda:1", lambda stream: log.append(("b", stream)), lambda: None)
-    assert log[-1] == ("b", 11) and cache.devices == ["cuda:0", "cuda:1"]
-    assert (cache.recorded, cache.replayed) == (2, 1)
+    for name in ("first", "second", "third"):
+        _run(cache, ("a",), "cuda:0", log, name)
+    # Directly (nothing prepared); then prepared, recorded and replayed; then replayed.
+    assert log == [("first", "direct"), "prepare second", ("second", 11), ("second", 11)]
+    assert (cache.direct, cache.recorded, cache.replayed) == (1, 1, 1)
+    _run(cache, ("b",), "cuda:1", log, "b")
+    _run(cache, ("b",), "cuda:1", log, "b")
+    assert log[-3:] == [("b", "direct"), "prepare b", ("b", 11)]
+    assert cache.devices == ["cuda:0", "cuda:1"]
+    assert (cache.direct, cache.recorded, cache.replayed) == (2, 2, 1)
 
 
 def test_the_least_recently_used_recording_goes_first():
     cache = _FakeGraphs(capacity=2)
-    for key in ("a", "b", "a", "c"):   # "a" used after "b": "b" is dropped for "c"
-        cache.run(key, "cuda:0", lambda stream: None, lambda: None)
-    assert (cache.recorded, cache.replayed) == (3, 1)
-    cache.run("a", "cuda:0", lambda stream: None, lambda: None)
-    cache.run("b", "cuda:0", lambda stream: None, lambda: None)
-    assert (cache.recorded, cache.replayed) == (4, 2)
+    for key in ("a", "b", "a", "b", "a", "c", "c"):   # "a" used after "b": "b" goes for "c"
+        cache.run(key, "cuda:0", lambda stream: None, lambda: None, lambda: None)
+    assert (cache.direct, cache.recorded, cache.replayed) == (3, 3, 1)
+    cache.run("a", "cuda:0", lambda stream: None, lambda: None, lambda: None)
+    cache.run("b", "cuda:0", lambda stream: None, lambda: None, lambda: None)
+    assert (cache.direct, cache.recorded, cache.replayed) == (4, 3, 2)
 
 
 def test_the_key_follows_addresses_dtypes_shapes_and_values():
@@ -102,14 +121,17 @@ def test_graphs_compile_first_then_record_every_launch_on_the_recording_stream(
                 step(t)
 
     plan = planner.Plan("step", 16, 16, 16, 4, graphs=True)
-    for _ in range(2):
+    for _ in range(3):
         triton_backend._launch_steps(plan, "cuda:0", steps, [(0,), (0,)], launch_all, ("k", 1))
+    direct = [("phase0", None, (0,)), ("phase1", None, (0,)), ("phase0", None, (1,)),
+              ("phase1", None, (1,))]
     recorded = [("prepare", "phase0", (0,)), ("prepare", "phase1", (0,)),
                 ("phase0", 11, (0,)), ("phase1", 11, (0,)), ("phase0", 11, (1,)),
                 ("phase1", 11, (1,))]
-    # The second call prepares nothing and replays the first one's recording.
-    assert log == recorded + recorded[2:]
-    assert (cache.recorded, cache.replayed) == (1, 1)
+    # The first call launches on the current stream; the second compiles, records and
+    # replays; the third prepares nothing and replays the second one's recording.
+    assert log == direct + recorded + recorded[2:]
+    assert (cache.direct, cache.recorded, cache.replayed) == (1, 1, 1)
 
 
 def test_without_graphs_and_in_the_interpreter_launches_are_direct(monkeypatch):
@@ -159,7 +181,7 @@ def test_graphs_prepare_the_kernels_they_then_launch(variant, mode, monkeypatch)
     in the interpreter with a stand-in recording, which replays by launching again."""
     monkeypatch.setattr(planner, "settings", planner.Settings(mode=mode,
                                                                             graphs=True))
-    monkeypatch.setattr(triton_backend, "graphs", _FakeGraphs())
+    monkeypatch.setattr(triton_backend, "graphs", _FakeGraphs(seen=True))
     monkeypatch.setattr(triton_backend, "can_record", lambda: True)
     prepared, launched = {}, {}
 
@@ -222,13 +244,12 @@ def test_prepare_compiles_and_loads_without_launching(monkeypatch):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_graphs_replay_with_new_values_what_direct_launches_compute(variant, mode, monkeypatch):
     """Training steps with graphs against the same steps without: the later steps (new input
-    values, and the caching allocator's same addresses) replay the earlier ones' recordings,
-    and must compute what new launches would. Each step frees what it allocated and keeps its
-    results on the CPU, as a training loop does: results kept on the GPU moved the next step's
-    buffers, and no step found its recording (the first GPU run, benchmarks/gpu-notes.md v6)."""
+    values, and the caching allocator's same addresses) replay the earlier ones' recordings
+    (made at a key's second call), and must compute what new launches would. Each step frees
+    what it allocated and keeps its results on the CPU, as a training loop does."""
     torch.manual_seed(0)
     module = gatedrnn.for_variant(variant, 32, 48, num_layers=2, bidirectional=True).cuda()
-    xs = [torch.randn(20, 5, 32, device="cuda") for _ in range(4)]
+    xs = [torch.randn(20, 5, 32, device="cuda") for _ in range(5)]
     lengths = torch.tensor([20, 7, 13, 1, 20])
     results = {}
     monkeypatch.setattr(planner.settings, "mode", mode)
@@ -243,7 +264,9 @@ def test_graphs_replay_with_new_values_what_direct_launches_compute(variant, mod
             out.data.square().sum().backward()
             results[graphs].append([out.data.cpu()] + [p.grad.cpu() for p in module.parameters()])
             del packed, out
-    assert triton_backend.graphs.replayed > 0, "no call found its recording"
+    cache = triton_backend.graphs
+    assert cache.replayed > 0, (f"no call found its recording: {cache.direct} direct, "
+                                f"{cache.recorded} recorded")
     for got, want in zip(results[True], results[False]):
         for g, w in zip(got, want):
             assert rel_err(g, w) <= 1e-6
@@ -270,5 +293,46 @@ def test_inside_the_callers_recording_the_launches_join_it(mode, monkeypatch):
         graph.replay()
         monkeypatch.setattr(planner.settings, "graphs", False)
         want, _ = module(x)
-    assert triton_backend.graphs.recorded == 1   # the warm-up call's, none while capturing
+    assert triton_backend.graphs.direct == 1   # the warm-up call's; nothing while capturing
+    assert triton_backend.graphs.recorded == 0
     assert rel_err(out, want) <= 1e-6
+
+
+FIRST_CALLS = """
+import warnings, torch, gatedrnn
+from gatedrnn.kernels import planner, triton as backend
+warnings.simplefilter("error")   # a refused recording warns: fail on it
+torch.manual_seed(0)
+module = gatedrnn.for_variant("lstm", 768, 768).cuda()
+assert planner.launch_name(planner.plan(16, 768, torch.float32, "lstm")) == "gemm+graphs"
+x = torch.randn(64, 16, 768, device="cuda")
+grads = []
+for _ in range(4):
+    module.zero_grad()
+    out, _ = module(x)
+    out.square().sum().backward()
+    grads.append(module.weight_hh_l0.grad.cpu())
+    del out
+torch.randn(3, device="cuda")   # the random generator still works
+g = backend.graphs
+print(g.direct, g.recorded, g.replayed)
+assert g.replayed > 0
+planner.settings.mode = "step"
+module.zero_grad()
+out, _ = module(x)
+out.square().sum().backward()
+want = module.weight_hh_l0.grad.cpu()
+assert all(((got - want).abs().max() / want.abs().max()).item() < 1e-5 for got in grads)
+"""
+
+
+@pytest.mark.gpu
+def test_a_measured_graphs_launch_as_a_process_first_call():
+    """The plan takes "gemm+graphs" from the GPU check's choices (G1, float32 LSTM) for the
+    process's first calls of all, forward and backward (autograd's thread, whose cuBLAS
+    handle does not exist yet): no recording fails, the random generator still works after,
+    recordings replay, and the gradients are the step mode's."""
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, "-c", FIRST_CALLS], cwd=root, capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(root)))
+    assert run.returncode == 0, run.stderr[-3000:]

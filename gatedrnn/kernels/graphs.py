@@ -7,10 +7,15 @@ same launches replay as one call, with the GPU's own gaps between kernels. A gra
 addresses and sizes it was recorded with, so it may only be replayed for a call whose buffers
 lie at the same addresses with the same sizes, dtypes and launch constants: that is the key a
 recording is kept under. A training loop repeats its allocations step after step, and
-PyTorch's caching allocator hands them the same addresses, so from the second training step on
-every call finds its graph. A call with new
-addresses records a new graph (the cost of one step-mode run, plus instantiating the graph),
-and the least recently used of more than `capacity` graphs is dropped.
+PyTorch's caching allocator hands them the same addresses, so from the third training step on
+every call finds its graph. A key's first call launches directly, as without graphs: it
+creates what the launches create on first use (the calling thread's cuBLAS handle: the
+backward runs in autograd's own thread), which a recording may not (the first GPU run, whose
+first call of all recorded, lost its backward's recording to that, and a recording that fails
+leaves PyTorch's CUDA random generator unusable; benchmarks/gpu-notes.md, v6). It also costs
+nothing for buffers that never come back. The second call records a graph (the cost of one
+step-mode run, plus instantiating it), and the least recently used of more than `capacity`
+graphs is dropped.
 
 The caller allocates every buffer the launches read and write first, and compiles and loads
 the kernels before recording. What cuBLAS allocates while recording (its workspace) comes
@@ -47,16 +52,27 @@ class StepGraphs:
     def __init__(self, capacity: int = 32):
         self.capacity = capacity
         self._graphs: collections.OrderedDict = collections.OrderedDict()
+        self._seen: collections.OrderedDict = collections.OrderedDict()   # keys called once
         self._streams: dict = {}
-        self.recorded = 0   # for benchmarks: how many calls recorded a graph ...
-        self.replayed = 0   # ... and how many found theirs
+        self.direct = 0     # for benchmarks: how many calls launched directly (a new key) ...
+        self.recorded = 0   # ... recorded a graph (a key's second call) ...
+        self.replayed = 0   # ... and found theirs
 
     def run(self, key: Hashable, device: torch.device, launch_all: LaunchAll,
-            prepare: Callable[[], None]) -> None:
-        """Replay the graph recorded under `key`, or record launch_all into one (nothing runs
-        while recording) and replay that, on the current stream. prepare() is called before
-        recording: what cannot be recorded (compiling, loading kernels) happens there."""
+            prepare: Callable[[], None], direct: Callable[[], None]) -> None:
+        """Replay the graph recorded under `key`; or, at the key's second call, record
+        launch_all into one (nothing runs while recording) and replay that, on the current
+        stream; or, at its first, direct(): the launches on the current stream, uncaptured.
+        prepare() is called before recording: what cannot be recorded (compiling, loading
+        kernels) happens there."""
         graph = self._graphs.pop(key, None)
+        if graph is None and self._seen.pop(key, 0) == 0:
+            self._seen[key] = 1
+            while len(self._seen) > 4 * self.capacity:
+                self._seen.popitem(last=False)
+            self.direct += 1
+            direct()
+            return
         if graph is None:
             prepare()
             graph = self._record(device, launch_all)

@@ -217,7 +217,7 @@ graphs = StepGraphs()
 def _launch_steps(pl: Plan, device, steps, first_args, launch_all, key_parts) -> None:
     """Issue a sequence's per-step launches (launch_all, with the gemm mode's products):
     directly, or with pl.graphs through the CUDA graph recorded for the same buffers, sizes and
-    constants (key_parts), recorded now if there is none (gatedrnn/kernels/graphs.py).
+    constants (key_parts), recorded now if they come a second time (gatedrnn/kernels/graphs.py).
     first_args: each launcher's arguments at any step, to compile and load its kernel before
     recording (the same dtypes and alignments as its launches: they choose the compiled kernel).
     The interpreter has no CUDA graphs: there every launch is direct."""
@@ -235,7 +235,7 @@ def _launch_steps(pl: Plan, device, steps, first_args, launch_all, key_parts) ->
         launch_all()
 
     try:
-        graphs.run(graph_key(key_parts), device, record, prepare)
+        graphs.run(graph_key(key_parts), device, record, prepare, launch_all)
     except Exception as error:   # a recording this machine refuses ran nothing
         if pl.measured:
             raise Refused(launch_name(pl), error) from error
