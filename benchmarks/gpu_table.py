@@ -28,8 +28,9 @@ whose time the table then shows, so one run of the GPU check both sets the plan 
 it. A launch the run did not time shows as not measured. Several runs make one table where
 they ran on one GPU model (each row's ratios are of times from one run) and the later ones
 only time rows again: a run whose time budget cut rows short is completed by one of those rows
-alone, with --no-correctness (the first run's check stands for the same kernels). Rows whose plan now has tiles from a
---tune show that run's time for them in the tuning table printed after the main one.
+alone, with --no-correctness (the first run's check stands for the same kernels). Rows whose
+plan now has tiles from a --tune show that run's time for them in the tuning table printed
+after the main one.
 """
 
 from __future__ import annotations
@@ -227,8 +228,8 @@ def worst(rows, launch_of=lambda row: row["mode"]) -> dict | None:
 def merged(results: list[dict], names: list[str]) -> dict:
     """One result from several runs: the first's, with each later run's timed rows in place
     of its rows of the same shape, dtype and variant (their "run": its place, from 2), its
-    correctness cases added and its refused launches joined. Runs on different GPU models
-    (or with different limits) do not make one table."""
+    correctness cases added and its refused launches joined. Runs on different GPU models do
+    not make one table."""
     first = dict(results[0], timings=list(results[0].get("timings", [])))
     device = first.get("env", {}).get("device")
     for run, (result, name) in enumerate(zip(results[1:], names[1:]), start=2):

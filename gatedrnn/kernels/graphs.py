@@ -7,8 +7,10 @@ same launches replay as one call, with the GPU's own gaps between kernels. A gra
 addresses and sizes it was recorded with, so it may only be replayed for a call whose buffers
 lie at the same addresses with the same sizes, dtypes and launch constants: that is the key a
 recording is kept under. A training loop repeats its allocations step after step, and
-PyTorch's caching allocator hands them the same addresses, so from the third training step on
-every call finds its graph. A key's first call launches directly, as without graphs: it
+PyTorch's caching allocator mostly hands them the same addresses: in the GPU check's loops (one
+layer) 28-33 of 36 calls replayed. Two bidirectional layers over a packed batch often did not
+repeat their addresses (benchmarks/gpu-notes.md, v6): there calls launch as without graphs,
+plus a recording now and then. A key's first call launches directly, as without graphs: it
 creates what the launches create on first use (the calling thread's cuBLAS handle: the
 backward runs in autograd's own thread), which a recording may not (the first GPU run, whose
 first call of all recorded, lost its backward's recording to that, and a recording that fails
