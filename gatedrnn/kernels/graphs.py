@@ -54,7 +54,7 @@ class StepGraphs:
     def __init__(self, capacity: int = 32):
         self.capacity = capacity
         self._graphs: collections.OrderedDict = collections.OrderedDict()
-        self._seen: collections.OrderedDict = collections.OrderedDict()   # keys called once
+        self._seen: collections.OrderedDict = collections.OrderedDict()   # keys called once: True
         self._streams: dict = {}
         self.direct = 0     # for benchmarks: how many calls launched directly (a new key) ...
         self.recorded = 0   # ... recorded a graph (a key's second call) ...
@@ -68,8 +68,8 @@ class StepGraphs:
         prepare() is called before recording: what cannot be recorded (compiling, loading
         kernels) happens there."""
         graph = self._graphs.pop(key, None)
-        if graph is None and self._seen.pop(key, 0) == 0:
-            self._seen[key] = 1
+        if graph is None and not self._seen.pop(key, False):
+            self._seen[key] = True
             while len(self._seen) > 4 * self.capacity:
                 self._seen.popitem(last=False)
             self.direct += 1
