@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from . import kernels, through_time
-from ._checks import autocasting, needs_grad
+from ._checks import autocasting, needs_grad, not_jit_traced
 from .kernels import onednn, states
 from .cells import Variant, get_variant
 
@@ -30,6 +30,12 @@ def _project(v: Variant, x, weight_ih, weight_hh, bias_ih, bias_hh):
     """(xp, b_hh): the input projection of all steps at once, and the reset-after b_cc."""
     bias_x, b_hh = split_bias(v, bias_ih, bias_hh, weight_hh.shape[1])
     return onednn.linear(x, weight_ih, bias_x), b_hh
+
+
+def _unpadded(x: Tensor, mask: Tensor | None) -> Tensor:
+    """x with zeros past each sequence's end: the steps there are skipped, but the weight
+    gradient multiplies their inputs by a zero gradient, and 0 · NaN is NaN."""
+    return x if mask is None else torch.where(mask, x, x.new_zeros(()))
 
 
 def _autocast_dtype(device_type: str, backend: str, weights: torch.dtype) -> torch.dtype | None:
@@ -72,8 +78,9 @@ def recurrence(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor 
     (out, a_n, c_n); out is zero past each sequence's end, a_n / c_n its state at its last step.
     Inputs are not checked here (the modules do that).
     """
+    not_jit_traced("gatedrnn.recurrence")
     v = get_variant(variant)
-    xp, b_hh = _project(v, x, weight_ih, weight_hh, bias_ih, bias_hh)
+    xp, b_hh = _project(v, _unpadded(x, mask), weight_ih, weight_hh, bias_ih, bias_hh)
     name, args = _backend_arguments(v, xp, weight_hh, b_hh, a0, c0, peephole, backend)
     # Inference needs no saved gates: the kernels then keep one step's worth, not T.
     keep_saved = needs_grad(*args)
@@ -110,7 +117,7 @@ def capture(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | N
     """
     v = get_variant(variant)
     H = weight_hh.shape[1]
-    xp, b_hh = _project(v, x, weight_ih, weight_hh, bias_ih, bias_hh)
+    xp, b_hh = _project(v, _unpadded(x, mask), weight_ih, weight_hh, bias_ih, bias_hh)
     name, args = _backend_arguments(v, xp, weight_hh, b_hh, a0, c0, peephole, backend)
     # The reference backend saves its inputs, not the gates: the loop backend stands in.
     impl = kernels.load("loop" if name == "reference" else name)
@@ -118,7 +125,7 @@ def capture(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | N
         SA, SC, saved = impl.forward(v, *args, mask, reverse, True)
     gates = dict(zip(v.saved_names, saved.split(H, dim=-1)))
     if mask is not None:
-        gates = {k: g * mask for k, g in gates.items()}
+        gates = {k: torch.where(mask, g, g.new_zeros(())) for k, g in gates.items()}
     if v.has_cell:
         gates["c"] = states.after(SC, reverse)
     gates["a"] = states.after(SA, reverse)

@@ -349,9 +349,13 @@ struct Weight {
 // ---- element-wise helpers -----------------------------------------------------------------
 
 // ATen's polynomial exp (float: within 20 ulp, ~1e-6 relative; double: the exact exp). The
-// 1-ulp Sleef exp and tanh cost about as much as the per-step GEMM at moderate batch.
+// 1-ulp Sleef exp and tanh cost about as much as the per-step GEMM at moderate batch. The
+// polynomial clamps its argument, which turns NaN into a finite number: NaN is put back, so
+// a NaN anywhere propagates as through torch.nn.
 template <typename T>
-inline Vectorized<T> exp(const Vectorized<T>& z) { return z.exp_u20(); }
+inline Vectorized<T> exp(const Vectorized<T>& z) {
+  return Vectorized<T>::blendv(z.exp_u20(), z, z.isnan());
+}
 
 template <typename T>
 inline Vectorized<T> sigmoid(const Vectorized<T>& z) {
