@@ -113,3 +113,13 @@ def lengths(value, batch: int, T: int, device) -> Tensor:
         raise ValueError(f"lengths: expected every length <= {T} (the input's time steps), "
                          f"got a length of {high}")
     return value.to(device=device, dtype=torch.int64)
+
+
+def not_jit_traced(what: str) -> None:
+    """torch.jit.trace records the kernels' outputs as constants (the compiled time loop is
+    invisible to it, the Python loop is unrolled to one length): its trace would give wrong
+    numbers for new inputs, so it is refused."""
+    if torch.jit.is_tracing():
+        raise RuntimeError(f"{what}: torch.jit.trace cannot record gatedrnn's recurrence (the "
+                           "trace would replay this input's results); use torch.export.export "
+                           "or torch.compile, or gatedrnn.export_onnx for ONNX")

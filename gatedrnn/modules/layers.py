@@ -53,6 +53,11 @@ class RecurrentLayers(nn.Module):
                     self.register_parameter(name + sfx, p)
         self.reset_parameters()
 
+    def __prepare_scriptable__(self):
+        raise RuntimeError(f"{type(self).__name__}: torch.jit.script cannot compile gatedrnn's "
+                           "layers; use torch.export.export or torch.compile, or "
+                           "gatedrnn.export_onnx for ONNX")
+
     @property
     def directions(self) -> int:
         return 2 if self.bidirectional else 1
