@@ -1,24 +1,40 @@
-"""Training checkpoints: everything needed to continue a run exactly, and nothing unpickled.
+"""Training checkpoints and the run folders that hold them: nothing lost, nothing unpickled.
 
-A run directory holds:
+A run folder holds:
+    .gatedrnn-run        the mark gatedrnn writes when it makes the folder; a folder without
+                         it is never written into or deleted from
+    .lock                held (flock) while a process trains in the folder
     config.json          the run's configuration (task, model, data, optimiser, vocabulary, ...)
     metrics.jsonl        one JSON line per logged step
-    checkpoint/          the latest good checkpoint:
+    checkpoints/NNNNNNNN/    the checkpoint of step N:
         model.safetensors        the model's parameters
         optimizer.safetensors    the optimiser's tensors; optimizer.json its scalars and groups
         rng.safetensors          the data generator's and torch's random states
         state.json               the step reached and the last evaluation
-A checkpoint is written into checkpoint.partial/ and renamed into place, so a crash leaves
-either the old checkpoint or the new one, never half of one.
+    checkpoint           a link to the newest checkpoint, for people and tools
+A checkpoint is written into checkpoints/NNNNNNNN.partial/, every file fsynced, and renamed
+complete into place in one step; then the link moves (another rename) and older checkpoints go.
+Whenever a process dies, the newest folder of checkpoints/ without ".partial" is whole, and
+resuming takes it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
 import torch
+
+try:
+    import fcntl
+except ImportError:   # Windows: no lock, the rest holds
+    fcntl = None
+
+MARK = ".gatedrnn-run"
+_STEP = re.compile(r"^\d{8}$")
 
 
 class CheckpointError(ValueError):
@@ -58,48 +74,101 @@ def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save(run_dir: Path, model, optimizer, generator: torch.Generator, state: dict) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's entry to the disk (folders: where the OS allows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:   # some file systems refuse fsync on a folder
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write(path: Path, write) -> None:
+    write(path)
+    _fsync(path)
+
+
+def latest(run_dir) -> Path | None:
+    """The newest complete checkpoint folder of a run, or None. A folder in checkpoints/ is
+    complete once it has its final name; runs written before checkpoints/ keep checkpoint/."""
+    run_dir = Path(run_dir)
+    folder = run_dir / "checkpoints"
+    steps = sorted(p for p in folder.iterdir() if _STEP.match(p.name)) if folder.is_dir() else []
+    if steps:
+        return steps[-1]
+    legacy = run_dir / "checkpoint"
+    return legacy if (legacy / "state.json").is_file() else None
+
+
+def save(run_dir: Path, model, optimizer, generator: torch.Generator, state: dict) -> Path:
+    """Write a complete checkpoint of `state["step"]` and make it the newest; returns it."""
     from safetensors.torch import save_file
 
-    final, partial = run_dir / "checkpoint", run_dir / "checkpoint.partial"
+    folder = run_dir / "checkpoints"
+    folder.mkdir(exist_ok=True)
+    name = f"{state['step']:08d}"
+    final, partial = folder / name, folder / (name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-              str(partial / "model.safetensors"))
+    partial.mkdir()
+    _write(partial / "model.safetensors", lambda p: save_file(
+        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(p)))
     tensors, meta = _flatten_optimizer(optimizer.state_dict())
-    save_file(tensors, str(partial / "optimizer.safetensors"))
-    (partial / "optimizer.json").write_text(json.dumps(meta))
+    _write(partial / "optimizer.safetensors", lambda p: save_file(tensors, str(p)))
+    _write(partial / "optimizer.json", lambda p: p.write_text(json.dumps(meta)))
     rng = {"data": generator.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():   # dropout on a GPU draws here
         rng["cuda"] = torch.cuda.get_rng_state()
-    save_file(rng, str(partial / "rng.safetensors"))
-    (partial / "state.json").write_text(json.dumps(state, indent=1))
-    old = run_dir / "checkpoint.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
+    _write(partial / "rng.safetensors", lambda p: save_file(rng, str(p)))
+    _write(partial / "state.json", lambda p: p.write_text(json.dumps(state, indent=1)))
+    _fsync(partial)
+    if final.exists():   # a step saved again (a resumed run that stops where it started)
+        shutil.rmtree(final)
     partial.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    _fsync(folder)
+    _point(run_dir, final)
+    for old in folder.iterdir():   # older steps and partial folders: all gatedrnn's own
+        if old != final and (_STEP.match(old.name) or old.name.endswith(".partial")):
+            shutil.rmtree(old, ignore_errors=True)
+    return final
 
 
-def load(run_dir: Path, model, optimizer, generator: torch.Generator) -> dict:
-    """Restore model, optimiser and random states in place; returns state.json's content."""
+def _point(run_dir: Path, target: Path) -> None:
+    """Move the checkpoint link to `target` in one rename."""
+    link, new = run_dir / "checkpoint", run_dir / "checkpoint.link"
+    if link.is_dir() and not link.is_symlink():   # a run from before checkpoints/
+        shutil.rmtree(link)
+    try:
+        new.unlink(missing_ok=True)
+        new.symlink_to(target.relative_to(run_dir), target_is_directory=True)
+        new.replace(link)
+        _fsync(run_dir)
+    except OSError:   # no symbolic links here: checkpoints/ is what resuming reads
+        new.unlink(missing_ok=True)
+
+
+def load(run_dir: Path, model, optimizer, generator: torch.Generator) -> dict | None:
+    """Restore model, optimiser and random states in place from the newest checkpoint; returns
+    its state.json's content, or None where the run has none yet."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    folder = run_dir / "checkpoint"
-    if not (folder / "state.json").is_file():
-        raise CheckpointError(f"resume: {run_dir} has no checkpoint (expected "
-                              f"{folder / 'state.json'}); start a new run instead")
+    folder = latest(run_dir)
+    if folder is None:
+        return None
     try:
         weights = load_file(str(folder / "model.safetensors"))
         try:
             missing, unexpected = model.load_state_dict(weights, strict=False)
         except RuntimeError as error:   # shapes differ
-            raise CheckpointError(f"resume: the checkpoint in {run_dir} does not fit this model "
+            raise CheckpointError(f"resume: the checkpoint in {folder} does not fit this model "
                                   f"({str(error).splitlines()[-1].strip()})") from None
         if missing or unexpected:
-            raise CheckpointError(f"resume: the checkpoint in {run_dir} does not fit this model "
+            raise CheckpointError(f"resume: the checkpoint in {folder} does not fit this model "
                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]}); "
                                   "it was written for another variant or size")
         optimizer.load_state_dict(_unflatten_optimizer(
@@ -113,5 +182,5 @@ def load(run_dir: Path, model, optimizer, generator: torch.Generator) -> dict:
         return json.loads((folder / "state.json").read_text())
     except (SafetensorError, json.JSONDecodeError, FileNotFoundError, KeyError,
             RuntimeError) as error:
-        raise CheckpointError(f"resume: the checkpoint in {run_dir} is damaged ({error}); "
+        raise CheckpointError(f"resume: the checkpoint in {folder} is damaged ({error}); "
                               "remove it to start over") from None

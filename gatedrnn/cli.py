@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .cells import VARIANTS
-from .checkpoint import CheckpointError, read_run
+from .checkpoint import CheckpointError, latest, read_run
 from .tasks import TASKS
 from .tasks.charlm import DataError
 from .train import PRECISIONS, TrainConfig, TrainingError, resolve_device, train
@@ -94,7 +94,11 @@ def load_charlm(run_dir) -> tuple:
     vocab = Vocabulary(run["task_metadata"]["vocabulary"])
     model = CharLM(len(vocab), config["variant"], config["hidden_size"], config["num_layers"],
                    config["embedding_size"], config["dropout"])
-    weights_path = run_dir / "checkpoint" / "model.safetensors"
+    newest = latest(run_dir)
+    if newest is None:
+        raise CheckpointError(f"{run_dir}: the run has no checkpoint yet; train it further "
+                              f"with gatedrnn train --resume {run_dir}")
+    weights_path = newest / "model.safetensors"
     try:
         model.load_state_dict(load_file(str(weights_path)))
     except (SafetensorError, FileNotFoundError, RuntimeError) as error:

@@ -10,6 +10,7 @@ differ from an unbroken one in the last bits (cuBLAS and atomics do not promise 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from . import checkpoint
+from . import checkpoint, run_folder
 from .progress import Progress
 from .tasks import make as make_task
 from .tasks.common import on_device
@@ -131,9 +132,15 @@ def run(config: TrainConfig, resume: bool = False, stop_when=None):
         raise ValueError(f"--batch-size: {config.batch_size} does not split over {world} "
                          "processes; use a multiple of the process count")
     run_dir = Path(config.out)
-    if not resume and (run_dir / "config.json").exists():
-        raise TrainingError(f"out: {run_dir} already holds a run; continue it with --resume "
-                            f"{run_dir}, or choose another --out")
+    if resume:
+        checkpoint.read_run(run_dir)   # says what is missing where there is no run
+    elif rank == 0:
+        run_folder.claim(run_dir)
+    with run_folder.hold(run_dir) if rank == 0 else contextlib.nullcontext():
+        return _run(config, resume, stop_when, on, rank, world, run_dir)
+
+
+def _run(config, resume, stop_when, on, rank, world, run_dir):
     # A resumed run keeps what it was built with (the vocabulary) whatever the data now holds.
     task = make_task(config, checkpoint.read_run(run_dir)["task_metadata"] if resume else None)
     torch.manual_seed(config.seed)
@@ -141,13 +148,15 @@ def run(config: TrainConfig, resume: bool = False, stop_when=None):
     optimizer = _optimizer(config, model.parameters())
     generator = torch.Generator().manual_seed(config.seed + 1)
     step, last = 0, {}
-    if resume:
-        state = checkpoint.load(run_dir, model, optimizer, generator)
+    # A run stopped before its first checkpoint resumes from its beginning.
+    state = checkpoint.load(run_dir, model, optimizer, generator) if resume else None
+    if state is not None:
         step, last = state["step"], state.get("evaluation", {})
+    if rank == 0 and resume:
+        run_folder.trim_metrics(run_dir, step)
     elif rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(
-            {"config": dataclasses.asdict(config), "task_metadata": task.metadata()}, indent=1))
+        run_folder.write_config(run_dir, {"config": dataclasses.asdict(config),
+                                          "task_metadata": task.metadata()})
     trained = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[on] if on.type == "cuda" else None) if world > 1 else model
     progress = Progress(config.steps, step) if rank == 0 else None
@@ -195,6 +204,7 @@ def run(config: TrainConfig, resume: bool = False, stop_when=None):
                     metrics.flush()
             if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps
                               or stopping):
+                _finite_or_stop(model, step, saved_step, run_dir)
                 checkpoint.save(run_dir, model, optimizer, generator,
                                 {"step": step, "evaluation": last})
                 saved_step = step
@@ -206,6 +216,16 @@ def run(config: TrainConfig, resume: bool = False, stop_when=None):
         if metrics is not None:
             metrics.close()
     return model, {"step": step, **last}
+
+
+def _finite_or_stop(model, step: int, saved_step: int, run_dir: Path) -> None:
+    """A step can make a weight non-finite while its loss was finite: such weights are never
+    saved over the last good checkpoint."""
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise TrainingError(f"training stopped at step {step}: {name} became non-finite; "
+                                f"the last good checkpoint (step {saved_step}) is kept in "
+                                f"{run_dir / 'checkpoint'}; try a lower --lr or --clip 1")
 
 
 def read_metrics(run_dir) -> list[dict]:
