@@ -43,8 +43,44 @@ def test_mismatched_config_is_refused(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     config["hidden_size"] = 5
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"_l0: expected shape \(20,.*\), got \(16,"):
+    with pytest.raises(ValueError, match=r"hidden_size 5 .* the weights have hidden_size 4"):
         gatedrnn.load(tmp_path)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"num_layers": 100_000}, "num_layers: 100000, but model.safetensors holds 1 layers"),
+    ({"hidden_size": 10**9}, "hidden_size 1000000000 .* the weights have hidden_size 4"),
+    ({"input_size": -3}, "input_size: expected a positive integer, got -3"),
+    ({"bidirectional": True}, "expected the tensors"),
+])
+def test_a_hostile_config_is_refused_before_anything_large_is_allocated(tmp_path, change,
+                                                                         message):
+    import time
+    import tracemalloc
+
+    gatedrnn.save(gatedrnn.LSTM(3, 4), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, **change}))
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(ValueError, match=message):
+            gatedrnn.load(tmp_path)
+        assert tracemalloc.get_traced_memory()[1] < 10 * 2**20
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("cls", [gatedrnn.GRU, gatedrnn.LSTM, gatedrnn.RNN])
+def test_16_bit_models_build_save_and_load(cls, dtype, tmp_path):
+    module = cls(5, 8, num_layers=2, dtype=dtype)
+    w = module.weight_hh_l0.float()[:8]   # an orthogonal block, drawn in float32, then rounded
+    torch.testing.assert_close(w @ w.T, torch.eye(8), atol=2e-2, rtol=0)
+    loaded = gatedrnn.load(gatedrnn.save(module, tmp_path / "m"))
+    for p1, p2 in zip(module.parameters(), loaded.parameters()):
+        assert p2.dtype == dtype and torch.equal(p1, p2)
 
 
 def test_foreign_or_missing_files_are_refused(tmp_path):

@@ -48,6 +48,13 @@ def make(variant: Variant, input_size: int, hidden_size: int, bias: bool,
     }
 
 
+def _orthogonal(w):
+    """An orthogonal matrix like w, drawn in float32 where w's dtype has no QR (16-bit)."""
+    if w.dtype in (torch.float32, torch.float64) or w.device.type == "meta":
+        return nn.init.orthogonal_(torch.empty_like(w))
+    return nn.init.orthogonal_(torch.empty(w.shape, dtype=torch.float32, device=w.device)).to(w.dtype)
+
+
 def reset(variant: Variant, weight_ih, weight_hh, bias_ih, bias_hh, peephole,
           forget_bias: float = FORGET_BIAS) -> None:
     H = weight_hh.shape[1]
@@ -56,7 +63,7 @@ def reset(variant: Variant, weight_ih, weight_hh, bias_ih, bias_hh, peephole,
         for k, g in enumerate(variant.gates):
             rows = slice(k * H, (k + 1) * H)
             nn.init.xavier_uniform_(weight_ih[rows])
-            nn.init.orthogonal_(weight_hh[rows])
+            weight_hh[rows] = _orthogonal(weight_hh[rows])
             if bias_ih is not None:
                 bias_ih[rows].fill_(biases.get(g, 0.0))
         if bias_hh is not None:
