@@ -217,3 +217,34 @@ def test_gru_simple_is_a_gru_node_with_the_reset_gate_pinned_open():
     assert np.all(weights["W_l0"][0, H:2 * H] == 0) and np.all(weights["R_l0"][0, H:2 * H] == 0)
     assert np.all(weights["B_l0"][0, H:2 * H] == 100.0)
     assert to_onnx("gru", *_module("gru")._weights(0, 0))["linear_before_reset"] == 0
+
+
+def test_a_hidden_size_that_disagrees_with_r_is_refused():
+    model = _single_node()
+    model.graph.node[0].attribute[0].i = H + 1   # hidden_size
+    with pytest.raises(ValueError, match=rf"'hidden_size' is {H + 1}, but R has hidden_size {H}"):
+        gatedrnn.load_onnx(model)
+
+
+def test_a_forward_node_with_two_directions_of_weights_is_refused():
+    model = _single_node()
+    for k in range(2):   # W and R of two directions on a node that says "forward"
+        array = numpy_helper.to_array(model.graph.initializer[k])
+        model.graph.initializer[k].CopyFrom(numpy_helper.from_array(
+            np.concatenate([array, array]), model.graph.initializer[k].name))
+    with pytest.raises(ValueError, match=r"input W: expected shape \(1, .*direction 'forward'"):
+        gatedrnn.load_onnx(model)
+
+
+def test_an_empty_file_or_a_model_without_recurrent_nodes_is_refused(tmp_path):
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(ValueError, match="expected an ONNX model with an LSTM, GRU or RNN node"):
+        gatedrnn.load_onnx(tmp_path / "empty.onnx")
+
+
+def test_an_onnx_older_than_1_16_is_refused():
+    from gatedrnn.interop.onnx_import import _check_onnx_version
+
+    _check_onnx_version("1.16.0")
+    with pytest.raises(ImportError, match="needs onnx >= 1.16 .* got 1.14.1"):
+        _check_onnx_version("1.14.1")

@@ -61,6 +61,41 @@ def _check_attributes(node, attributes: dict) -> None:
                 "only runs backwards)", direction)
 
 
+_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+# 1.16 is the first onnx that refuses external-data paths leading outside the model's folder.
+MIN_ONNX = (1, 16)
+
+
+def _check_onnx_version(version: str) -> None:
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if parts < MIN_ONNX:
+        raise ImportError(f"onnx: gatedrnn needs onnx >= {'.'.join(map(str, MIN_ONNX))} "
+                          f"(older versions follow external-data paths out of the model's "
+                          f"folder), got {version}; pip install -U onnx")
+
+
+def _check_shapes(node, attributes: dict, W, R, B, P) -> None:
+    """Every weight's shape against the others and the node's attributes."""
+    where = f"node {node.name or node.output[0]!r} ({node.op_type})"
+    G = _GATES[node.op_type]
+    if W.dim() != 3 or R.dim() != 3:
+        raise ValueError(f"{where}: expected W and R of 3 dimensions, got shapes "
+                         f"{tuple(W.shape)} and {tuple(R.shape)}")
+    D, H = R.shape[0], R.shape[-1]
+    if "hidden_size" in attributes and attributes["hidden_size"] != H:
+        raise ValueError(f"{where}: attribute 'hidden_size' is {attributes['hidden_size']}, "
+                         f"but R has hidden_size {H} (shape {tuple(R.shape)})")
+    direction = attributes.get("direction", b"forward")
+    direction = direction.decode() if isinstance(direction, bytes) else direction
+    directions = 2 if direction == "bidirectional" else 1
+    expected = {"W": (directions, G * H, W.shape[-1]), "R": (directions, G * H, H),
+                "B": (directions, 2 * G * H), "P": (directions, 3 * H)}
+    for name, value in (("W", W), ("R", R), ("B", B), ("P", P)):
+        if value is not None and tuple(value.shape) != expected[name]:
+            raise ValueError(f"{where}: input {name}: expected shape {expected[name]} (direction "
+                             f"{direction!r}, hidden_size {H}), got {tuple(value.shape)}")
+
+
 def _input(node, values: dict, index: int):
     if len(node.input) <= index or node.input[index] == "":
         return None
@@ -108,7 +143,11 @@ def load_onnx(model_or_path) -> list:
     model = model_or_path
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model_or_path))
+    _check_onnx_version(onnx.__version__)
     values = _constants(model.graph)
+    if not any(node.op_type in _GATES for node in model.graph.node):
+        raise ValueError(f"model: expected an ONNX model with an LSTM, GRU or RNN node, got "
+                         f"{len(model.graph.node)} nodes and none of them recurrent")
     modules = []
     for node in model.graph.node:
         if node.op_type not in ("LSTM", "GRU", "RNN"):
@@ -120,6 +159,7 @@ def load_onnx(model_or_path) -> list:
         if W is None or R is None:
             raise ValueError(f"node {node.name or node.output[0]!r} ({node.op_type}): inputs "
                              "W and R are required")
+        _check_shapes(node, attributes, W, R, B, P)
         variant = _variant(node, attributes, W, R, B, P)
         D, _, I = W.shape
         H = R.shape[-1]
