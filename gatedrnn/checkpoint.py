@@ -179,7 +179,10 @@ def load(run_dir: Path, model, optimizer, generator: torch.Generator) -> dict | 
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
-        return json.loads((folder / "state.json").read_text())
+        state = json.loads((folder / "state.json").read_text())
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            raise KeyError("state.json has no step")
+        return state
     except (SafetensorError, json.JSONDecodeError, FileNotFoundError, KeyError,
             RuntimeError) as error:
         raise CheckpointError(f"resume: the checkpoint in {folder} is damaged ({error}); "

@@ -43,6 +43,11 @@ HELP = {
 }
 
 
+def unescape(text: str) -> str:
+    """Backslash escapes (\\n, \\t, \\u00e9) decoded; every other character kept as typed."""
+    return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
@@ -68,6 +73,10 @@ def _config_for(args) -> tuple[TrainConfig, bool]:
         return TrainConfig(**given), False
     run_dir = Path(args.resume)
     saved = read_run(run_dir)["config"]
+    unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise CheckpointError(f"{run_dir / 'config.json'}: unknown settings {unknown} (written "
+                              "by another version of gatedrnn?); resume it with that version")
     for name, value in given.items():
         if name == "out" or name in RESUMABLE or saved.get(name) == value:
             continue
@@ -121,7 +130,7 @@ def cmd_sample(args) -> None:
 
     model, vocab = load_charlm(args.run_dir)
     generator = torch.Generator().manual_seed(args.seed)
-    print(sample_text(model, vocab, args.prime.encode().decode("unicode_escape"), args.length,
+    print(sample_text(model, vocab, unescape(args.prime), args.length,
                       args.temperature, args.top_k, generator))
 
 
@@ -141,7 +150,7 @@ def cmd_gates(args) -> None:
 
     model, vocab = load_charlm(args.run_dir)
     if args.text is not None:
-        text = args.text.encode().decode("unicode_escape")
+        text = unescape(args.text)
     elif args.file is not None:
         from .tasks.charlm import read_text_file
 
@@ -202,16 +211,44 @@ def cmd_demo(args) -> None:
     print(f"more text:  gatedrnn sample {out} --prime 'class ' --temperature 0.7")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, exit status 1, as every other error."""
+
+    def error(self, message):
+        self.exit(1, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+_positive.__name__ = "positive integer"
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError(text)
+    return value
+
+
+_non_negative_float.__name__ = "number >= 0"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gatedrnn", description="Gated recurrent networks as the lectures teach them: "
         "train, sample, plot.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_Parser)
 
     demo = commands.add_parser("demo", help="train a char-LM on the default corpus (~2 min) "
                                "and show samples", description="Train the lecture's GRU as a character-level language model on "
                                "the embedded corpus, then sample from it.")
-    demo.add_argument("--steps", type=int, default=DEMO_STEPS,
+    demo.add_argument("--steps", type=_positive, default=DEMO_STEPS,
                       help=f"training steps (default: {DEMO_STEPS}, about two minutes)")
     demo.add_argument("--out", default=None, help="run directory (default: runs/demo-TIME)")
     demo.set_defaults(handler=cmd_demo)
@@ -228,10 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Generate text from a trained char-LM run.")
     sa.add_argument("run_dir", metavar="RUN_DIR", help="a charlm run directory")
     sa.add_argument("--prime", default="\\n", help="text to start from (escapes like \\n work)")
-    sa.add_argument("--length", type=int, default=500, help="characters to generate")
-    sa.add_argument("--temperature", type=float, default=0.8,
+    sa.add_argument("--length", type=_positive, default=500, help="characters to generate")
+    sa.add_argument("--temperature", type=_non_negative_float, default=0.8,
                     help="below 1: safer, above 1: wilder, 0: always the likeliest")
-    sa.add_argument("--top-k", type=int, default=None, help="draw only among the k likeliest")
+    sa.add_argument("--top-k", type=_positive, default=None, help="draw only among the k likeliest")
     sa.add_argument("--seed", type=int, default=0)
     sa.set_defaults(handler=cmd_sample)
 
@@ -250,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = ga.add_mutually_exclusive_group()
     source.add_argument("--text", default=None, help="the text (escapes like \\n work)")
     source.add_argument("--file", default=None, help="read the text from this file")
-    ga.add_argument("--length", type=int, default=120,
+    ga.add_argument("--length", type=_positive, default=120,
                     help="characters taken from --file, or sampled when neither is given")
     ga.add_argument("--out", required=True, metavar="DIR", help="where the PNGs go")
     ga.set_defaults(handler=cmd_gates)
@@ -274,8 +311,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (DataError, CheckpointError, TrainingError, ValueError, FileNotFoundError) as error:
+    except (DataError, CheckpointError, TrainingError, ValueError) as error:
         print(f"gatedrnn {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:   # the file system said no: a path that cannot be read or written
+        where = f": {error.filename}" if error.filename else ""
+        print(f"gatedrnn {args.command}: error: {error.strerror or error}{where}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"\ngatedrnn {args.command}: interrupted; the last checkpoint is kept",

@@ -13,6 +13,8 @@ LSTM / RNN themselves, or a model around them such as the char-LM.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -37,8 +39,10 @@ class Stream:
 def sample_text(model, vocab, prime: str = "\n", length: int = 300, temperature: float = 1.0,
                 top_k: int | None = None, generator: torch.Generator | None = None) -> str:
     """Continue `prime` by `length` characters drawn from a char-LM (temperature 0: greedy)."""
-    if temperature < 0:
-        raise ValueError(f"temperature: expected >= 0, got {temperature}")
+    if not 0 <= temperature < math.inf:
+        raise ValueError(f"temperature: expected a number >= 0, got {temperature}")
+    if length < 0:
+        raise ValueError(f"length: expected a number of characters >= 0, got {length}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k: expected a positive integer, got {top_k}")
     if not prime:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -63,8 +64,17 @@ class TrainConfig:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, "
                                  f"got {value!r}")
-        if not self.lr > 0:
+        if not 0 < self.lr < math.inf:
             raise ValueError(f"--lr: expected a positive learning rate, got {self.lr}")
+        if not 0 <= self.clip < math.inf:
+            raise ValueError(f"--clip: expected a gradient norm >= 0 (0: off), got {self.clip}")
+        if not 0 < self.valid_fraction < 1:
+            raise ValueError(f"--valid-fraction: expected a share in (0, 1), got "
+                             f"{self.valid_fraction}")
+        if not math.isfinite(self.forget_bias):
+            raise ValueError(f"--forget-bias: expected a finite number, got {self.forget_bias}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"--seed: expected an integer in [0, 2**63), got {self.seed}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout: expected a probability in [0, 1), got {self.dropout}")
         if self.optimizer not in ("adam", "adamw", "sgd"):

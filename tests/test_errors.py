@@ -158,3 +158,9 @@ def test_cell_input_and_state_checks():
         cell(torch.randn(B, I), (torch.zeros(B, H - 1), torch.zeros(B, H)))
     with pytest.raises(TypeError, match=r"hx: expected a tuple \(a_prev, c_prev\), got Tensor"):
         cell(torch.randn(B, I), torch.zeros(B, H))
+
+
+def test_a_packed_sequence_of_the_wrong_feature_size_is_refused(gru):
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(T, B, I + 1), [5, 3, 2])
+    with pytest.raises(ValueError, match=f"input: expected input_size={I} features"):
+        gru(packed)

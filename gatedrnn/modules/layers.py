@@ -163,7 +163,7 @@ class RecurrentLayers(nn.Module):
                 raise ValueError("lengths: a PackedSequence carries its own lengths; pass one or "
                                  "the other, got both")
             x, lengths = pad_packed_sequence(input)
-            _checks.same_kind("input", x, W0)
+            _checks.sequence_input(x, self.input_size, W0)
             batched = True
         else:
             x = _checks.sequence_input(input, self.input_size, W0)

@@ -55,7 +55,7 @@ def page_data(captured: CapturedText, top: int = 8, max_units: int | None = None
             grid = values[:, 0, :max_units]                        # (T, H)
             entry[name] = [[round(float(x), 2) for x in row] for row in grid]
             for feature, series in features.items():
-                if series.std() == 0:
+                if series.numel() < 2 or series.std() == 0:   # nothing to correlate
                     continue
                 r = _correlations(grid.double(), series.double())
                 for unit in r.abs().topk(min(top, r.numel())).indices.tolist():
