@@ -27,6 +27,12 @@ def trained(tmp_path_factory):
     return root
 
 
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path, monkeypatch):
+    """Values such as "nan" become file names: they land here, not in the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _one_clear_line(capsys, args):
     try:
         code = main(args)

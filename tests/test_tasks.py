@@ -86,3 +86,52 @@ def test_jsb_bad_files(tmp_path):
                                 "test": [[[60], [62]]]}))
     with pytest.raises(DataError, match="pitch 10 at step 0 is outside the piano"):
         jsb.load_jsb(path)
+
+
+def test_a_file_is_encoded_as_a_str_would_be(tmp_path):
+    from gatedrnn.tasks import corpus
+
+    text = "Zwölf Boxkämpfer jagen Viktor quer über den großen Sylter Deich. 🎻\n" * 300
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    saved, corpus.CHUNK = corpus.CHUNK, 1000   # pieces that cut characters' bytes apart
+    try:
+        vocab, ids = corpus.encode_file(tmp_path / "t.txt")
+    finally:
+        corpus.CHUNK = saved
+    assert vocab.chars == Vocabulary.of(text).chars and ids.dtype == torch.uint8
+    assert torch.equal(ids.long(), vocab.encode(text)) and vocab.decode(ids) == text
+
+
+def test_training_data_takes_at_most_three_times_the_file(tmp_path):
+    """Peak memory of building the char-LM task from a 24 MB file, in a fresh process."""
+    import subprocess
+    import sys
+
+    line = "".join(chr(32 + (i * 7) % 90) for i in range(99)) + "\n"
+    (tmp_path / "big.txt").write_text(line * 240_000)
+    (tmp_path / "small.txt").write_text(line * 10)
+    # The resident size sampled while the task is made, above what it was before.
+    probe = """
+import os, sys, threading, time
+from gatedrnn.tasks import make
+from gatedrnn.train import TrainConfig
+page = os.sysconf("SC_PAGE_SIZE")
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page
+before, peak, done = rss(), [0], []
+def watch():
+    while not done:
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.0005)
+watcher = threading.Thread(target=watch)
+watcher.start()
+task = make(TrainConfig(data=sys.argv[1], seq_len=50))
+done.append(1)
+watcher.join()
+print(max(peak[0], rss()) - before)
+"""
+    grown = [int(subprocess.run([sys.executable, "-c", probe, str(tmp_path / name)],
+                                capture_output=True, text=True, check=True).stdout)
+             for name in ("small.txt", "big.txt")]
+    size = (tmp_path / "big.txt").stat().st_size
+
+    assert grown[1] - grown[0] <= 3 * size, f"{(grown[1] - grown[0]) / size:.1f}x the file"

@@ -4,7 +4,7 @@ unit and metadata; gatedrnn.train runs any of them."""
 
 from __future__ import annotations
 
-from .charlm import CharLMTask, Vocabulary, load_text
+from .charlm import CharLMTask, Vocabulary, load_ids
 
 TASKS = ("charlm", "adding", "jsb")
 
@@ -13,8 +13,8 @@ def make(config, metadata: dict | None = None):
     """The task of a TrainConfig; metadata (from a saved run) pins e.g. the vocabulary."""
     if config.task == "charlm":
         vocab = Vocabulary(metadata["vocabulary"]) if metadata else None
-        text = load_text(config.data)
-        return CharLMTask(text, vocab, config.seq_len, config.valid_fraction)
+        vocab, ids = load_ids(config.data, vocab)
+        return CharLMTask(ids, vocab, config.seq_len, config.valid_fraction)
     if config.task == "adding":
         from .adding import AddingTask
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import device_of, recurrent_layers
+from .corpus import DataError, Vocabulary, counts, encode_file, encode_text, read_text_file
 
 # A fixed, deterministic selection of standard-library modules: plain, well-commented Python.
 STDLIB_MODULES = (
@@ -31,10 +32,6 @@ STDLIB_MODULES = (
 )
 SHAKESPEARE_URL = ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/"
                    "tinyshakespeare/input.txt")
-
-
-class DataError(ValueError):
-    """A data source that cannot be used, with what to do about it."""
 
 
 def stdlib_corpus() -> str:
@@ -50,7 +47,8 @@ def stdlib_corpus() -> str:
     return "\n".join(parts)
 
 
-def shakespeare_corpus(cache: Path | None = None) -> str:
+def shakespeare_path(cache: Path | None = None) -> Path:
+    """tiny-shakespeare in the user's cache, downloaded there once."""
     cache = cache or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gatedrnn"
     path = cache / "tinyshakespeare.txt"
     if not path.is_file():
@@ -63,57 +61,25 @@ def shakespeare_corpus(cache: Path | None = None) -> str:
             raise DataError(f"data: could not download tiny-shakespeare ({error}); when "
                             f"offline, pass --data PATH with a local copy") from None
         partial.replace(path)
-    return read_text_file(path)
+    return path
 
 
-def read_text_file(path) -> str:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data: {path} does not exist or is not a file; pass --data stdlib, "
-                        "shakespeare or the path of a UTF-8 text file")
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise DataError(f"data: {path} is empty; a language model needs text to learn from")
-    if b"\x00" in raw:
-        raise DataError(f"data: {path} looks binary (it contains NUL bytes); pass a UTF-8 "
-                        "text file")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise DataError(f"data: {path} is not UTF-8 ({error.reason} at byte {error.start}); "
-                        "convert it, e.g. iconv -t UTF-8") from None
+def shakespeare_corpus(cache: Path | None = None) -> str:
+    return read_text_file(shakespeare_path(cache))
 
 
 def load_text(data: str) -> str:
-    """--data: "stdlib", "shakespeare" or a path."""
+    """--data: "stdlib", "shakespeare" or a path, as one str."""
     if data == "stdlib":
         return stdlib_corpus()
-    if data == "shakespeare":
-        return shakespeare_corpus()
-    return read_text_file(data)
+    return read_text_file(shakespeare_path() if data == "shakespeare" else data)
 
 
-class Vocabulary:
-    def __init__(self, chars: str):
-        self.chars = chars
-        self.index = {c: i for i, c in enumerate(chars)}
-
-    @classmethod
-    def of(cls, text: str) -> "Vocabulary":
-        return cls("".join(sorted(set(text))))
-
-    def __len__(self) -> int:
-        return len(self.chars)
-
-    def encode(self, text: str) -> torch.Tensor:
-        unknown = sorted(set(text) - set(self.index))
-        if unknown:
-            raise ValueError(f"text: characters {unknown[:10]!r} are not in the model's "
-                             f"vocabulary of {len(self)}; leave them out")
-        return torch.tensor([self.index[c] for c in text], dtype=torch.long)
-
-    def decode(self, ids) -> str:
-        return "".join(self.chars[int(i)] for i in ids)
+def load_ids(data: str, vocab: Vocabulary | None = None) -> tuple[Vocabulary, torch.Tensor]:
+    """--data as (vocabulary, compact ids); files are encoded without being held as a str."""
+    if data == "stdlib":
+        return encode_text(stdlib_corpus(), vocab)
+    return encode_file(shakespeare_path() if data == "shakespeare" else data, vocab)
 
 
 class CharLM(nn.Module):
@@ -137,10 +103,14 @@ class CharLM(nn.Module):
 class CharLMTask:
     name = "charlm"
 
-    def __init__(self, text: str, vocab: Vocabulary | None = None, seq_len: int = 100,
-                 valid_fraction: float = 0.05):
-        self.vocab = vocab or Vocabulary.of(text)
-        ids = self.vocab.encode(text)
+    def __init__(self, text: str | torch.Tensor, vocab: Vocabulary | None = None,
+                 seq_len: int = 100, valid_fraction: float = 0.05):
+        """text: a str, or the (N,) ids load_ids gives (with their vocab)."""
+        if isinstance(text, str):
+            vocab, ids = encode_text(text, vocab)
+        else:
+            ids = text
+        self.vocab = vocab
         n_valid = max(seq_len + 1, int(len(ids) * valid_fraction))
         if len(ids) < 2 * (seq_len + 1) + n_valid:
             raise DataError(f"data: {len(ids)} characters are too few for windows of "
@@ -149,8 +119,8 @@ class CharLMTask:
         self.train_ids, self.valid_ids = ids[:-n_valid], ids[-n_valid:]
         self.seq_len = seq_len
         # The unigram baseline predicts every character by its (add-one) training frequency.
-        counts = torch.bincount(self.train_ids, minlength=len(self.vocab)).double() + 1
-        self.unigram_log_p = (counts / counts.sum()).log()
+        frequency = counts(self.train_ids, len(self.vocab)).double() + 1
+        self.unigram_log_p = (frequency / frequency.sum()).log()
 
     def build(self, variant, hidden_size, num_layers, dropout, embedding_size=64,
               forget_bias=1.0, **_):
@@ -167,6 +137,7 @@ class CharLMTask:
         rank, world = shard
         starts = starts.chunk(world)[rank]
         windows = torch.stack([self.train_ids[s: s + self.seq_len + 1] for s in starts.tolist()], 1)
+        windows = windows.long()
         return windows[:-1], windows[1:]
 
     @staticmethod
@@ -183,7 +154,7 @@ class CharLMTask:
     def evaluate(self, model, max_chars: int = 200_000) -> dict:
         """Validation loss (nats per character) over consecutive windows, and the unigram
         baseline: the loss of predicting every character by its training frequency."""
-        ids = self.valid_ids[: max_chars + 1]
+        ids = self.valid_ids[: max_chars + 1].long()
         n = (len(ids) - 1) // self.seq_len
         unigram = -self.unigram_log_p[ids[1: n * self.seq_len + 1]].mean().item()
         ids = ids.to(device_of(model))
