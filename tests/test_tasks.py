@@ -133,5 +133,4 @@ print(max(peak[0], rss()) - before)
                                 capture_output=True, text=True, check=True).stdout)
              for name in ("small.txt", "big.txt")]
     size = (tmp_path / "big.txt").stat().st_size
-
     assert grown[1] - grown[0] <= 3 * size, f"{(grown[1] - grown[0]) / size:.1f}x the file"
