@@ -182,3 +182,21 @@ def test_sigkill_at_random_moments_then_resume_gives_the_unbroken_run(tmp_path, 
                     else args) == 0
     assert kills >= 3, kills
     _assert_same(_weights(run), _weights(tmp_path / "straight"))
+
+
+def test_a_weight_made_non_finite_by_a_step_is_never_saved(tmp_path, monkeypatch, capsys):
+    step = torch.optim.Adam.step
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        result = step(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:   # the loss stays finite; one weight does not
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].view(-1)[0] = float("nan")
+        return result
+    monkeypatch.setattr(torch.optim.Adam, "step", poisoned)
+    assert _train(tmp_path / "run", "--steps", "5", "--checkpoint-every", "1") == 1
+    assert "became non-finite; the last good checkpoint (step 2)" in capsys.readouterr().err
+    assert checkpoint.latest(tmp_path / "run").name == "00000002"
+    assert all(torch.isfinite(w).all() for w in _weights(tmp_path / "run").values())
