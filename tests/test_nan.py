@@ -31,9 +31,9 @@ def _inputs(dtype):
     return x, a0, c0
 
 
-def _run(module, place, value, dtype=torch.float32):
+def _run(module, place, value, dtype=torch.float32, device="cpu"):
     """Outputs, states and every gradient with `value` at `place` (None: already placed)."""
-    x, a0, c0 = _inputs(dtype)
+    x, a0, c0 = (t.to(device) for t in _inputs(dtype))
     if place in ("x", "a0", "c0"):
         {"x": x, "a0": a0, "c0": c0}[place].view(-1)[5] = value
     elif place is not None:
@@ -44,9 +44,7 @@ def _run(module, place, value, dtype=torch.float32):
     out, state = module(x, (a0, c0) if has_cell else a0)
     states = state if has_cell else (state,)
     (out.sum() + sum(s.sum() for s in states)).backward()
-    grads = {"x": x.grad, "a0": a0.grad}
-    if has_cell:
-        grads["c0"] = c0.grad
+    grads = {"x": x.grad, "a0": a0.grad, **({"c0": c0.grad} if has_cell else {})}
     grads.update({n: p.grad for n, p in module.named_parameters()})
     return {"out": out.detach(), **{f"state{i}": s.detach() for i, s in enumerate(states)},
             **{f"d_{k}": g for k, g in grads.items()}}
@@ -128,3 +126,26 @@ def test_nan_in_the_padding_past_lengths_reaches_no_output_or_gradient(variant, 
     for clean, padded in zip(*grads):
         assert torch.isfinite(padded).all()
         torch.testing.assert_close(padded, clean, rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("launch", ["step", "step+graphs", "gemm", "gemm+graphs", "sequence",
+                                    "persistent", "resident"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_gpu_launch_propagates_nan_as_the_loop_does(variant, launch, monkeypatch):
+    """On the GPU the kernels are compiled, with the GPU's own exp, division and maximum: the
+    interpreter's NumPy cannot stand in for them. Graphs launches replay from a key's third
+    call, so every case runs three times and the last is compared."""
+    from gatedrnn.kernels import planner
+
+    for name, value in planner.launch(launch).items():
+        monkeypatch.setattr(planner.settings, name, value)
+    for place in ("x", "a0", "weight_hh_l0") + (("c0",) if gatedrnn.get_variant(variant).has_cell else ()):
+        results = {}
+        for backend in ("loop", "triton"):
+            for _ in range(3 if backend == "triton" else 1):
+                torch.manual_seed(0)
+                module = for_variant(variant, I, H, backend=backend, device="cuda")
+                results[backend] = _run(module, place, float("nan"), device="cuda")
+        for name, value in results["loop"].items():
+            assert torch.equal(results["triton"][name].isnan(), value.isnan()), (place, name)
