@@ -13,10 +13,11 @@ from .. import _checks
 from ..cells import get_variant
 from ..functional import split_bias
 from . import params as P
+from .state import Marked
 from .layers import _check_gru_variant
 
 
-class _Cell(nn.Module):
+class _Cell(Marked):
     forget_bias = P.FORGET_BIAS   # the LSTM's initial b_f
 
     def __init__(self, variant: str, input_size: int, hidden_size: int, bias: bool = True,

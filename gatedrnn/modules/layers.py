@@ -17,11 +17,12 @@ from .. import _checks, kernels
 from ..cells import get_variant
 from ..functional import capture, lengths_to_mask, recurrence
 from . import params as P
+from .state import Marked
 
 GRU_VARIANTS = ("gru", "gru_simple", "gru_reset_after")
 
 
-class RecurrentLayers(nn.Module):
+class RecurrentLayers(Marked):
     """The shared machinery; use gatedrnn.GRU, gatedrnn.LSTM or gatedrnn.RNN."""
 
     forget_bias = P.FORGET_BIAS   # the LSTM's initial b_f (see gatedrnn.modules.params)
