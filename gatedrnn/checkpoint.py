@@ -161,7 +161,9 @@ def load(run_dir: Path, model, optimizer, generator: torch.Generator) -> dict | 
     if folder is None:
         return None
     try:
-        weights = load_file(str(folder / "model.safetensors"))
+        from .modules.state import own
+
+        weights = own(model, load_file(str(folder / "model.safetensors")))
         try:
             missing, unexpected = model.load_state_dict(weights, strict=False)
         except RuntimeError as error:   # shapes differ

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .cells import VARIANTS
-from .checkpoint import CheckpointError, latest, read_run
+from .checkpoint import CheckpointError, read_run
 from .tasks import TASKS
 from .tasks.charlm import DataError
 from .train import PRECISIONS, TrainConfig, TrainingError, resolve_device, train
@@ -88,32 +88,22 @@ def _config_for(args) -> tuple[TrainConfig, bool]:
     return TrainConfig(**saved), True
 
 
-def load_charlm(run_dir) -> tuple:
+def load_charlm(run_dir, device=None) -> tuple:
     """(model, vocabulary) of a char-LM run directory, from its last checkpoint."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
-    from .tasks.charlm import CharLM, Vocabulary
+    from .serialization import load_run
 
     run_dir = Path(run_dir)
-    run = read_run(run_dir)
-    config = run["config"]
-    if config["task"] != "charlm":
-        raise CheckpointError(f"{run_dir}: a {config['task']!r} run; only charlm runs sample text")
-    vocab = Vocabulary(run["task_metadata"]["vocabulary"])
-    model = CharLM(len(vocab), config["variant"], config["hidden_size"], config["num_layers"],
-                   config["embedding_size"], config["dropout"])
-    newest = latest(run_dir)
-    if newest is None:
-        raise CheckpointError(f"{run_dir}: the run has no checkpoint yet; train it further "
-                              f"with gatedrnn train --resume {run_dir}")
-    weights_path = newest / "model.safetensors"
+    task = read_run(run_dir)["config"].get("task")
+    if task != "charlm":
+        raise CheckpointError(f"{run_dir}: a {task!r} run; only charlm runs sample text")
     try:
-        model.load_state_dict(load_file(str(weights_path)))
+        model = load_run(run_dir, device)
     except (SafetensorError, FileNotFoundError, RuntimeError) as error:
-        raise CheckpointError(f"{weights_path}: missing, damaged or not this model's "
-                              f"({str(error).splitlines()[0]})") from None
-    return model.eval(), vocab
+        raise CheckpointError(f"{run_dir}: its checkpoint is missing, damaged or not this "
+                              f"model's ({str(error).splitlines()[0]})") from None
+    return model, model.vocabulary
 
 
 def cmd_train(args) -> None:
@@ -201,7 +191,7 @@ def cmd_demo(args) -> None:
     print(f"\nvalidation loss {result['valid_loss']:.3f} nats/char "
           f"({result['valid_bits_per_char']:.2f} bits), against {result['unigram_loss']:.3f} "
           "for the unigram baseline (each character by its frequency alone)\n")
-    model, vocab = load_charlm(out)
+    model, vocab = load_charlm(out, resolve_device(config.device))   # sample where it trained
     for temperature in DEMO_TEMPERATURES:
         text = sample_text(model, vocab, "def ", 240, temperature,
                            generator=torch.Generator().manual_seed(0))

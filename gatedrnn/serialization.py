@@ -11,6 +11,7 @@ A saved model is a directory:
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 
@@ -64,43 +65,105 @@ def _dtype_of(path: Path, shapes: dict):
     if not shapes:
         return None
     with safe_open(str(path), framework="pt") as f:
-        stored = f.get_slice(next(iter(shapes))).get_dtype()
+        stored = f.get_slice("weight_ih_l0").get_dtype()
     if stored not in _DTYPES:
         raise ValueError(f"{path}: expected floating-point weights "
                          f"({', '.join(_DTYPES)}), got {stored}")
     return getattr(torch, _DTYPES[stored])
 
 
-def _check_config(config: dict, config_path: Path, shapes: dict, weights_path: Path) -> None:
-    """config.json's sizes against the weights' own shapes, before anything is built from them."""
-    missing = [k for k in ("variant", *_FIELDS) if k not in config]
+_LAYER = re.compile(r"(?:^|\.)weight_hh_l(\d+)(?:_reverse)?$")
+
+
+def _check_config(config: dict, config_path: Path, shapes: dict, weights_path: Path,
+                  required=("variant", *_FIELDS)) -> None:
+    """config.json's sizes against the weights' own shapes, before anything is built from them
+    (the layers' names may have a prefix: rnn.weight_hh_l0 in a run's model)."""
+    missing = [k for k in required if k not in config]
     if missing:
         raise ValueError(f"{config_path}: expected the keys {missing}, not found")
     for name in ("input_size", "hidden_size", "num_layers"):
-        value = config[name]
+        value = config.get(name, 1)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{config_path}: {name}: expected a positive integer, got {value!r}")
-    layers = {int(k.split("_l")[-1].split("_")[0]) for k in shapes if "_l" in k}
+    layers = {_LAYER.search(k).group(1) for k in shapes if _LAYER.search(k)}
     if len(layers) != config["num_layers"]:
         raise ValueError(f"{config_path}: num_layers: {config['num_layers']}, but "
                          f"{weights_path.name} holds {len(layers)} layers' weights")
-    w_hh, w_ih = shapes.get("weight_hh_l0"), shapes.get("weight_ih_l0")
-    if w_hh is None or w_ih is None:
-        raise ValueError(f"{weights_path}: expected weight_ih_l0 and weight_hh_l0, not found")
-    if w_hh[-1] != config["hidden_size"] or w_ih[-1] != config["input_size"]:
+    first = next(k for k in shapes if _LAYER.search(k) and _LAYER.search(k).group(1) == "0")
+    w_hh, w_ih = shapes[first], shapes.get(first.replace("weight_hh", "weight_ih"), (0, 0))
+    if w_hh[-1] != config["hidden_size"] or w_ih[-1] != config.get("input_size", w_ih[-1]):
         raise ValueError(f"{config_path}: hidden_size {config['hidden_size']} and input_size "
-                         f"{config['input_size']}, but the weights have hidden_size {w_hh[-1]} "
-                         f"and input_size {w_ih[-1]}")
+                         f"{config.get('input_size')}, but the weights have hidden_size "
+                         f"{w_hh[-1]} and input_size {w_ih[-1]}")
+
+
+def _same_shapes(shapes: dict, skeleton, weights_path: Path) -> None:
+    """The stored tensors are exactly the (meta-device) skeleton's."""
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    if set(shapes) != set(expected):
+        raise ValueError(f"{weights_path}: expected the tensors {sorted(expected)}, "
+                         f"got {sorted(shapes)}")
+    for name, shape in shapes.items():
+        if shape != expected[name]:
+            raise ValueError(f"{weights_path}: {name}: expected shape {expected[name]}, got "
+                             f"{shape}")
+
+
+def load_run(run_dir, device=None):
+    """The model of a run folder (gatedrnn train or demo) from its newest checkpoint, in
+    evaluation mode; a charlm run's has its vocabulary as `.vocabulary`."""
+    import torch
+    from safetensors.torch import load_file
+
+    from .checkpoint import CheckpointError, latest, read_run
+    from .modules.state import own
+    from .tasks import untrained
+    from .tasks.charlm import Vocabulary
+
+    run_dir = Path(run_dir)
+    run = read_run(run_dir)
+    config, metadata = run["config"], run["task_metadata"]
+    newest = latest(run_dir)
+    if newest is None:
+        raise CheckpointError(f"{run_dir}: the run has no checkpoint yet; train it further "
+                              f"with gatedrnn train --resume {run_dir}")
+    weights_path = newest / "model.safetensors"
+    shapes = _header_shapes(weights_path)
+    _check_config(config, run_dir / "config.json", shapes, weights_path,
+                  required=("task", "variant", "hidden_size", "num_layers"))
+    with torch.device("meta"):
+        skeleton = untrained(config, metadata)
+    marks = {k: (1,) for k in own(skeleton, {})}   # absent from files before the mark
+    _same_shapes({**marks, **shapes}, skeleton, weights_path)
+    model = untrained(config, metadata)
+    model.load_state_dict(own(model, load_file(str(weights_path))))
+    if config["task"] == "charlm":
+        model.vocabulary = Vocabulary(metadata["vocabulary"])
+    return model.to(device=device).eval()
+
 
 
 def load(directory, device=None):
-    """The module saved in `directory` by gatedrnn.save."""
+    """The module saved in `directory` by gatedrnn.save, or the trained model of a run folder
+    (`gatedrnn train` / `gatedrnn demo`; see load_run).
+
+    Example:
+        >>> import tempfile, gatedrnn
+        >>> folder = gatedrnn.save(gatedrnn.GRU(3, 4), tempfile.mkdtemp())
+        >>> gatedrnn.load(folder).variant
+        'gru'
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from .modules.layers import for_variant
+    from .modules.state import KEY, own
+    from .run_folder import is_run
 
     directory = Path(directory)
+    if is_run(directory):
+        return load_run(directory, device)
     config_path, weights_path = directory / "config.json", directory / "model.safetensors"
     for path in (config_path, weights_path):
         if not path.is_file():
@@ -114,24 +177,19 @@ def load(directory, device=None):
                          f"{FORMAT_VERSION}, got format={config.get('format')!r} "
                          f"format_version={config.get('format_version')!r}")
     shapes = _header_shapes(weights_path)
+    shapes.setdefault(KEY, (1,))   # files from before the layout mark
     _check_config(config, config_path, shapes, weights_path)
     # Built on the meta device first: nothing is allocated until the shapes agree.
     fields = {k: config[k] for k in _FIELDS}
-    dtype = _dtype_of(weights_path, shapes)
-    expected = {k: tuple(v.shape) for k, v in for_variant(
-        config["variant"], **fields, device="meta", dtype=dtype).state_dict().items()}
-    if set(shapes) != set(expected):
-        raise ValueError(f"{weights_path}: expected the tensors {sorted(expected)}, "
-                         f"got {sorted(shapes)}")
-    for name, shape in shapes.items():
-        if shape != expected[name]:
-            raise ValueError(f"{weights_path}: {name}: expected shape {expected[name]}, got "
-                             f"{shape}")
+    dtype = _dtype_of(weights_path, shapes)   # after _check_config: weight_ih_l0 is there
+    _same_shapes(shapes, for_variant(config["variant"], **fields, device="meta", dtype=dtype),
+                 weights_path)
     try:
         tensors = load_file(str(weights_path), device="cpu")
     except SafetensorError as error:
         raise ValueError(f"{weights_path}: damaged or not a safetensors file ({error})") from None
     # "class" in config.json is for people; the variant says which class runs it.
     module = for_variant(config["variant"], **fields, dtype=dtype)
+    tensors = own(module, tensors)
     module.load_state_dict(tensors)
     return module.to(device=device)

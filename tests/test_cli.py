@@ -90,7 +90,7 @@ def test_plot_draws_a_png(tmp_path, text_file):
     ("run", ["train", "--resume", "{run}", "--variant", "lstm"],
      "--variant: the run in .* has 'gru'; a resumed run keeps its settings"),
     ("damaged", ["train", "--resume", "{run}", "--steps", "9"], "is damaged"),
-    ("damaged", ["sample", "{run}"], "missing, damaged or not this model's"),
+    ("damaged", ["sample", "{run}"], "damaged or not a safetensors file"),
     (None, ["sample", "{tmp}"], "no run here"),
     (None, ["train", "--resume", "{tmp}/none"], "no run here"),
 ])

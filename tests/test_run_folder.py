@@ -200,3 +200,38 @@ def test_a_weight_made_non_finite_by_a_step_is_never_saved(tmp_path, monkeypatch
     assert "became non-finite; the last good checkpoint (step 2)" in capsys.readouterr().err
     assert checkpoint.latest(tmp_path / "run").name == "00000002"
     assert all(torch.isfinite(w).all() for w in _weights(tmp_path / "run").values())
+
+
+@pytest.mark.parametrize("task", ["charlm", "adding"])
+def test_gatedrnn_load_takes_a_run_folder_to_its_trained_model(tmp_path, task):
+    import gatedrnn
+
+    if task == "charlm":
+        (tmp_path / "t.txt").write_text("def f(x):\n    return x\n" * 50)
+        args = ["--task", "charlm", "--data", str(tmp_path / "t.txt"), "--hidden-size", "8",
+                "--embedding-size", "4", "--seq-len", "8", "--batch-size", "2"]
+    else:
+        args = SMALL
+    assert main(["train", "--out", str(tmp_path / "run"), *args, "--steps", "2"]) == 0
+    model = gatedrnn.load(tmp_path / "run")
+    assert not model.training
+    for name, value in model.state_dict().items():
+        if name.endswith("_extra_state"):
+            continue
+        assert torch.equal(value, _weights(tmp_path / "run")[name]), name
+    if task == "charlm":
+        text = gatedrnn.sample_text(model, model.vocabulary, "def ", 10)
+        assert text.startswith("def ") and len(text) == 14
+
+
+def test_a_run_config_claiming_huge_sizes_is_refused_at_once(tmp_path):
+    import gatedrnn
+
+    assert _train(tmp_path / "run", "--steps", "1") == 0
+    run = json.loads((tmp_path / "run" / "config.json").read_text())
+    run["config"]["num_layers"] = 100_000
+    (tmp_path / "run" / "config.json").write_text(json.dumps(run))
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match="num_layers: 100000, but model.safetensors holds 1"):
+        gatedrnn.load(tmp_path / "run")
+    assert time.perf_counter() - started < 5

@@ -70,7 +70,7 @@ def test_jsb_rolls_and_likelihood(tmp_path):
     task = jsb.JSBTask.from_file(_jsb_file(tmp_path))
     x, y, lengths = task.batch(torch.Generator().manual_seed(0), 4)
     assert x.shape[1:] == (4, 88) and torch.equal(x[1:lengths[0], 0], y[: lengths[0] - 1, 0])
-    model = task.build("gru", 8, 1, 0.0)
+    model = task.build(variant="gru", hidden_size=8, num_layers=1, dropout=0.0)
     scores = task.evaluate(model)
     assert set(scores) == {"valid_nll", "test_nll"}
     # An untrained model is near 88 · log 2 per step: every key a coin flip.

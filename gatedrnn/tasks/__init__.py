@@ -24,3 +24,14 @@ def make(config, metadata: dict | None = None):
 
         return JSBTask.from_file(config.data)
     raise ValueError(f"--task: expected one of {list(TASKS)}, got {config.task!r}")
+
+
+def untrained(config: dict, metadata: dict):
+    """The model a run with these settings trains, untrained, built without its data."""
+    from .adding import AddingTask
+    from .jsb import JSBTask
+
+    classes = {"charlm": CharLMTask, "adding": AddingTask, "jsb": JSBTask}
+    if config.get("task") not in classes:
+        raise ValueError(f"task: expected one of {list(TASKS)}, got {config.get('task')!r}")
+    return classes[config["task"]].model(metadata, **config)

@@ -43,10 +43,15 @@ class AddingTask:
         self.T = T
         self.test = make_batch(T, TEST_SIZE, torch.Generator().manual_seed(20_250_101))
 
-    def build(self, variant, hidden_size, num_layers, dropout, bidirectional=False,
+    @staticmethod
+    def model(metadata, variant, hidden_size, num_layers, dropout, bidirectional=False,
               forget_bias=1.0, **_):
+        """The untrained model of a run, from its settings alone."""
         return Readout(recurrent_layers(variant, 2, hidden_size, num_layers, dropout,
                                         bidirectional, forget_bias), 1, per_step=False)
+
+    def build(self, **config):
+        return self.model(self.metadata(), **config)
 
     def batch(self, generator, batch_size, shard=(0, 1)):
         x, y = make_batch(self.T, batch_size, generator)

@@ -122,10 +122,15 @@ class CharLMTask:
         frequency = counts(self.train_ids, len(self.vocab)).double() + 1
         self.unigram_log_p = (frequency / frequency.sum()).log()
 
-    def build(self, variant, hidden_size, num_layers, dropout, embedding_size=64,
+    @staticmethod
+    def model(metadata, variant, hidden_size, num_layers, dropout, embedding_size=64,
               forget_bias=1.0, **_):
-        return CharLM(len(self.vocab), variant, hidden_size, num_layers, embedding_size, dropout,
-                      forget_bias)
+        """The untrained model of a run, from its settings and metadata alone."""
+        return CharLM(len(metadata["vocabulary"]), variant, hidden_size, num_layers,
+                      embedding_size, dropout, forget_bias)
+
+    def build(self, **config):
+        return self.model(self.metadata(), **config)
 
     unit = "chars"
 

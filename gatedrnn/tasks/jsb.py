@@ -82,9 +82,14 @@ class JSBTask:
     def from_file(cls, path):
         return cls(load_jsb(path))
 
-    def build(self, variant, hidden_size, num_layers, dropout, forget_bias=1.0, **_):
+    @staticmethod
+    def model(metadata, variant, hidden_size, num_layers, dropout, forget_bias=1.0, **_):
+        """The untrained model of a run, from its settings alone."""
         return Readout(recurrent_layers(variant, KEYS, hidden_size, num_layers, dropout,
                                         forget_bias=forget_bias), KEYS, per_step=True)
+
+    def build(self, **config):
+        return self.model(self.metadata(), **config)
 
     def batch(self, generator, batch_size, shard=(0, 1)):
         train = self.splits["train"]
