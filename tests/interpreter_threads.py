@@ -44,6 +44,8 @@ def supported() -> bool:
             == ["self", "args_dev", "kwargs"]
             and parameters(interpreter.GridExecutor, "_restore_args_dev")
             == ["self", "args_dev", "args_hst", "kwargs", "kwargs_hst"]
+            and callable(getattr(getattr(interpreter, "InterpretedFunction", None), "rewrite",
+                                 None))
             and all(callable(getattr(builder, name, None))
                     for name in ("set_grid_idx", "set_grid_dim", "create_atomic_rmw",
                                  "create_store", "create_masked_store")))
@@ -104,6 +106,14 @@ def run_programs_in_threads(monkeypatch, timeout: float = 300.0) -> None:
             return store(self, *args, **kwargs)
         return store_last
 
+    # A helper's first call parses its source (ast.parse): Python 3.11's AST conversion is not
+    # thread-safe ("SystemError: AST constructor recursion depth mismatch"), so one at a time.
+    rewrite, parsing = interpreter.InterpretedFunction.rewrite, threading.Lock()
+
+    def rewrite_one_at_a_time(self):
+        with parsing:
+            return rewrite(self)
+    monkeypatch.setattr(interpreter.InterpretedFunction, "rewrite", rewrite_one_at_a_time)
     monkeypatch.setattr(builder_class, "create_atomic_rmw", create_atomic_rmw)
     for name in ("create_store", "create_masked_store"):
         monkeypatch.setattr(builder_class, name, latest(getattr(builder_class, name)))
