@@ -150,3 +150,16 @@ def test_where_torch_takes_an_os_lock_its_file_is_left_alone(fake_build, tmp_pat
         warnings.simplefilter("error")
         assert fake_build() == "loaded"
     assert lock.exists()
+
+
+def test_each_environment_keeps_a_build_of_its_own(monkeypatch):
+    """Two virtualenvs (or flags, or torch versions) used to rebuild one shared folder over each
+    other: the build's name is a key of everything it depends on."""
+    from gatedrnn.kernels import cpu
+
+    flags = cpu._flags()
+    here = cpu._name(flags)
+    assert here == cpu._name(list(flags)) and here.startswith("gatedrnn_cpu_")
+    assert cpu._name(flags + ["-DOTHER"]) != here
+    monkeypatch.setattr(sys, "prefix", "/another/venv")
+    assert cpu._name(flags) != here

@@ -1,8 +1,9 @@
 """The "cpu" backend: the time loop compiled (gatedrnn/kernels/cpu/recurrence.cpp).
 
 The C++ source is built with torch.utils.cpp_extension the first time it is needed (about a
-minute, once per machine: the build is cached under ~/.cache/torch_extensions). If it cannot be
-built (no compiler, an unsupported platform) gatedrnn warns once and runs the "loop" backend.
+minute, once per environment: the build is cached under ~/.cache/torch_extensions, named by a
+hash of what it depends on). If it cannot be built (no compiler, an unsupported platform)
+gatedrnn warns once and runs the "loop" backend.
 A build lock left by a process killed halfway is cleared (`_held_build`).
 GATEDRNN_CPU_KERNEL=0 turns the compiled path off.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import os
 import sys
 import threading
@@ -114,19 +116,30 @@ def _held_build(directory: Path | None, file_lock: bool):
         yield
 
 
+def _name(flags: list[str]) -> str:
+    """The build's name, keyed by all it depends on: the source, the flags (which follow the
+    CPU and torch's build), torch and Python. Environments that differ in any of these keep
+    builds of their own side by side, instead of rebuilding over each other's."""
+    key = hashlib.sha256("\0".join([_SOURCE.read_text(), *flags, torch.__version__,
+                                     sys.version, sys.prefix]).encode()).hexdigest()[:12]
+    return f"gatedrnn_cpu_{key}"
+
+
 def _build():
     from torch.utils import cpp_extension
 
+    flags = _flags()
+    name = _name(flags)
     try:   # a private helper: if it moves, the loss is this message and the stale-lock check
-        directory = Path(cpp_extension._get_build_directory("gatedrnn_cpu", False))
+        directory = Path(cpp_extension._get_build_directory(name, False))
     except Exception:
         directory = None
     with _held_build(directory, file_lock=hasattr(cpp_extension, "FileBaton")):
         if directory is None or not any(directory.glob("*.so")):
-            print("gatedrnn: building the compiled CPU kernel (once per machine, about a "
-                  "minute)", file=sys.stderr, flush=True)
-        return cpp_extension.load(name="gatedrnn_cpu", sources=[str(_SOURCE)],
-                                  extra_cflags=_flags(), verbose=False)
+            print(f"gatedrnn: building the compiled CPU kernel into {directory or name} (once "
+                  "per environment, about a minute)", file=sys.stderr, flush=True)
+        return cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=flags,
+                                  verbose=False)
 
 
 def extension():
