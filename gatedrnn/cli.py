@@ -232,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="gatedrnn", description="Gated recurrent networks as the lectures teach them: "
         "train, sample, plot.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"gatedrnn {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
 
