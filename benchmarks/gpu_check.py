@@ -1,4 +1,4 @@
-"""The GPU check (issue 4): correctness first, then speed against cuDNN, in one run.
+"""The GPU check: correctness first, then speed against cuDNN, in one run.
 
 1. Correctness: every variant, float32 and bfloat16, forwards and backwards in time with
    lengths, in every launch of the triton backend ("step": a launch per step; "gemm": a cuBLAS

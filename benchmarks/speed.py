@@ -10,7 +10,7 @@ inference is a forward under torch.no_grad(). Contenders run interleaved, repeat
 and the table shows medians: gatedrnn's time in ms and the ratio gatedrnn / peer (below 1:
 gatedrnn is faster) with the peer's time in brackets.
 
-    python benchmarks/speed.py            # S1, S2, S3 as in issue 3 (a few minutes)
+    python benchmarks/speed.py            # S1, S2, S3 (a few minutes)
     python benchmarks/speed.py --quick    # T divided by 4, 3 repeats (under a minute)
 """
 

@@ -40,7 +40,7 @@ def require_triton() -> None:
     if TRITON_UNAVAILABLE is not None:
         pytest.skip(_NO_TRITON, allow_module_level=True)
 
-# Relative tolerances (max |a - b| / max |b|) per dtype, from the definition of done.
+# Relative tolerances (max |a - b| / max |b|) per dtype.
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 

@@ -34,7 +34,7 @@ import triton.language as tl  # noqa: E402
 import interpreter_threads  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from gpu_common import SHAPES as ISSUE_PROBLEMS  # noqa: E402  the GPU check's T, B, H
+from gpu_common import SHAPES as CHECK_PROBLEMS  # noqa: E402  the GPU check's T, B, H
 
 T, B, I, H = 4, 19, 6, 40          # 2 row blocks of 16, 3 unit blocks of 16, 3 chunks of 16
 LENGTHS = [4, 1, 3, 2] * 4 + [4, 4, 2]
@@ -147,15 +147,15 @@ def test_random_shapes_tiles_and_launches_match_the_loop(seed, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("launch", ["plan", "resident"])
-@pytest.mark.parametrize("problem", list(ISSUE_PROBLEMS))
+@pytest.mark.parametrize("problem", list(CHECK_PROBLEMS))
 @pytest.mark.parametrize("variant", ["gru", "lstm"])
-def test_the_issues_problems_in_the_plans_tiles(variant, problem, launch, monkeypatch):
+def test_the_gpu_checks_problems_in_the_plans_tiles(variant, problem, launch, monkeypatch):
     """The batch and hidden sizes the GPU check runs, for two steps in float32, with the tiles
     and grids the plan gives them there (64-row tiles at G2 and G3, 48 to 128 programs, strips
     of k_pad(768) = 1024): where the tests' small shapes cannot reach, a stray access or a
     missing barrier at these sizes fails here too (interpreter_memory.py), before a GPU run.
     About ten minutes on two cores: marked slow (make test-all)."""
-    _, B, H = ISSUE_PROBLEMS[problem]
+    _, B, H = CHECK_PROBLEMS[problem]
     if launch == "resident":
         if not planner.resident_fits(B, H, torch.float32, variant, planner.H100):
             pytest.skip(f"resident does not fit {problem} in float32 on an H100")

@@ -4,7 +4,7 @@ Against Chung et al. 2014 (GRU 8.54, LSTM 8.67, ~20K parameters) and Bai et al. 
 LSTM 8.45). The model: one recurrent layer on the 88-key piano roll, a linear layer to 88
 Bernoulli logits; the checkpoint with the best validation NLL gives the test number.
 
-    python benchmarks/tasks/jsb.py [--data ../shared/data/jsb-chorales-quarter.json] [--quick]
+    python benchmarks/tasks/jsb.py --data jsb-chorales-quarter.json [--quick]
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from pathlib import Path
 
 from gatedrnn.train import TrainConfig, run
 
@@ -20,12 +19,12 @@ from report import table, write
 
 PUBLISHED = {"gru": (8.54, 8.43), "lstm": (8.67, 8.45)}   # Chung et al. 2014, Bai et al. 2018
 HIDDEN = {"gru": 40, "lstm": 34}                          # ~19-20K parameters each
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "jsb-chorales-quarter.json"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--data", required=True,
+                        help="the JSB Chorales JSON (split -> sequences of MIDI pitches)")
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--quick", action="store_true", help="500 steps")
     parser.add_argument("--lr", type=float, default=1e-3)

@@ -13,9 +13,14 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def write(name: str, rows: list[dict], settings: dict) -> Path:
+    """A new file task-NAME-DATE[-N].json: a run never overwrites the results kept before it."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"task-{name}.json"
-    path.write_text(json.dumps({"date": datetime.date.today().isoformat(),
+    date = datetime.date.today().isoformat()
+    path, n = RESULTS / f"task-{name}-{date}.json", 1
+    while path.exists():
+        n += 1
+        path = RESULTS / f"task-{name}-{date}-{n}.json"
+    path.write_text(json.dumps({"date": date,
                                 "machine": platform.machine(), "threads": torch.get_num_threads(),
                                 "torch": torch.__version__, "settings": settings, "rows": rows},
                                indent=1))

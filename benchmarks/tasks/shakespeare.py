@@ -11,7 +11,7 @@ it when the user allows it and cuDNN's RNNs would use it by default. Each model 
 step on a throwaway copy, so that neither side's one-time costs (Triton's compiles, cuDNN's
 plans, the CPU kernel's load) are timed.
 
-    python benchmarks/tasks/shakespeare.py [--data ../shared/data/tinyshakespeare.txt] [--quick]
+    python benchmarks/tasks/shakespeare.py [--data FILE | shakespeare | stdlib] [--quick]
         [--device auto|cpu|cuda]
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -33,7 +32,6 @@ from gatedrnn.train import resolve_device
 
 from report import table, write
 
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "tinyshakespeare.txt"
 
 
 class Model(nn.Module):
@@ -74,7 +72,7 @@ def _synchronize(device: torch.device) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA),
+    parser.add_argument("--data", default="shakespeare",
                         help="a text file, or stdlib / shakespeare as `gatedrnn train` takes them")
     parser.add_argument("--device", default="auto", help="auto (a GPU if torch sees one), cpu, cuda")
     parser.add_argument("--backend", default=None,

@@ -81,7 +81,7 @@ def _check_shapes(node, attributes: dict, W, R, B, P) -> None:
     if W.dim() != 3 or R.dim() != 3:
         raise ValueError(f"{where}: expected W and R of 3 dimensions, got shapes "
                          f"{tuple(W.shape)} and {tuple(R.shape)}")
-    D, H = R.shape[0], R.shape[-1]
+    H = R.shape[-1]
     if "hidden_size" in attributes and attributes["hidden_size"] != H:
         raise ValueError(f"{where}: attribute 'hidden_size' is {attributes['hidden_size']}, "
                          f"but R has hidden_size {H} (shape {tuple(R.shape)})")

@@ -19,8 +19,8 @@ does.
 
 Why the nearest measured problem and not a model of the GPU: which launch wins turns on launch
 gaps, L2 traffic and cuBLAS's tiles, which are measured more reliably than modelled, and the
-four problems span the batch sizes and widths the issue asks about. The file holds what an H100
-measured (the README's GPU section); another GPU's run replaces it.
+four problems span the batch sizes and widths of the GPU check. The file holds what an H100
+measured (docs/gpu.md); another GPU's run replaces it.
 """
 
 from __future__ import annotations

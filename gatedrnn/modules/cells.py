@@ -7,7 +7,7 @@ Dimension letters: B batch, I input features, H hidden units.
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .. import _checks
 from ..cells import get_variant
