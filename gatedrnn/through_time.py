@@ -113,8 +113,11 @@ def _recurrence_backward(ctx, d_out, d_a_n, d_c_n, *_):
               p, SA, SC, saved, mask)
     # A backward that records no graph (no create_graph, no transform) needs no Function.
     recorded = torch.is_grad_enabled() or functorch_active()
-    grads = _door(_BackwardThroughTime).apply(*inputs) if recorded else _backward(*inputs)
-    return *grads, None, None, None, None, None
+    d_xp, d_R, d_b_hh, d_p, d_a0, d_c0 = (_door(_BackwardThroughTime).apply(*inputs)
+                                          if recorded else _backward(*inputs))
+    # A backend returns the reset-after GRU's d_b_hh whether or not there was a b_hh.
+    return (d_xp, d_R, None if b_hh is None else d_b_hh, None if p is None else d_p, d_a0,
+            d_c0, None, None, None, None, None)
 
 
 def _refuse_second_derivative(ctx, *_):

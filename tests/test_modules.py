@@ -8,8 +8,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import gatedrnn
 from gatedrnn.layout import to_lecture
 
-from conftest import (TOLERANCE, VARIANTS, flat_outputs, layer_module, outputs_and_grads,
-                      random_like_outputs, randomize, rel_err)
+from conftest import (TOLERANCE, VARIANTS, flat_outputs, layer_module, needs_triton,
+                      outputs_and_grads, random_like_outputs, randomize, rel_err)
 
 T, B, I, H = 5, 3, 4, 3
 LENGTHS = [5, 2, 4]
@@ -258,3 +258,31 @@ def test_forget_bias_sets_the_initial_b_f():
     assert torch.all(lstm.gates()["f"][1] == 3.0)
     cell = gatedrnn.LSTMCell(I, H, forget_bias=-2.0)
     assert torch.all(cell.gates()["f"][1] == -2.0)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference",
+                                     pytest.param("triton", marks=needs_triton)])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bias_free_layers_give_the_loops_outputs_and_gradients(variant, backend):
+    runs = []
+    for name in ("loop", backend):
+        torch.manual_seed(0)
+        dtype = torch.float64 if name == "reference" else torch.float32   # its dtypes
+        module = gatedrnn.for_variant(variant, I, H, bias=False, bidirectional=True,
+                                      backend=name).to(dtype)
+        x = torch.randn(T, B, I).to(dtype).requires_grad_()
+        out, _ = module(x)
+        out.sum().backward()
+        runs.append([out, x.grad, *(p.grad for p in module.parameters())])
+    for ours, loop in zip(runs[1], runs[0]):
+        torch.testing.assert_close(ours.double(), loop.double(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_bias_free_torch_gru_converts_and_trains():
+    theirs = torch.nn.GRU(I, H, bias=False)
+    ours = gatedrnn.GRU.from_torch(theirs)
+    x = torch.randn(T, B, I)
+    ours(x)[0].sum().backward()
+    theirs(x)[0].sum().backward()
+    torch.testing.assert_close(ours.weight_ih_l0.grad.abs().sum(),
+                               theirs.weight_ih_l0.grad.abs().sum())

@@ -313,6 +313,8 @@ def forward_like(variant: Variant, xp, a0, c0, keep_saved=True):
 
 
 def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=True):
+    if b_hh is None and variant.recurrent_bias:   # the kernels read b_cc; a bias-free layer's is 0
+        b_hh = xp.new_zeros(R.shape[1])
     with _on(xp.device):
         return replanned(_forward, variant, xp, R, _contiguous(b_hh), _contiguous(p), a0, c0,
                           mask, reverse, keep_saved)
