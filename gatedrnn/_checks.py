@@ -14,6 +14,14 @@ def positive_int(name: str, value) -> int:
     return value
 
 
+def boolean(name: str, value, ints: bool = False) -> bool:
+    """A bool, as torch.nn checks it: bool() would take "False" for True. (torch.nn takes the
+    ints 0 and 1 for bidirectional: `ints`.)"""
+    if isinstance(value, bool) or (ints and isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+
+
 def probability(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise ValueError(f"{name}: expected a number in [0, 1], got {value!r}")

@@ -164,3 +164,13 @@ def test_a_packed_sequence_of_the_wrong_feature_size_is_refused(gru):
     packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(T, B, I + 1), [5, 3, 2])
     with pytest.raises(ValueError, match=f"input: expected input_size={I} features"):
         gru(packed)
+
+
+@pytest.mark.parametrize("make", [lambda: gatedrnn.GRU(I, H, batch_first="False"),
+                                  lambda: gatedrnn.LSTM(I, H, bias="x"),
+                                  lambda: gatedrnn.RNN(I, H, bidirectional="yes"),
+                                  lambda: gatedrnn.LSTMCell(I, H, bias=None)],
+                         ids=["batch_first", "bias", "bidirectional", "cell-bias"])
+def test_a_flag_that_is_not_a_bool_is_refused_as_torch_refuses_it(make):
+    with pytest.raises(TypeError, match="expected a bool, got"):
+        make()

@@ -26,7 +26,7 @@ class _Cell(Marked):
         self.variant = get_variant(variant).name
         self.input_size = _checks.positive_int("input_size", input_size)
         self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
-        self.bias = bool(bias)
+        self.bias = _checks.boolean("bias", bias)
         made = P.make(get_variant(self.variant), self.input_size, self.hidden_size, self.bias,
                       {"device": device, "dtype": dtype})
         for name, p in made.items():

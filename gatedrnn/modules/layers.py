@@ -36,10 +36,10 @@ class RecurrentLayers(Marked):
         self.input_size = _checks.positive_int("input_size", input_size)
         self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
         self.num_layers = _checks.positive_int("num_layers", num_layers)
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
+        self.bias = _checks.boolean("bias", bias)
+        self.batch_first = _checks.boolean("batch_first", batch_first)
         self.dropout = _checks.probability("dropout", dropout)
-        self.bidirectional = bool(bidirectional)
+        self.bidirectional = _checks.boolean("bidirectional", bidirectional, ints=True)
         self.backend = kernels.check(backend)
         if dropout > 0 and num_layers == 1:
             warnings.warn("dropout acts between layers, so with num_layers=1 it does nothing "
