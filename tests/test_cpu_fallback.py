@@ -163,3 +163,17 @@ def test_each_environment_keeps_a_build_of_its_own(monkeypatch):
     assert cpu._name(flags + ["-DOTHER"]) != here
     monkeypatch.setattr(sys, "prefix", "/another/venv")
     assert cpu._name(flags) != here
+
+
+def test_a_build_of_this_key_is_loaded_without_asking_the_build_tools(monkeypatch):
+    from torch.utils import cpp_extension
+
+    from gatedrnn.kernels import cpu
+
+    if not cpu.available():
+        pytest.skip(f"no compiled kernel: {cpu._state.get('why')}")
+
+    def rebuild(**kwargs):
+        raise AssertionError("built again")
+    monkeypatch.setattr(cpp_extension, "load", rebuild)
+    assert hasattr(cpu._build(), "forward")
