@@ -286,3 +286,19 @@ def test_a_bias_free_torch_gru_converts_and_trains():
     theirs(x)[0].sum().backward()
     torch.testing.assert_close(ours.weight_ih_l0.grad.abs().sum(),
                                theirs.weight_ih_l0.grad.abs().sum())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bias_free_layers_on_the_gpu_give_the_loops_outputs_and_gradients(variant):
+    runs = []
+    for name in ("loop", "triton"):
+        torch.manual_seed(0)
+        module = gatedrnn.for_variant(variant, I, H, bias=False, bidirectional=True,
+                                      backend=name, device="cuda")
+        x = torch.randn(T, B, I, device="cuda", requires_grad=True)
+        out, _ = module(x)
+        out.sum().backward()
+        runs.append([out, x.grad, *(p.grad for p in module.parameters())])
+    for ours, loop in zip(runs[1], runs[0]):
+        torch.testing.assert_close(ours, loop, rtol=1e-4, atol=1e-5)
