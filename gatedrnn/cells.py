@@ -54,13 +54,21 @@ class Variant:
     gates: tuple[str, ...]          # gate blocks in stacked order (names from the lecture)
     saved_blocks: int               # S: H-wide blocks a step saves
     saved_names: tuple[str, ...]    # their names in the lecture's notation (gamma_u, c_tilde, ...)
+    family: str                     # "rnn", "gru" or "lstm": gatedrnn.RNN, GRU or LSTM runs it
     has_cell: bool = False          # LSTM: a<t> and c<t> differ
+    reset_before: bool = False      # lecture GRU: Γ_r ⊙ c<t-1> feeds the candidate's product
     peepholes: tuple[str, ...] = () # gates with a peephole p_• ⊙ c
     recurrent_bias: bool = False    # reset-after GRU: b_cc stays inside Γ_r ⊙ (W_cc c + b_cc)
 
     @property
     def num_gates(self) -> int:
         return len(self.gates)
+
+    @property
+    def structure(self) -> tuple:
+        """What a compiled kernel's element-wise step must match to run this variant."""
+        return (self.gates, self.saved_blocks, self.has_cell, self.peepholes,
+                self.reset_before, self.recurrent_bias)
 
     # The cell as a picture (gatedrnn diagram draws it): (name, operation, inputs) in order of
     # computation. Operations: "σ", "tanh" (a layer on its inputs, or the plain function for a
@@ -96,6 +104,7 @@ class Variant:
 
 class RNN(Variant):
     name = "rnn"
+    family = "rnn"
     equations = "a<t> = tanh(W_a[a<t-1>, x<t>] + b_a)"
     gates = ("a",)
     saved_blocks = 0   # a<t> itself is all the backward needs
@@ -113,6 +122,7 @@ class RNN(Variant):
 
 class GRUSimple(Variant):
     name = "gru_simple"
+    family = "gru"
     equations = ("c~<t> = tanh(W_c[c<t-1>, x<t>] + b_c); Γ_u = σ(W_u[c<t-1>, x<t>] + b_u); "
                  "c<t> = Γ_u ⊙ c~<t> + (1 − Γ_u) ⊙ c<t-1>; a<t> = c<t>")
     gates = ("u", "c")
@@ -141,6 +151,8 @@ class GRUSimple(Variant):
 
 class GRU(Variant):
     name = "gru"
+    family = "gru"
+    reset_before = True
     equations = ("c~<t> = tanh(W_c[Γ_r ⊙ c<t-1>, x<t>] + b_c); Γ_u = σ(W_u[c<t-1>, x<t>] + b_u); "
                  "Γ_r = σ(W_r[c<t-1>, x<t>] + b_r); c<t> = Γ_u ⊙ c~<t> + (1 − Γ_u) ⊙ c<t-1>; "
                  "a<t> = c<t>")
@@ -186,6 +198,7 @@ class GRU(Variant):
 
 class GRUResetAfter(Variant):
     name = "gru_reset_after"
+    family = "gru"
     equations = ("as gru, but c~<t> = tanh(W_cx x<t> + b_c + Γ_r ⊙ (W_cc c<t-1> + b_cc)) "
                  "(cuDNN, torch.nn.GRU, ONNX linear_before_reset=1)")
     gates = ("u", "r", "c")
@@ -231,6 +244,7 @@ class GRUResetAfter(Variant):
 
 class LSTM(Variant):
     name = "lstm"
+    family = "lstm"
     equations = ("c~<t> = tanh(W_c[a<t-1>, x<t>] + b_c); Γ_u, Γ_f, Γ_o = σ(W_•[a<t-1>, x<t>] + b_•); "
                  "c<t> = Γ_u ⊙ c~<t> + Γ_f ⊙ c<t-1>; a<t> = Γ_o ⊙ tanh(c<t>)")
     gates = ("u", "f", "o", "c")

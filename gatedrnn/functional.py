@@ -59,7 +59,7 @@ def _backend_arguments(v: Variant, xp, weight_hh, b_hh, a0, c0, peephole, backen
     dtype it runs in (under autocast: _autocast_dtype's)."""
     # The weights' dtype picks the backend: under torch.autocast x may be 16-bit in a float32
     # model, and the model still runs (the compiled CPU kernel in float32: _autocast_dtype).
-    name = kernels.resolve(backend, xp.device, weight_hh.dtype)
+    name = kernels.for_variant(kernels.resolve(backend, xp.device, weight_hh.dtype), v)
     args = (xp, weight_hh, b_hh, peephole if v.peepholes else None, a0,
             c0 if v.has_cell else None)
     return name, _cast(args, _autocast_dtype(xp.device.type, name, weight_hh.dtype))

@@ -37,13 +37,35 @@ import warnings
 
 import torch
 
+from ..cells import VARIANTS
 from . import states
 
 BACKENDS = ("reference", "loop", "cpu", "triton")
 
-# How the compiled kernels (C++ and Triton) number the variants.
+# How the compiled kernels (C++ and Triton) number the element-wise steps they implement.
 KERNEL_IDS = {"rnn": 0, "gru_simple": 1, "gru": 2, "gru_reset_after": 3, "lstm": 4,
               "lstm_peephole": 5}
+# The compiled kernels run a variant whose structure (cells.Variant.structure) is one of theirs.
+_BY_STRUCTURE = {VARIANTS[name].structure: k for name, k in KERNEL_IDS.items()}
+COMPILED = ("cpu", "triton")
+
+
+def kernel_id(variant) -> int | None:
+    """The compiled kernels' number for `variant`'s step, or None where they have none."""
+    return _BY_STRUCTURE.get(variant.structure)
+
+
+def for_variant(backend: str, variant) -> str:
+    """`backend`, or "loop" (with a one-time warning) where it is compiled and has no kernel for
+    `variant`: a new variant runs from its definition in cells.py alone."""
+    if backend in COMPILED and kernel_id(variant) is None:
+        why = (f"gatedrnn: the {backend!r} backend has no kernel for the variant "
+               f"{variant.name!r}; it runs on the 'loop' backend")
+        if why not in _warned:
+            _warned.add(why)
+            warnings.warn(why, stacklevel=4)
+        return "loop"
+    return backend
 
 
 def check(backend: str | None) -> str | None:

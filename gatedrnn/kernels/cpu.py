@@ -38,7 +38,7 @@ except ImportError:   # Windows
     fcntl = None
 
 from ..cells import Variant
-from . import KERNEL_IDS, onednn
+from . import kernel_id, onednn
 from .states import weight_grads
 
 _SOURCE = Path(__file__).parent / "cpu" / "recurrence.cpp"
@@ -190,14 +190,14 @@ def _mask2d(mask):
 
 
 def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=True):
-    SA, SC, saved = extension().forward(KERNEL_IDS[variant.name], _c(xp), _c(R), _c(b_hh),
+    SA, SC, saved = extension().forward(kernel_id(variant), _c(xp), _c(R), _c(b_hh),
                                         _c(p), _c(a0), _c(c0), _mask2d(mask), reverse,
                                         keep_saved, onednn.min_values(R))
     return SA, (SC if variant.has_cell else None), (saved if keep_saved else None)
 
 
 def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mask, reverse):
-    d_xp, d_a0, d_c0 = extension().backward(KERNEL_IDS[variant.name], _c(d_A), _c(d_a_n),
+    d_xp, d_a0, d_c0 = extension().backward(kernel_id(variant), _c(d_A), _c(d_a_n),
                                             _c(d_c_n), _c(R), _c(p), SA, SC, saved,
                                             _mask2d(mask), reverse, onednn.min_values(R))
     d_R, d_b_hh, d_p = weight_grads(variant, d_xp, SA, SC, saved, reverse)

@@ -63,7 +63,7 @@ class ForwardProducts:
         flat = SAL.new_empty(B * variant.num_gates * H, dtype=dtype)
         self.SAL = SAL
         self.buffers = (flat,)   # what a CUDA graph of these products writes (graphs.py)
-        if variant.name == "gru":   # Γ_u and Γ_r from a<t-1>, then c̃ from Γ_r ⊙ c<t-1>
+        if variant.reset_before:   # Γ_u and Γ_r from a<t-1>, then c̃ from Γ_r ⊙ c<t-1>
             self.phases = [(flat[:2 * B * H].view(B, 2 * H), RT[:, :2 * H], None),
                            (flat[2 * B * H:].view(B, H), RT[:, 2 * H:], RA)]
         else:
@@ -93,7 +93,7 @@ class BackwardProducts:
         self.variant, self.d_xp, self.R, self.saved, self.H = variant, d_xp, R, saved, H
         self.out = d_xp.new_empty(B, H, dtype=dtype)
         self.part = self.scaled = None
-        if variant.name == "gru_reset_after":
+        if variant.recurrent_bias:
             # the candidate's gradient scaled by Γ_r (in the weights' dtype), and its product:
             # allocated once, not at every step
             self.part = d_xp.new_empty(B, H, dtype=dtype)
@@ -102,9 +102,9 @@ class BackwardProducts:
 
     def through_r(self, t_next: int) -> torch.Tensor:
         H, R, d_next = self.H, self.R, self.d_xp[t_next]
-        if self.variant.name == "gru":   # the candidate's part goes through Γ_r (phase 1)
+        if self.variant.reset_before:   # the candidate's part goes through Γ_r (phase 1)
             return product(d_next[:, :2 * H], R[:2 * H], self.out)
-        if self.variant.name == "gru_reset_after":   # the candidate's part: Γ_r ⊙ (R_c a + b)
+        if self.variant.recurrent_bias:   # the candidate's part: Γ_r ⊙ (R_c a + b)
             product(d_next[:, :2 * H], R[:2 * H], self.out)
             gamma_r = self.saved[t_next][:, H:2 * H]
             # computed in the state's dtype, stored rounded to the weights' as the kernels do

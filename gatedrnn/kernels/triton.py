@@ -41,7 +41,7 @@ import warnings
 import torch
 
 from ..cells import Variant
-from . import KERNEL_IDS, planner
+from . import kernel_id, planner
 from .gemm import BackwardProducts, ForwardProducts
 from .graphs import StepGraphs, graph_key
 from .planner import Plan, Refused, launch_name, plan, replanned
@@ -158,7 +158,7 @@ def _mask(mask, xp):
 
 
 def _common(variant: Variant, dtype: torch.dtype, p: Plan):
-    return dict(VARIANT=KERNEL_IDS[variant.name], G=variant.num_gates, S=variant.saved_blocks,
+    return dict(VARIANT=kernel_id(variant), G=variant.num_gates, S=variant.saved_blocks,
                 BLOCK_B=p.block_b, BLOCK_H=p.block_h, BLOCK_K=p.block_k,
                 PRECISION=_precision(dtype), UPCAST=planner.interpreting(), num_warps=p.num_warps)
 
@@ -258,7 +258,7 @@ def _low_copy(variant: Variant, dtype: torch.dtype) -> bool:
 def _phases(variant: Variant) -> int:
     """Grid-wide passes per step: the lecture's GRU needs Γ_r ⊙ c<t-1> of every unit before
     its candidate (and, backwards, the candidate's gradient of every unit before Γ_r's)."""
-    return 2 if variant.name == "gru" else 1
+    return 2 if variant.reset_before else 1
 
 
 def _one_launch(pl: Plan, nb: int, nh: int, H: int, device: torch.device):
@@ -339,7 +339,7 @@ def _forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved
     saved = _buffer(xp.new_empty(T if keep_saved else 1, B, variant.saved_blocks * H,
                                  dtype=state))
     # Γ_r ⊙ c<t-1> of the lecture's GRU only feeds the candidate's product: xp's dtype too.
-    RA = _buffer(xp.new_empty(B, H)) if variant.name == "gru" else SA
+    RA = _buffer(xp.new_empty(B, H)) if variant.reset_before else SA
     RT = R.t().contiguous()
     m, has_mask = _mask(mask, xp)
     pl = plan(B, H, R.dtype, variant.name)

@@ -14,12 +14,11 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .. import _checks, kernels
-from ..cells import get_variant
+from ..cells import VARIANTS, get_variant
 from ..functional import capture, lengths_to_mask, recurrence
 from . import params as P
 from .state import Marked
 
-GRU_VARIANTS = ("gru", "gru_simple", "gru_reset_after")
 
 
 class RecurrentLayers(Marked):
@@ -313,7 +312,7 @@ class LSTM(RecurrentLayers):
 
     @property
     def peephole(self) -> bool:
-        return self.variant == "lstm_peephole"
+        return bool(get_variant(self.variant).peepholes)
 
 
 class RNN(RecurrentLayers):
@@ -332,18 +331,19 @@ def for_variant(variant: str, input_size: int, hidden_size: int, **kwargs) -> Re
         >>> for_variant("lstm_peephole", 3, 4, num_layers=2)
         LSTM(3, 4, variant='lstm_peephole', num_layers=2)
     """
-    name = get_variant(variant).name
-    if get_variant(name).has_cell:
-        return LSTM(input_size, hidden_size, peephole=name == "lstm_peephole", **kwargs)
-    if name == "rnn":
+    v = get_variant(variant)
+    if v.family == "lstm":
+        return LSTM(input_size, hidden_size, peephole=bool(v.peepholes), **kwargs)
+    if v.family == "rnn":
         return RNN(input_size, hidden_size, **kwargs)
-    return GRU(input_size, hidden_size, variant=name, **kwargs)
+    return GRU(input_size, hidden_size, variant=v.name, **kwargs)
 
 
 def _check_gru_variant(variant, peephole) -> None:
     if peephole:
         raise ValueError(f"peephole: only the LSTM has peephole connections "
                          f"(gatedrnn.LSTM(..., peephole=True)); a GRU got peephole={peephole!r}")
-    if variant not in GRU_VARIANTS:
-        get_variant(variant)   # unknown names get the full list of variants
-        raise ValueError(f"variant: a GRU takes one of {list(GRU_VARIANTS)}, got {variant!r}")
+    if get_variant(variant).family != "gru":   # unknown names get the full list of variants
+        grus = sorted((name for name, v in VARIANTS.items() if v.family == "gru"),
+                      key=lambda name: name != "gru")   # the lecture's first
+        raise ValueError(f"variant: a GRU takes one of {grus}, got {variant!r}")
