@@ -73,12 +73,21 @@ def test_every_local_link_leads_to_a_file():
                 assert (page.parent / target).exists(), f"{page.name}: {target}"
 
 
-def test_the_command_line_reference_is_the_parsers_help():
+def _generator(name: str):
     sys.path.insert(0, str(ROOT / "docs"))
     try:
-        import cli_reference
+        return __import__(name)
     finally:
         sys.path.remove(str(ROOT / "docs"))
+
+
+def test_the_api_page_is_the_docstrings():
+    assert (ROOT / "docs" / "api.md").read_text() == _generator("api_reference").reference(), \
+        "run python docs/api_reference.py"
+
+
+def test_the_command_line_reference_is_the_parsers_help():
+    cli_reference = _generator("cli_reference")
     page = (ROOT / "docs" / "command-line.md").read_text()
     assert cli_reference.MARKER in page
     assert page.split(cli_reference.MARKER)[1] == cli_reference.reference().split(
