@@ -300,11 +300,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _checked_by_gatedrnn(error: BaseException) -> bool:
+    """Was `error` raised by gatedrnn's own code (a check whose message is for the user), not
+    inside a library it calls (a bug there, whose traceback is wanted)?"""
+    frame, package = error.__traceback__, Path(__file__).resolve().parent
+    last = None
+    while frame is not None:
+        last, frame = frame.tb_frame.f_code.co_filename, frame.tb_next
+    return last is not None and Path(last).resolve().is_relative_to(package)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
     except (DataError, CheckpointError, TrainingError, ValueError) as error:
+        if isinstance(error, ValueError) and not _checked_by_gatedrnn(error):
+            raise
         print(f"gatedrnn {args.command}: error: {error}", file=sys.stderr)
         return 1
     except OSError as error:   # the file system said no: a path that cannot be read or written

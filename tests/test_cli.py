@@ -217,3 +217,15 @@ def test_gate_heatmaps_are_labelled_pictures(tmp_path, text_file, capsys):
         assert pixels.shape[0] > 150 and pixels.shape[1] > 300
         assert pixels.std() > 20, f"{name} looks blank"
     assert main(["gates", str(tmp_path / "run"), "--text", "€uro", "--out", str(out)]) == 1
+
+
+def test_an_internal_value_error_keeps_its_traceback(monkeypatch, tmp_path):
+    """One line is for what the user can mend; a ValueError raised inside a library gatedrnn
+    calls is a bug, and its traceback is what a report needs."""
+    import numpy as np
+
+    import gatedrnn.cli as cli
+
+    monkeypatch.setattr(cli, "cmd_plot", lambda args: np.zeros(-1))   # the parser takes it
+    with pytest.raises(ValueError, match="negative dimensions"):
+        main(["plot", str(tmp_path)])
