@@ -2,9 +2,9 @@
 time, behind one of two doors that run the same code.
 
 - Eager: an autograd Function, the cheapest per call (and, where no backward can follow, not
-  even that: run() calls the backend). Through the operator, one step of a small GRU on the
-  cpu backend took 49 µs instead of 17, and 112-117 µs instead of 36-37 with gradients
-  (benchmarks/dispatch_cost.py, torch 2.13): a cost every step of a streamed sequence would pay.
+  even that: run() calls the backend). The operator's dispatch costs a small step about three
+  times its time (benchmarks/dispatch_cost.py): a cost every step of a streamed sequence
+  would pay.
   torch.func's transforms take it too (in the form they need, below; vmap: vmap_rules.py).
 - Traced (torch.compile, torch.export): two custom operators, gatedrnn::through_time and
   gatedrnn::through_time_backward. A tracer takes each as one node, from shapes alone (their
@@ -97,7 +97,7 @@ def _given(ctx, d_out, d_a_n, d_c_n):
 # The eager door is an autograd Function in two forms. The classic one (forward(ctx, ...)) is
 # the cheap one: the form torch.func's transforms need (forward without ctx, setup_context)
 # makes Function.apply bind its arguments to forward's signature with inspect, every call
-# (+80 to +130 µs on a forward and backward of one small step, measured). So the second form
+# (benchmarks/dispatch_cost.py times it). So the second form
 # runs only where a transform is active (torch.func.grad, vjp), asked as Function.apply asks.
 
 def _recurrence(*inputs):

@@ -61,14 +61,13 @@ def _flags() -> list[str]:
     openmp = "parallel backend: OpenMP" in torch.__config__.parallel_info()
     if openmp and sys.platform.startswith("linux"):
         # at::parallel_for is a header template over "#pragma omp parallel": compiled without
-        # -fopenmp the pragma is dropped and the loop runs on one thread (as it did until
-        # 2026-11-27: a batch's row blocks ran one after another). The OpenMP calls resolve to
+        # -fopenmp the pragma is dropped and the loop runs on one thread (a batch's row blocks
+        # one after another). The OpenMP calls resolve to
         # the libgomp torch loaded, so both share one thread pool. (Apple's clang has no
         # -fopenmp: there the loops stay on one thread and BLAS threads the products.)
         flags.append("-fopenmp")
     # ATen's Vectorized<T> at the widest width ATen itself uses on this CPU: AVX-512 halves the
-    # element-wise passes' instructions (measured: the LSTM's steps 5-20% faster than with AVX2
-    # at 16-32 rows) and gives Panels the registers for 4 rows at once.
+    # element-wise passes' instructions and gives Panels the registers for 4 rows at once.
     capability = torch.backends.cpu.get_cpu_capability()
     if capability == "AVX512":
         flags += ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma",

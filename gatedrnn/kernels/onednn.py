@@ -2,20 +2,13 @@
 
 torch multiplies float32 CPU matrices with MKL, which is known to choose its kernels by CPU
 vendor; oneDNN (also inside libtorch_cpu, torch.nn's LSTM runs on it) chooses by instruction
-set. On an AMD CPU oneDNN is the faster of the two, but it costs ~10-15 µs more a call, so it
-pays only for large weights. Measured on an AMD EPYC (AVX-512, 2 threads, 2026-11-27):
-- the input projection of all steps: 0.82x MKL's time with a 1024 × 256 weight (100 × 32
-  rows), 0.57x at 2048 × 512 (1 row); with weights of 16K values or less, 1.04-1.36x. In
-  training, with its input gradient also oneDNN's (_Linear), a whole training step of the
-  LSTM took 0.91x F.linear's at S1 (T 100, B 32, H 256), 0.97x at S2 (B 64, H 512); the GRU's
-  0.95x and 0.99x;
-- a step's recurrent product in the compiled kernel (recurrence.cpp's OneDnn): 0.63-0.76x at
-  H = 512 with 3-4 gate blocks, 0.81-0.93x at H = 256 with 4; with 64K values, 1.1-1.4x; at
-  1-6 rows against MKL's unpacked product (R too large for the kernel's panels), 0.24-0.67x;
-  a stream's step (one call of one step, R unpacked), 0.36-0.63x for the LSTM at H = 512-1024.
-Both take oneDNN from MIN_VALUES values of the weight, the kernel in calls of 32 steps or more
-(its packing of R must be paid back), on x86-64 only. GATEDRNN_CPU_ONEDNN=0 leaves every
-product to MKL (to compare the two on another machine).
+set. On an AMD CPU oneDNN is the faster of the two, but each call costs ~10-15 µs more, so it
+pays only for large weights: the input projection (and in training its input gradient) and
+the compiled kernel's recurrent products take it from MIN_VALUES values of the weight, the
+kernel in calls of 32 steps or more (its packing of R must be paid back), on x86-64 only. The
+measurements behind these thresholds are in benchmarks/results (onednn-ab-*.txt,
+cpu-kernel-ab-onednn-*.txt; benchmarks/onednn_ab.py and cpu_kernel_ab.py make them).
+GATEDRNN_CPU_ONEDNN=0 leaves every product to MKL (to compare the two on another machine).
 """
 
 from __future__ import annotations

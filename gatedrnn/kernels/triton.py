@@ -62,9 +62,8 @@ def _states(s0: torch.Tensor, T: int, reverse: bool) -> torch.Tensor:
 
 
 # The oldest Triton the kernels run on: 3.3 brought cooperative launches (the grid-wide
-# barrier's), 3.5 float64 operands of tl.dot. The whole suite passes on 3.5.0 to 3.9.0; on 3.3.0
-# and 3.4.0 every float64 case fails (2026-11-27, torch 2.4.0; benchmarks/gpu-notes.md v5.5).
-# CI runs the backend's tests on this one too (make test-triton-floor).
+# barrier's), 3.5 float64 operands of tl.dot (on 3.3 and 3.4 every float64 case fails). CI
+# runs the backend's tests on this one too (make test-triton-floor).
 MIN_TRITON = (3, 5)
 
 
@@ -75,8 +74,7 @@ def _dotted(version: tuple[int, int]) -> str:
 _FLOOR = _dotted(MIN_TRITON)
 # Triton's interpreter (TRITON_INTERPRET=1: the kernels on CPU tensors, as the tests run them)
 # takes int() of one-element arrays before Triton 3.7, which NumPy refuses from 2.4 (a TypeError
-# at the first load). Measured 2026-11-27 with NumPy 2.5.5: 3.5.0 and 3.6.0 fail, 3.7.0 to 3.9.0
-# pass. A GPU does not use the interpreter.
+# at the first load). A GPU does not use the interpreter.
 INTERPRETER_NUMPY = ((3, 7), (2, 4))   # (Triton from which, NumPy below which, it runs)
 
 

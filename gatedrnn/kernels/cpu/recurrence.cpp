@@ -189,8 +189,8 @@ struct Panels {
 
   // The panels split over the threads where each gets kMinMacsPerThread multiply-adds (a few
   // µs of work): a batch too small to split over threads by rows (for_row_blocks) still uses
-  // them, as BLAS did. Smaller products run in the calling thread: at 2^15 the LSTM at one row
-  // of H = 128 (2^16 multiply-adds a step, split in two) took 1.4-1.6x as long (2026-11-27).
+  // them, as BLAS did. Smaller products run in the calling thread, where a fork and join would
+  // cost more than the share of work it hands out.
   static constexpr int64_t kMinMacsPerThread = 1 << 17;
 
   void apply(int64_t M, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
@@ -238,23 +238,20 @@ struct OneDnn {
   }
 };
 
-// From kPackMinRows rows MKL's packed GEMM wins. Panels there, even passing each panel's rows
-// in L1-sized slices under every row group in turn, took 1.1-1.3x MKL's time at 16-32 rows
-// (2026-11-27; with every group streaming all of R, up to 2.3x); at 8 rows of H = 128,
-// 0.84-0.99x, but the slices cost 1.1x at 4 rows, where there is one group.
+// From kPackMinRows rows MKL's packed GEMM is faster than the panels, whatever their slicing
+// (benchmarks/results/cpu-kernel-ab-2026-11-27.txt).
 constexpr int64_t kPackMinRows = 8;
 
-// Panels copy R at ~1.2 ns a value, as much as 15-50 steps gain (measured, one row: H = 128
-// pays from 16 steps, H = 256 from ~50), so only a call of kPanelMinSteps steps or more makes
-// them, and only of at most kPanelMaxBytes: at the LSTM's H = 512 (4 MiB) MKL's product is as
-// fast even after 256 steps. Otherwise BLAS or oneDNN (Weight) multiplies R where it lies, as
-// for a stream fed a step at a time (Stream, sample_text).
+// Copying R into panels takes as long as tens of steps gain, so only a call of kPanelMinSteps
+// steps or more makes them, and only of at most kPanelMaxBytes: past that MKL's product is as
+// fast. Otherwise BLAS or oneDNN (Weight) multiplies R where it lies, as for a stream fed a
+// step at a time (Stream, sample_text).
 constexpr int64_t kPanelMinSteps = 64;
 constexpr int64_t kPanelMaxBytes = 1024 * 1024;
 
-// oneDNN packs R in ~2.3 ns a value (one thread), as much as 15-30 steps of its products gain
-// over MKL's (H = 512 and 256, 16 rows), so shorter calls, a stream's steps above all, do not
-// pack it (measured at one step of 32-64 rows: 1.5-1.8x slower with oneDNN's packing).
+// oneDNN's packing of R costs as much as 15-30 steps of its products gain over MKL's, so
+// shorter calls, a stream's steps above all, do not pack it
+// (benchmarks/results/cpu-kernel-ab-onednn-short-calls-2026-11-27.txt).
 constexpr int64_t kOneDnnMinSteps = 32;
 
 template <typename T>
@@ -279,8 +276,7 @@ struct Weight {
       const auto& dnn = OneDnn::get();
       const bool large = onednn_min_values >= 0 && N * K >= onednn_min_values && dnn.linear;
       // oneDNN, packed, in calls of kOneDnnMinSteps or more: from kPackMinRows rows, and below
-      // them where R is too large for panels (BLAS then repacks all of R at every step;
-      // measured, LSTM at H = 512, 2-6 rows: oneDNN 0.24-0.43x its time, 0.63-0.67x at one row).
+      // them where R is too large for panels (BLAS then repacks all of R at every step).
       if (large && steps >= kOneDnnMinSteps && (!few_rows || long_call)) {
         // oneDNN's linear takes its weight as (N, K): W itself where transposed, else W^T.
         auto opts = at::TensorOptions().dtype(at::kFloat);
@@ -291,9 +287,8 @@ struct Weight {
         return;
       }
       // A few rows in a short call (a stream's step): oneDNN multiplies R where it lies,
-      // unpacked, if R is larger than panels take (measured, one row, forward products:
-      // 0.51-0.65x BLAS's time at H = 512, 0.37x at H = 1024). The backward's products would
-      // need R^T copied.
+      // unpacked, if R is larger than panels take (BLAS would repack it at every step). The
+      // backward's products would need R^T copied.
       if (large && few_rows && transposed && ldw == K &&
           N * K * int64_t(sizeof(T)) > kPanelMaxBytes) {
         onednn = at::from_blob(const_cast<T*>(W), {N, K}, at::kFloat);
@@ -776,9 +771,8 @@ const T* ptr_or_null(const std::optional<at::Tensor>& t) {
 // element-wise work it would share out. But every block streams all of R at every step, so a
 // block needs at least kMinRowsPerBlock rows, and at most kMaxBytesPerRow of R per row;
 // otherwise one block runs and the products are split over the threads instead (Panels by
-// columns, BLAS its own way). Measured, 2 threads, against one block: 8 rows of H = 64,
-// 0.47x; 12 of H = 128, 0.65-0.87x; 8 rows of the LSTM at H = 256 (1 MiB of R, 256 KiB a
-// row), 1.46x; 4 of H = 256, no gain.
+// columns, BLAS its own way): past kMaxBytesPerRow the blocks' streams of R cost more than
+// the split saves.
 constexpr int64_t kMinRowsPerBlock = 4;
 constexpr int64_t kMaxBytesPerRow = 128 * 1024;
 
@@ -794,8 +788,7 @@ void for_row_blocks(int64_t B, const at::Tensor& R, const F& body) {
 }
 
 // Over hundreds of steps gradients can shrink into the subnormal range, where x86 arithmetic
-// is ~100x slower (measured: a GRU backward at T=600 went 10x slower in training than on
-// random data). Inside the loops values below the smallest normal (1.2e-38 float, 2.2e-308
+// is about a hundred times slower. Inside the loops values below the smallest normal (1.2e-38 float, 2.2e-308
 // double) count as zero; the thread's previous floating-point mode comes back afterwards.
 struct FlushSubnormals {
 #if defined(__SSE__) || defined(__x86_64__)
