@@ -90,8 +90,8 @@ def specialization(fn, sig: dict) -> dict:
     """What Triton's JIT tells the compiler about a launch at the check's shapes: every
     pointer 16-byte aligned and every size a multiple of 16 (as at G1-G4). It changes the
     kernels' layouts: without it the resident LSTM's backward at H = 768 in bfloat16 took 161
-    KiB of shared memory here, with it 385 KiB, what the GPU refused (benchmarks/gpu-notes.md,
-    v6)."""
+    KiB of shared memory here, with it 385 KiB, what the GPU refused
+    (benchmarks/results/gpu-notes.md, v6)."""
     return {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
             if sig[name].startswith("*") or name in SIZES}
 

@@ -264,7 +264,7 @@ def test_graphs_replay_with_new_values_what_direct_launches_compute(variant, mod
     A plain layer's steps (as the GPU check's) allocate their buffers at the same addresses
     from the third step on, and replay. Two bidirectional layers over a packed batch, on the
     H100, mostly did not: of 40 calls 32 launched directly, 8 recorded and none replayed, in
-    some variants and modes and not others from run to run (benchmarks/gpu-notes.md, v6):
+    some variants and modes and not others from run to run (benchmarks/results/gpu-notes.md, v6):
     there only the numbers are checked."""
     torch.manual_seed(0)
     layers = dict(num_layers=2, bidirectional=True) if packed else {}

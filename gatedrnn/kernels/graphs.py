@@ -9,12 +9,12 @@ lie at the same addresses with the same sizes, dtypes and launch constants: that
 recording is kept under. A training loop repeats its allocations step after step, and
 PyTorch's caching allocator mostly hands them the same addresses: in the GPU check's loops (one
 layer) 28-33 of 36 calls replayed. Two bidirectional layers over a packed batch often did not
-repeat their addresses (benchmarks/gpu-notes.md, v6): there calls launch as without graphs,
+repeat their addresses (benchmarks/results/gpu-notes.md, v6): there calls launch as without graphs,
 plus a recording now and then. A key's first call launches directly, as without graphs: it
 creates what the launches create on first use (the calling thread's cuBLAS handle: the
 backward runs in autograd's own thread), which a recording may not (the first GPU run, whose
 first call of all recorded, lost its backward's recording to that, and a recording that fails
-leaves PyTorch's CUDA random generator unusable; benchmarks/gpu-notes.md, v6). It also costs
+leaves PyTorch's CUDA random generator unusable; benchmarks/results/gpu-notes.md, v6). It also costs
 nothing for buffers that never come back. The second call records a graph (the cost of one
 step-mode run, plus instantiating it), and the least recently used of more than `capacity`
 graphs is dropped.

@@ -88,7 +88,7 @@ H100 = (132, 227 << 10)
 # the backward's kernel, measured with benchmarks/compile_check.py for sm_90 (Triton 3.6,
 # 16 × 16 tiles, 8 warps, H from 256 to 1024, specialised as the JIT specialises G1-G4's
 # launches: without that the bfloat16 factors came out 1.3-2.8, and the H100 refused a launch
-# planned by them; benchmarks/gpu-notes.md, v6).
+# planned by them; benchmarks/results/gpu-notes.md, v6).
 SHARED_PER_STRIP_BYTE = {"rnn": (3.0, 3.2), "gru_simple": (3.0, 3.1), "gru": (2.0, 2.1),
                          "gru_reset_after": (4.0, 4.4), "lstm": (3.0, 3.1),
                          "lstm_peephole": (3.0, 3.1)}
