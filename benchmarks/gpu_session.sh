@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The one command for a session's lent GPU machine (benchmarks/results/gpu-notes.md): the GPU check, whose JSON then sets the plan here
-# (`python benchmarks/gpu_table.py RESULT.json --choose`), and after it the tests marked gpu
+# The one command for a session's lent GPU machine (benchmarks/results/gpu-notes.md): the GPU
+# check, whose JSON then sets the plan here (`python benchmarks/gpu_table.py RESULT.json
+# --choose`), and after it the tests marked gpu
 # (CUDA graphs replayed, a caller's own graph, autocast, torch.compile, bfloat16 training
 # against float32, `gatedrnn train --device cuda`), which no CI machine can run. Then, with the
 # time left: if a row of the check missed its target (as the plan launches after choosing from
