@@ -134,3 +134,19 @@ print(max(peak[0], rss()) - before)
              for name in ("small.txt", "big.txt")]
     size = (tmp_path / "big.txt").stat().st_size
     assert grown[1] - grown[0] <= 3 * size, f"{(grown[1] - grown[0]) / size:.1f}x the file"
+
+
+def test_the_workloads_benchmark_runs_and_prints_its_table(tmp_path):
+    """benchmarks/workloads.py at toy sizes: every workload produces a row and a ratio."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "workloads.py"), "--quick",
+                           "--variants", "lstm,gru", "--json", str(tmp_path / "w.json")],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((tmp_path / "w.json").read_text())["rows"]
+    assert {r["workload"].split()[0] for r in rows} == {"W1", "W2", "W3"}
+    assert all(r["gatedrnn"] > 0 and r["torch_nn"] > 0 for r in rows)
