@@ -137,6 +137,8 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(PEER))
     parser.add_argument("--budget", type=float, default=float("inf"),
                         help="seconds after which no new row starts (a lent GPU's time)")
+    parser.add_argument("--w1", default=None, metavar="T,B,I,H", help="W1's sizes")
+    parser.add_argument("--only", default="W1,W2,W3,W4", help="which workloads")
     parser.add_argument("--json", default="benchmarks/results/workloads.json")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -153,9 +155,12 @@ def main() -> None:
     def in_time():
         return time.time() - started < args.budget
 
-    T, B, I, H = QUICK_W1 if args.quick else W1[device.type]
-    dtypes = [("f32", False)] + ([("bf16", False), ("f16", False), ("bf16", True),
-                                  ("f16", True)] if device.type == "cuda" else [])
+    only = args.only.split(",")
+    T, B, I, H = (tuple(int(n) for n in args.w1.split(",")) if args.w1 else
+                  QUICK_W1 if args.quick else W1[device.type])
+    dtypes = ([("f32", False)] if "W1" in only else []) + (
+        [("bf16", False), ("f16", False), ("bf16", True), ("f16", True)]
+        if device.type == "cuda" and "W4" in only else [])
     for name, autocast in dtypes:
         for variant in variants if name == "f32" else [v for v in variants
                                                        if v in ("lstm", "gru")]:
@@ -169,11 +174,11 @@ def main() -> None:
             add("W1 infer" if name == "f32" else "W4 infer", variant, label, times,
                 "gatedrnn infer", "torch.nn infer")
     T2, B2, H2 = QUICK_W2 if args.quick else W2
-    for variant in [v for v in ("lstm", "gru") if v in variants]:
+    for variant in [v for v in ("lstm", "gru") if v in variants and "W2" in only]:
         if in_time():
             add("W2 char-LM step", variant, "f32", measure(w2_runs(variant, T2, B2, H2, device),
                                                            repeats), "gatedrnn", "torch.nn")
-    for H3 in ((16,) if args.quick else (128, 256, 512, 1024)):
+    for H3 in ((16,) if args.quick else (128, 256, 512, 1024)) if "W3" in only else ():
         for variant in CELLS:
             if in_time():
                 add(f"W3 step H={H3}", variant, "f32", measure(w3_runs(variant, H3, device, 100),
