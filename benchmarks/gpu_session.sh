@@ -20,8 +20,7 @@
 # BUDGET (seconds, default 330) is the check's time budget: it stops starting timings then,
 # and is killed 150 s after. The tests get TEST_SECONDS (default 90). The tune runs if 120 s of
 # SESSION_SECONDS (default 560) are left, the training if 90 s are, on runs/tinyshakespeare.txt
-# where it was carried (cp ../shared/data/tinyshakespeare.txt runs/; carry
-# ["runs/tinyshakespeare.txt"]), else on the stdlib corpus; TASK_ARGS add to its arguments.
+# where a copy was put there, else on the stdlib corpus; TASK_ARGS add to its arguments.
 # GPU_CHECK_ARGS add to the check's arguments (a dry run here: TRITON_INTERPRET=1 OUT=/tmp/out
 # GPU_CHECK_ARGS="--dry-run --variants lstm --shapes G4 --dtypes f32" bash
 # benchmarks/gpu_session.sh; the tune takes "--dry-run" from them).

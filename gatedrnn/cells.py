@@ -1,4 +1,4 @@
-"""The cell variants of DESIGN §1, each defined once: gates, state, one step forward and backward.
+"""The cell variants, each defined once: gates, state, one step forward and backward.
 
 Every PyTorch code path (the "loop" backend, the single-step cell modules) runs these functions;
 the NumPy reference (gatedrnn.reference) is an independent second copy in textbook form, and the
