@@ -43,33 +43,25 @@ def save(module, directory) -> Path:
     return directory
 
 
-def _header_shapes(path: Path) -> dict:
-    """{name: shape} from a safetensors file's header, reading nothing else."""
+_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+
+
+def _header(path: Path) -> tuple[dict, str | None]:
+    """({name: shape}, the dtype of the recurrent weights) from a safetensors file's header,
+    reading nothing else."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            slices = {k: f.get_slice(k) for k in f.keys()}
+            shapes = {k: tuple(s.get_shape()) for k, s in slices.items()}
+            dtypes = {s.get_dtype() for k, s in slices.items() if _LAYER.search(k)}
     except (SafetensorError, OSError, ValueError) as error:
         raise ValueError(f"{path}: damaged or not a safetensors file ({error})") from None
-
-
-_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
-
-
-def _dtype_of(path: Path, shapes: dict):
-    """The weights' dtype, from the header."""
-    import torch
-    from safetensors import safe_open
-
-    if not shapes:
-        return None
-    with safe_open(str(path), framework="pt") as f:
-        stored = f.get_slice("weight_ih_l0").get_dtype()
-    if stored not in _DTYPES:
-        raise ValueError(f"{path}: expected floating-point weights "
-                         f"({', '.join(_DTYPES)}), got {stored}")
-    return getattr(torch, _DTYPES[stored])
+    if not dtypes <= set(_DTYPES):
+        raise ValueError(f"{path}: expected floating-point weights ({', '.join(_DTYPES)}), "
+                         f"got {sorted(dtypes)}")
+    return shapes, (_DTYPES[dtypes.pop()] if len(dtypes) == 1 else None)
 
 
 _LAYER = re.compile(r"(?:^|\.)weight_hh_l(\d+)(?:_reverse)?$")
@@ -86,11 +78,12 @@ def _check_config(config: dict, config_path: Path, shapes: dict, weights_path: P
         value = config.get(name, 1)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{config_path}: {name}: expected a positive integer, got {value!r}")
-    layers = {_LAYER.search(k).group(1) for k in shapes if _LAYER.search(k)}
-    if len(layers) != config["num_layers"]:
+    layer_of = {k: found.group(1) for k in shapes if (found := _LAYER.search(k))}
+    if len(set(layer_of.values())) != config["num_layers"]:
         raise ValueError(f"{config_path}: num_layers: {config['num_layers']}, but "
-                         f"{weights_path.name} holds {len(layers)} layers' weights")
-    first = next(k for k in shapes if _LAYER.search(k) and _LAYER.search(k).group(1) == "0")
+                         f"{weights_path.name} holds {len(set(layer_of.values()))} layers' "
+                         "weights")
+    first = next(k for k, layer in layer_of.items() if layer == "0")
     w_hh, w_ih = shapes[first], shapes.get(first.replace("weight_hh", "weight_ih"), (0, 0))
     if w_hh[-1] != config["hidden_size"] or w_ih[-1] != config.get("input_size", w_ih[-1]):
         raise ValueError(f"{config_path}: hidden_size {config['hidden_size']} and input_size "
@@ -99,7 +92,11 @@ def _check_config(config: dict, config_path: Path, shapes: dict, weights_path: P
 
 
 def _same_shapes(shapes: dict, skeleton, weights_path: Path) -> None:
-    """The stored tensors are exactly the (meta-device) skeleton's."""
+    """The stored tensors are exactly the (meta-device) skeleton's; files written before the
+    layout mark lack it, and are gatedrnn's all the same (modules.state.own)."""
+    from .modules.state import own
+
+    shapes = {**{k: (1,) for k in own(skeleton, {})}, **shapes}
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     if set(shapes) != set(expected):
         raise ValueError(f"{weights_path}: expected the tensors {sorted(expected)}, "
@@ -129,13 +126,12 @@ def load_run(run_dir, device=None):
         raise CheckpointError(f"{run_dir}: the run has no checkpoint yet; train it further "
                               f"with gatedrnn train --resume {run_dir}")
     weights_path = newest / "model.safetensors"
-    shapes = _header_shapes(weights_path)
+    shapes, _ = _header(weights_path)
     _check_config(config, run_dir / "config.json", shapes, weights_path,
                   required=("task", "variant", "hidden_size", "num_layers"))
     with torch.device("meta"):
         skeleton = untrained(config, metadata)
-    marks = {k: (1,) for k in own(skeleton, {})}   # absent from files before the mark
-    _same_shapes({**marks, **shapes}, skeleton, weights_path)
+    _same_shapes(shapes, skeleton, weights_path)
     model = untrained(config, metadata)
     model.load_state_dict(own(model, load_file(str(weights_path))))
     if config["task"] == "charlm":
@@ -158,7 +154,9 @@ def load(directory, device=None):
     from safetensors.torch import load_file
 
     from .modules.layers import for_variant
-    from .modules.state import KEY, own
+    import torch
+
+    from .modules.state import own
     from .run_folder import is_run
 
     directory = Path(directory)
@@ -176,12 +174,11 @@ def load(directory, device=None):
         raise ValueError(f"{config_path}: expected a gatedrnn model of format_version "
                          f"{FORMAT_VERSION}, got format={config.get('format')!r} "
                          f"format_version={config.get('format_version')!r}")
-    shapes = _header_shapes(weights_path)
-    shapes.setdefault(KEY, (1,))   # files from before the layout mark
+    shapes, dtype = _header(weights_path)
     _check_config(config, config_path, shapes, weights_path)
     # Built on the meta device first: nothing is allocated until the shapes agree.
     fields = {k: config[k] for k in _FIELDS}
-    dtype = _dtype_of(weights_path, shapes)   # after _check_config: weight_ih_l0 is there
+    dtype = getattr(torch, dtype) if dtype else None
     _same_shapes(shapes, for_variant(config["variant"], **fields, device="meta", dtype=dtype),
                  weights_path)
     try:
