@@ -28,11 +28,6 @@ from pathlib import Path
 
 import torch
 
-try:
-    import fcntl
-except ImportError:   # Windows: no lock, the rest holds
-    fcntl = None
-
 MARK = ".gatedrnn-run"
 _STEP = re.compile(r"^\d{8}$")
 

@@ -12,7 +12,13 @@ import json
 import os
 from pathlib import Path
 
-from .checkpoint import MARK, fcntl
+from . import checkpoint
+from .checkpoint import MARK
+
+try:
+    import fcntl
+except ImportError:   # Windows: no lock, the rest holds
+    fcntl = None
 
 
 class RunFolderError(ValueError):
@@ -86,9 +92,7 @@ def hold(folder: Path):
 def write_config(folder: Path, run: dict) -> None:
     """config.json, whole or not at all."""
     partial = folder / "config.json.partial"
-    partial.write_text(json.dumps(run, indent=1))
-    with open(partial) as handle:
-        os.fsync(handle.fileno())
+    checkpoint._write(partial, lambda p: p.write_text(json.dumps(run, indent=1)))
     partial.replace(folder / "config.json")
 
 

@@ -142,17 +142,17 @@ def run(config: TrainConfig, resume: bool = False, stop_when=None):
         raise ValueError(f"--batch-size: {config.batch_size} does not split over {world} "
                          "processes; use a multiple of the process count")
     run_dir = Path(config.out)
-    if resume:
-        checkpoint.read_run(run_dir)   # says what is missing where there is no run
-    elif rank == 0:
+    # A resumed run keeps what it was built with (the vocabulary) whatever the data now holds;
+    # reading it says what is missing where there is no run.
+    metadata = checkpoint.read_run(run_dir)["task_metadata"] if resume else None
+    if not resume and rank == 0:
         run_folder.claim(run_dir)
     with run_folder.hold(run_dir) if rank == 0 else contextlib.nullcontext():
-        return _run(config, resume, stop_when, on, rank, world, run_dir)
+        return _run(config, resume, stop_when, on, rank, world, run_dir, metadata)
 
 
-def _run(config, resume, stop_when, on, rank, world, run_dir):
-    # A resumed run keeps what it was built with (the vocabulary) whatever the data now holds.
-    task = make_task(config, checkpoint.read_run(run_dir)["task_metadata"] if resume else None)
+def _run(config, resume, stop_when, on, rank, world, run_dir, metadata):
+    task = make_task(config, metadata)
     torch.manual_seed(config.seed)
     model = task.build(**dataclasses.asdict(config)).to(on)
     optimizer = _optimizer(config, model.parameters())
@@ -186,10 +186,8 @@ def _run(config, resume, stop_when, on, rank, world, run_dir):
                 dist.all_reduce(global_loss)
                 global_loss /= world
             if not torch.isfinite(global_loss):
-                raise TrainingError(
-                    f"training stopped at step {step + 1}: the loss became "
-                    f"{global_loss.item()}; the last good checkpoint (step {saved_step}) is "
-                    f"kept in {run_dir / 'checkpoint'}; try a lower --lr or --clip 1")
+                raise _stopped(step + 1, f"the loss became {global_loss.item()}", saved_step,
+                               run_dir)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.clip > 0:
@@ -233,9 +231,13 @@ def _finite_or_stop(model, step: int, saved_step: int, run_dir: Path) -> None:
     saved over the last good checkpoint."""
     for name, p in model.named_parameters():
         if not torch.isfinite(p).all():
-            raise TrainingError(f"training stopped at step {step}: {name} became non-finite; "
-                                f"the last good checkpoint (step {saved_step}) is kept in "
-                                f"{run_dir / 'checkpoint'}; try a lower --lr or --clip 1")
+            raise _stopped(step, f"{name} became non-finite", saved_step, run_dir)
+
+
+def _stopped(step: int, what: str, saved_step: int, run_dir: Path) -> TrainingError:
+    return TrainingError(f"training stopped at step {step}: {what}; the last good checkpoint "
+                         f"(step {saved_step}) is kept in {run_dir / 'checkpoint'}; try a lower "
+                         "--lr or --clip 1")
 
 
 def read_metrics(run_dir) -> list[dict]:

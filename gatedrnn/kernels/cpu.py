@@ -62,9 +62,9 @@ def _flags() -> list[str]:
     if openmp and sys.platform.startswith("linux"):
         # at::parallel_for is a header template over "#pragma omp parallel": compiled without
         # -fopenmp the pragma is dropped and the loop runs on one thread (a batch's row blocks
-        # one after another). The OpenMP calls resolve to
-        # the libgomp torch loaded, so both share one thread pool. (Apple's clang has no
-        # -fopenmp: there the loops stay on one thread and BLAS threads the products.)
+        # one after another). The OpenMP calls resolve to the libgomp torch loaded, so both
+        # share one thread pool. (Apple's clang has no -fopenmp: there the loops stay on one
+        # thread and BLAS threads the products.)
         flags.append("-fopenmp")
     # ATen's Vectorized<T> at the widest width ATen itself uses on this CPU: AVX-512 halves the
     # element-wise passes' instructions and gives Panels the registers for 4 rows at once.
@@ -144,9 +144,8 @@ def _build():
                 return _imported(name, built)
             except ImportError:   # a build cut short: built again below
                 pass
-        if directory is None or not any(directory.glob("*.so")):
-            print(f"gatedrnn: building the compiled CPU kernel into {directory or name} (once "
-                  "per environment, about a minute)", file=sys.stderr, flush=True)
+        print(f"gatedrnn: building the compiled CPU kernel into {directory or name} (once "
+              "per environment, about a minute)", file=sys.stderr, flush=True)
         return cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=flags,
                                   verbose=False)
 

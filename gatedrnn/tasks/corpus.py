@@ -26,7 +26,6 @@ def _compact(V: int):
 class Vocabulary:
     def __init__(self, chars: str):
         self.chars = chars
-        self.index = {c: i for i, c in enumerate(chars)}
         codes = np.array([ord(c) for c in chars], dtype=np.uint32)
         self._order = np.argsort(codes)
         self._codes = codes[self._order]
