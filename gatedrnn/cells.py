@@ -59,6 +59,7 @@ class Variant:
     reset_before: bool = False      # lecture GRU: Γ_r ⊙ c<t-1> feeds the candidate's product
     peepholes: tuple[str, ...] = () # gates with a peephole p_• ⊙ c
     recurrent_bias: bool = False    # reset-after GRU: b_cc stays inside Γ_r ⊙ (W_cc c + b_cc)
+    activation: str = "tanh"        # the RNN's g in a<t> = g(...): "tanh" or "relu"
 
     @property
     def num_gates(self) -> int:
@@ -68,10 +69,10 @@ class Variant:
     def structure(self) -> tuple:
         """What a compiled kernel's element-wise step must match to run this variant."""
         return (self.gates, self.saved_blocks, self.has_cell, self.peepholes,
-                self.reset_before, self.recurrent_bias)
+                self.reset_before, self.recurrent_bias, self.activation)
 
     # The cell as a picture (gatedrnn diagram draws it): (name, operation, inputs) in order of
-    # computation. Operations: "σ", "tanh" (a layer on its inputs, or the plain function for a
+    # computation. Operations: "σ", "tanh", "relu" (a layer on its inputs, or the plain function for a
     # single state input), "⊙", "+", "1−". Inputs "x", "a_prev", "c_prev", earlier names; a
     # "peephole:" prefix marks an element-wise peephole path.
     diagram: tuple = ()
@@ -117,6 +118,21 @@ class RNN(Variant):
 
     def step_backward(self, d_a, d_c, R, a_prev, c_prev, a, c, saved, b_hh=None, p=None):
         d_pre = d_a * _dtanh(a)
+        return d_pre, d_pre @ R, None
+
+
+class RNNReLU(RNN):
+    name = "rnn_relu"
+    equations = "a<t> = relu(W_a[a<t-1>, x<t>] + b_a)"
+    activation = "relu"
+    diagram = (("a", "relu", ("a_prev", "x")),)
+
+    def step(self, xp_t, R, a_prev, c_prev, b_hh=None, p=None):
+        a = torch.relu(xp_t + _mm(a_prev, R))
+        return a, None, xp_t.new_empty(xp_t.shape[0], 0)
+
+    def step_backward(self, d_a, d_c, R, a_prev, c_prev, a, c, saved, b_hh=None, p=None):
+        d_pre = torch.where(a > 0, d_a, torch.zeros_like(d_a))
         return d_pre, d_pre @ R, None
 
 
@@ -308,7 +324,7 @@ class LSTMPeephole(LSTM):
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in
-                                (RNN(), GRUSimple(), GRU(), GRUResetAfter(), LSTM(), LSTMPeephole())}
+                                (RNN(), RNNReLU(), GRUSimple(), GRU(), GRUResetAfter(), LSTM(), LSTMPeephole())}
 
 
 def get_variant(variant: str | Variant) -> Variant:

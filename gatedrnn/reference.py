@@ -59,6 +59,12 @@ def _rnn_step(P, x_t, a_prev, c_prev):
     return a, None, dict(concat=concat, a=a)
 
 
+def _rnn_relu_step(P, x_t, a_prev, c_prev):
+    concat = np.concatenate([a_prev, x_t], axis=1)
+    a = np.maximum(concat @ P["W_a"].T + P["b_a"], 0)
+    return a, None, dict(concat=concat, a=a)
+
+
 def _gru_simple_step(P, x_t, a_prev, c_prev):
     c_prev = a_prev                                              # a<t> = c<t>
     concat = np.concatenate([c_prev, x_t], axis=1)
@@ -116,6 +122,14 @@ def _split(d_concat, H):
 
 def _rnn_backward(P, grads, s, d_a, d_c):
     d_pre = d_a * (1 - s["a"] ** 2)
+    grads["W_a"] += d_pre.T @ s["concat"]
+    grads["b_a"] += d_pre.sum(0)
+    d_x, d_a_prev = _split(d_pre @ P["W_a"], d_a.shape[1])
+    return d_x, d_a_prev, None
+
+
+def _rnn_relu_backward(P, grads, s, d_a, d_c):
+    d_pre = d_a * (s["a"] > 0)
     grads["W_a"] += d_pre.T @ s["concat"]
     grads["b_a"] += d_pre.sum(0)
     d_x, d_a_prev = _split(d_pre @ P["W_a"], d_a.shape[1])
@@ -200,6 +214,7 @@ def _lstm_backward(P, grads, s, d_a, d_c):
 
 _STEPS = {
     "rnn": (_rnn_step, _rnn_backward),
+    "rnn_relu": (_rnn_relu_step, _rnn_relu_backward),
     "gru_simple": (_gru_simple_step, _gru_simple_backward),
     "gru": (_gru_step, _gru_backward),
     "gru_reset_after": (_gru_reset_after_step, _gru_reset_after_backward),

@@ -6,6 +6,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import gatedrnn
+from gatedrnn.cells import get_variant
 from gatedrnn.layout import to_lecture
 
 from conftest import (TOLERANCE, VARIANTS, flat_outputs, layer_module, needs_triton,
@@ -54,10 +55,11 @@ def test_stacked_bidirectional_backend_matches_reference_backend(variant, backen
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_stepping_a_cell_by_hand_equals_the_layer(variant):
     layer, g = _model(variant)
-    cell_class = {"lstm": gatedrnn.LSTMCell, "lstm_peephole": gatedrnn.LSTMCell,
-                  "rnn": gatedrnn.RNNCell}.get(variant, gatedrnn.GRUCell)
-    kwargs = ({"peephole": variant == "lstm_peephole"} if cell_class is gatedrnn.LSTMCell
-              else {"variant": variant} if cell_class is gatedrnn.GRUCell else {})
+    v = get_variant(variant)
+    cell_class = {"lstm": gatedrnn.LSTMCell, "rnn": gatedrnn.RNNCell}.get(v.family,
+                                                                           gatedrnn.GRUCell)
+    kwargs = ({"peephole": bool(v.peepholes)} if v.family == "lstm"
+              else {"nonlinearity": v.activation} if v.family == "rnn" else {"variant": variant})
     cell = cell_class(I, H, dtype=torch.float64, **kwargs)
     cell.load_state_dict({k.removesuffix("_l0"): v for k, v in layer.state_dict().items()})
     assert cell.gates().keys() == layer.gates().keys()

@@ -44,7 +44,7 @@ BACKENDS = ("reference", "loop", "cpu", "triton")
 
 # How the compiled kernels (C++ and Triton) number the element-wise steps they implement.
 KERNEL_IDS = {"rnn": 0, "gru_simple": 1, "gru": 2, "gru_reset_after": 3, "lstm": 4,
-              "lstm_peephole": 5}
+              "lstm_peephole": 5, "rnn_relu": 6}
 # The compiled kernels run a variant whose structure (cells.Variant.structure) is one of theirs.
 _BY_STRUCTURE = {VARIANTS[name].structure: k for name, k in KERNEL_IDS.items()}
 COMPILED = ("cpu", "triton")

@@ -91,7 +91,7 @@ H100 = (132, 227 << 10)
 # planned by them; benchmarks/results/gpu-notes.md, v6).
 SHARED_PER_STRIP_BYTE = {"rnn": (3.0, 3.2), "gru_simple": (3.0, 3.1), "gru": (2.0, 2.1),
                          "gru_reset_after": (4.0, 4.4), "lstm": (3.0, 3.1),
-                         "lstm_peephole": (3.0, 3.1)}
+                         "lstm_peephole": (3.0, 3.1), "rnn_relu": (3.0, 3.2)}
 
 
 def launch(name: str) -> dict:

@@ -402,7 +402,8 @@ inline Vectorized<T> gru_update(const Vectorized<T>& gamma_u, const Vectorized<T
 
 // ---- one step's view of the buffers -------------------------------------------------------
 
-enum Variant { RNN = 0, GRU_SIMPLE = 1, GRU = 2, GRU_RESET_AFTER = 3, LSTM = 4, LSTM_PEEPHOLE = 5 };
+enum Variant { RNN = 0, GRU_SIMPLE = 1, GRU = 2, GRU_RESET_AFTER = 3, LSTM = 4, LSTM_PEEPHOLE = 5,
+               RNN_RELU = 6 };
 
 template <typename T>
 struct Step {
@@ -424,14 +425,21 @@ struct Step {
 
 // ---- forward steps, one per variant -------------------------------------------------------
 
+// relu(z) keeps a NaN z, as torch.relu does: only z < 0 becomes 0.
 template <typename T>
+inline Vectorized<T> relu(const Vectorized<T>& z) {
+  return Vectorized<T>::blendv(z, Vectorized<T>(0), z < Vectorized<T>(0));
+}
+
+template <typename T, bool RELU>
 void rnn_forward(const Step<T>& s) {
   const int64_t H = s.H;
   s.W[0].apply(s.B, s.a_prev, H, 0, s.hp, H);
   for_rows(s.B, [&](int64_t b) {
     if (!s.ok(b)) return copy_row(s.a + b * H, s.a_prev + b * H, H);
     for_units<T>(H, [&](int64_t j, int64_t n) {
-      tanh(load(s.xp + b * H + j, n) + load(s.hp + b * H + j, n)).store(s.a + b * H + j, n);
+      const auto pre = load(s.xp + b * H + j, n) + load(s.hp + b * H + j, n);
+      (RELU ? relu(pre) : tanh(pre)).store(s.a + b * H + j, n);
     });
   });
 }
@@ -577,7 +585,7 @@ inline Vectorized<T> dsigmoid(const Vectorized<T>& g) { return g * (Vectorized<T
 template <typename T>
 inline Vectorized<T> dtanh(const Vectorized<T>& t) { return Vectorized<T>(1) - t * t; }
 
-template <typename T>
+template <typename T, bool RELU>
 void rnn_backward(const BackStep<T>& s) {
   const int64_t H = s.H;
   for_rows(s.B, [&](int64_t b) {
@@ -588,7 +596,9 @@ void rnn_backward(const BackStep<T>& s) {
     }
     zero_row(d_prev, H);
     for_units<T>(H, [&](int64_t j, int64_t n) {
-      (load(s.d_a + b * H + j, n) * dtanh(load(s.a + b * H + j, n))).store(d_xp + j, n);
+      const auto d_a = load(s.d_a + b * H + j, n), a = load(s.a + b * H + j, n);
+      const auto zero = Vectorized<T>(0);
+      (RELU ? Vectorized<T>::blendv(zero, d_a, a > zero) : d_a * dtanh(a)).store(d_xp + j, n);
     });
   });
   s.W[0].apply(s.B, s.d_xp, H, 1, s.d_a_prev, H);
@@ -723,7 +733,7 @@ struct Shape {
 
 Shape shape_of(int64_t variant) {
   switch (variant) {
-    case RNN: return {1, 0, false};
+    case RNN: case RNN_RELU: return {1, 0, false};
     case GRU_SIMPLE: return {2, 2, false};
     case GRU: return {3, 3, false};
     case GRU_RESET_AFTER: return {3, 4, false};
@@ -847,7 +857,8 @@ void forward_rows(const Problem& pb, int64_t r0, int64_t r1, const at::Tensor& x
     }
     s.saved = rows_of<T>(saved, keep_saved ? t : 0, pb.B, r0);
     switch (pb.variant) {
-      case RNN: rnn_forward(s); break;
+      case RNN: rnn_forward<T, false>(s); break;
+      case RNN_RELU: rnn_forward<T, true>(s); break;
       case GRU_SIMPLE: gru_simple_forward(s); break;
       case GRU: gru_forward(s); break;
       case GRU_RESET_AFTER: gru_reset_after_forward(s); break;
@@ -926,7 +937,8 @@ void backward_rows(const Problem& pb, int64_t r0, int64_t r1, const at::Tensor& 
     s.d_a_prev = next_a;
     s.d_c_prev = next_c;
     switch (pb.variant) {
-      case RNN: rnn_backward(s); break;
+      case RNN: rnn_backward<T, false>(s); break;
+      case RNN_RELU: rnn_backward<T, true>(s); break;
       case GRU_SIMPLE: gru_simple_backward(s); break;
       case GRU: gru_backward(s); break;
       case GRU_RESET_AFTER: gru_reset_after_backward(s); break;

@@ -85,6 +85,9 @@ def backward_tile(D_A, R, P, SA, SC, SAVED, DXP, CA, CC, MASK, t, prev, nxt, t_n
             if VARIANT == 0:    # rnn
                 a = tl.load(SA + wide(nxt) * B * H + tile, mask=ok, other=0.0)
                 tl.store(dxp, tl.where(keep, d_a * (1.0 - a * a), 0.0), mask=ok)
+            elif VARIANT == 6:  # rnn_relu
+                a = tl.load(SA + wide(nxt) * B * H + tile, mask=ok, other=0.0)
+                tl.store(dxp, tl.where(keep & (a > 0.0), d_a, 0.0), mask=ok)
             elif VARIANT <= 3:  # the GRUs: c<t> = Γ_u ⊙ c̃ + (1 − Γ_u) ⊙ c<t-1>
                 c_prev = tl.load(SA + wide(prev) * B * H + tile, mask=ok, other=0.0)
                 gamma_u = tl.load(sv, mask=ok, other=0.0)

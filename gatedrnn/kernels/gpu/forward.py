@@ -17,7 +17,7 @@ or float64 for float64 inputs):
         product, computed before the launch, gate g at columns g·H of rows of pr_stride
 
 VARIANT numbers as in gatedrnn/kernels/triton.py: 0 rnn, 1 gru_simple, 2 gru, 3 gru_reset_after,
-4 lstm, 5 lstm_peephole. The lecture's GRU (2) runs in two phases, each a whole pass over the
+4 lstm, 5 lstm_peephole, 6 rnn_relu. The lecture's GRU (2) runs in two phases, each a whole pass over the
 tiles: PHASE 0 the update and relevance gates (and Γ_r ⊙ c<t-1>), PHASE 1 the candidate, whose
 product with R_c needs Γ_r ⊙ c<t-1> of every unit. Every other variant is one phase.
 """
@@ -62,12 +62,15 @@ def forward_tile(XP, RT, BHH, P, SA, SAL, SC, SAVED, RA, MASK, t, prev, nxt, sav
     xp = XP + wide(t) * B * GH + rows[:, None] * GH + cols[None, :]   # gate g at + g * H
     sv = SAVED + wide(save_row) * B * S * H + rows[:, None] * S * H + cols[None, :]
 
-    if VARIANT == 0:    # rnn
+    if VARIANT == 0 or VARIANT == 6:    # rnn, rnn_relu
         pre, _, _, _ = times_rt(tl.load(xp, mask=ok, other=0.0).to(zero.dtype), zero, zero, zero,
                                 V, v_stride, rows, row_ok, RT, GH, 0, cols, col_ok, H, H, 1,
                                 GIVEN, BLOCK_K, PRECISION, UPCAST, W0, W1, W2, W3, RESIDENT,
                                 K_PAD)
-        a = tanh(pre)
+        if VARIANT == 0:
+            a = tanh(pre)
+        else:   # only pre < 0 becomes 0: a NaN stays NaN, as in torch.relu
+            a = tl.where(pre < 0.0, 0.0, pre)
     elif VARIANT == 1:  # gru_simple
         pre_u, pre_c, _, _ = times_rt(tl.load(xp, mask=ok, other=0.0).to(zero.dtype),
                                       tl.load(xp + H, mask=ok, other=0.0).to(zero.dtype), zero,
