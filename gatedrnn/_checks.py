@@ -6,6 +6,16 @@ import torch
 from torch import Tensor
 
 
+class SizeError(ValueError, RuntimeError):
+    """A tensor of the wrong size: a ValueError, and the RuntimeError torch.nn raises for the
+    same input, so that code written for either catches it."""
+
+
+class DtypeError(TypeError, ValueError, RuntimeError):
+    """A tensor of the wrong dtype: torch.nn raises ValueError (layers) or RuntimeError (cells,
+    states) for the same input."""
+
+
 def positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name}: expected a positive int, got {type(value).__name__} {value!r}")
@@ -41,7 +51,7 @@ def sequence_input(x, input_size: int, like: Tensor) -> Tensor:
         raise ValueError(f"input: expected 3 dimensions (T, B, I), or 2 (T, I) unbatched, "
                          f"got {x.dim()} with shape {tuple(x.shape)}")
     if x.shape[-1] != input_size:
-        raise ValueError(f"input: expected input_size={input_size} features in the last "
+        raise SizeError(f"input: expected input_size={input_size} features in the last "
                          f"dimension, got {x.shape[-1]} (shape {tuple(x.shape)})")
     same_kind("input", x, like)
     return x
@@ -61,7 +71,7 @@ def same_kind(name: str, x: Tensor, like: Tensor) -> None:
     autocast = (x.dtype.is_floating_point and torch.float64 not in (x.dtype, like.dtype)
                 and autocasting(x.device.type))
     if x.dtype != like.dtype and not autocast:
-        raise TypeError(f"{name}: expected dtype {like.dtype} (the parameters'), got {x.dtype}")
+        raise DtypeError(f"{name}: expected dtype {like.dtype} (the parameters'), got {x.dtype}")
     if x.device != like.device:
         raise ValueError(f"{name}: expected a tensor on {like.device} (the parameters'), "
                          f"got one on {x.device}")
@@ -78,7 +88,7 @@ def state(name: str, s, shape: tuple[int, ...], like: Tensor,
           layout: str = "num_layers * num_directions, batch, hidden_size") -> Tensor:
     tensor(name, s)
     if tuple(s.shape) != shape:
-        raise ValueError(f"{name}: expected shape {shape} ({layout}), got {tuple(s.shape)}")
+        raise SizeError(f"{name}: expected shape {shape} ({layout}), got {tuple(s.shape)}")
     same_kind(name, s, like)
     return s
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 FORMAT_VERSION = 1
 _FIELDS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
-           "bidirectional")
+           "bidirectional", "reverse")
+_DEFAULTS = {"reverse": False}   # fields that models written before them lack
 
 
 def save(module, directory) -> Path:
@@ -68,7 +69,7 @@ _LAYER = re.compile(r"(?:^|\.)weight_hh_l(\d+)(?:_reverse)?$")
 
 
 def _check_config(config: dict, config_path: Path, shapes: dict, weights_path: Path,
-                  required=("variant", *_FIELDS)) -> None:
+                  required=("variant", *(k for k in _FIELDS if k not in _DEFAULTS))) -> None:
     """config.json's sizes against the weights' own shapes, before anything is built from them
     (the layers' names may have a prefix: rnn.weight_hh_l0 in a run's model)."""
     missing = [k for k in required if k not in config]
@@ -177,7 +178,7 @@ def load(directory, device=None):
     shapes, dtype = _header(weights_path)
     _check_config(config, config_path, shapes, weights_path)
     # Built on the meta device first: nothing is allocated until the shapes agree.
-    fields = {k: config[k] for k in _FIELDS}
+    fields = {k: config.get(k, _DEFAULTS.get(k)) for k in _FIELDS}
     dtype = getattr(torch, dtype) if dtype else None
     _same_shapes(shapes, for_variant(config["variant"], **fields, device="meta", dtype=dtype),
                  weights_path)

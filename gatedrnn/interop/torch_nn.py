@@ -1,4 +1,4 @@
-"""Exact weight conversion to and from torch.nn.LSTM, torch.nn.GRU and torch.nn.RNN.
+"""Exact weight conversion to and from torch.nn.LSTM, GRU and RNN, and their cells.
 
 Gate blocks are reordered (torch LSTM i, f, g, o → u, f, o, c; torch GRU r, z, n → u, r, c) and
 the GRU's update gate is negated: torch writes h = (1 − z) ⊙ n + z ⊙ h<t-1>, the lecture
@@ -19,46 +19,63 @@ _CONVERSIONS = {
     "lstm": (nn.LSTM, (0, 1, 3, 2), (1, 1, 1, 1)),
     "gru_reset_after": (nn.GRU, (1, 0, 2), (-1, 1, 1)),
     "rnn": (nn.RNN, (0,), (1,)),
+    "rnn_relu": (nn.RNN, (0,), (1,)),
 }
 
-def from_torch(module: nn.Module):
-    """A gatedrnn module computing exactly what `module` (torch.nn.LSTM / GRU / RNN) computes."""
-    from ..modules.layers import GRU, LSTM, RNN
+def _kinds():
+    from .. import modules as M
 
-    kinds = {nn.LSTM: (LSTM, "lstm"), nn.GRU: (GRU, "gru_reset_after"), nn.RNN: (RNN, "rnn")}
+    return {nn.LSTM: M.LSTM, nn.GRU: M.GRU, nn.RNN: M.RNN,
+            nn.LSTMCell: M.LSTMCell, nn.GRUCell: M.GRUCell, nn.RNNCell: M.RNNCell}
+
+
+def _settings(module: nn.Module, layers: bool) -> dict:
+    """The constructor arguments shared by a torch.nn module and its gatedrnn twin."""
+    w = module.weight_ih_l0 if layers else module.weight_ih
+    # Whether it has biases, read off the biases themselves: torch.nn's cells keep `bias` as
+    # given, unchecked (bias="relu" makes a cell with biases).
+    bias = getattr(module, "bias_ih_l0" if layers else "bias_ih", None) is not None
+    kwargs = dict(bias=bias, device=w.device, dtype=w.dtype)
+    if layers:
+        kwargs.update(num_layers=module.num_layers, batch_first=module.batch_first,
+                      dropout=module.dropout, bidirectional=module.bidirectional)
+    if isinstance(module, (nn.GRU, nn.GRUCell)):
+        kwargs["variant"] = "gru_reset_after"
+    if getattr(module, "nonlinearity", None) is not None:
+        kwargs["nonlinearity"] = module.nonlinearity
+    return kwargs
+
+
+def from_torch(module: nn.Module):
+    """A gatedrnn module computing exactly what `module` computes: a torch.nn.LSTM, GRU or RNN
+    (or LSTMCell, GRUCell, RNNCell) becomes gatedrnn's, its weights converted exactly."""
+    kinds = _kinds()
     if type(module) not in kinds:
-        raise TypeError(f"module: expected a torch.nn.LSTM, torch.nn.GRU or torch.nn.RNN, "
+        raise TypeError(f"module: expected a torch.nn LSTM, GRU or RNN layer or cell, "
                         f"got {type(module).__name__}")
-    cls, variant = kinds[type(module)]
     if getattr(module, "proj_size", 0):
-        raise ValueError(f"module: LSTM projections have no lecture equivalent; expected "
+        raise ValueError(f"module: LSTM projections (proj_size) are not supported; expected "
                          f"proj_size=0, got proj_size={module.proj_size}")
-    if getattr(module, "nonlinearity", "tanh") != "tanh":
-        raise ValueError(f"module: the lecture's RNN uses tanh; expected nonlinearity='tanh', "
-                         f"got {module.nonlinearity!r}")
-    kwargs = dict(num_layers=module.num_layers, bias=module.bias, batch_first=module.batch_first,
-                  dropout=module.dropout, bidirectional=module.bidirectional,
-                  device=module.weight_ih_l0.device, dtype=module.weight_ih_l0.dtype)
-    if cls is GRU:
-        kwargs["variant"] = variant
-    ours = cls(module.input_size, module.hidden_size, **kwargs)
-    _, block, sign = _CONVERSIONS[variant]
-    with torch.no_grad():
-        for name, theirs in module.named_parameters():
-            getattr(ours, name).copy_(reorder(theirs, block, sign, inverse=False))
+    layers = hasattr(module, "num_layers")
+    ours = kinds[type(module)](module.input_size, module.hidden_size,
+                               **_settings(module, layers))
+    # Without gatedrnn's layout mark the state dict is taken for torch.nn's and converted.
+    ours.load_state_dict(module.state_dict())
     return ours
 
 
 def to_torch(module) -> nn.Module:
-    """The torch.nn.LSTM / GRU / RNN computing exactly what the gatedrnn `module` computes."""
+    """The torch.nn module (LSTM, GRU, RNN or their cells) computing exactly what the gatedrnn
+    `module` computes."""
     if module.variant not in _CONVERSIONS:
         raise ValueError(f"variant: torch.nn has only {sorted(_CONVERSIONS)}; "
                          f"a {module.variant!r} module cannot be converted")
-    cls, block, sign = _CONVERSIONS[module.variant]
-    w = module.weight_ih_l0
-    theirs = cls(module.input_size, module.hidden_size, num_layers=module.num_layers,
-                 bias=module.bias, batch_first=module.batch_first, dropout=module.dropout,
-                 bidirectional=module.bidirectional, device=w.device, dtype=w.dtype)
+    theirs_class = {ours: theirs for theirs, ours in _kinds().items()}[type(module)]
+    _, block, sign = _CONVERSIONS[module.variant]
+    layers = hasattr(module, "num_layers")
+    kwargs = _settings(module, layers)
+    kwargs.pop("variant", None)
+    theirs = theirs_class(module.input_size, module.hidden_size, **kwargs)
     with torch.no_grad():
         for name, p in theirs.named_parameters():
             p.copy_(reorder(getattr(module, name), block, sign, inverse=True))

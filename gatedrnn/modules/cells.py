@@ -7,14 +7,14 @@ Dimension letters: B batch, I input features, H hidden units.
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .. import _checks
 from ..cells import get_variant
 from ..functional import split_bias
 from . import params as P
 from .state import Marked
-from .layers import _check_gru_variant
+from .layers import _check_gru_variant, _converted, rnn_variant
 
 
 class _Cell(Marked):
@@ -48,8 +48,9 @@ class _Cell(Marked):
         v = get_variant(self.variant)
         _checks.tensor("input", x_t)
         if x_t.dim() not in (1, 2) or x_t.shape[-1] != self.input_size:
-            raise ValueError(f"input: expected shape (B, {self.input_size}) or "
-                             f"({self.input_size},), got {tuple(x_t.shape)}")
+            wrong = ValueError if x_t.dim() not in (1, 2) else _checks.SizeError
+            raise wrong(f"input: expected shape (B, {self.input_size}) or "
+                        f"({self.input_size},), got {tuple(x_t.shape)}")
         _checks.same_kind("input", x_t, self.weight_ih)
         batched = x_t.dim() == 2
         x_t = x_t if batched else x_t.unsqueeze(0)
@@ -67,6 +68,18 @@ class _Cell(Marked):
                          state[1] if v.has_cell else None, b_cc, peephole)
         new = (a, c) if v.has_cell else (a,)
         return new if batched else tuple(s.squeeze(0) for s in new)
+
+    @classmethod
+    def from_torch(cls, module: nn.Module):
+        """The equivalent gatedrnn cell of a torch.nn.LSTMCell / GRUCell / RNNCell, converted
+        exactly (a GRUCell gives variant="gru_reset_after")."""
+        return _converted(cls, module)
+
+    def to_torch(self) -> nn.Module:
+        """The torch.nn cell computing exactly this one (lstm, gru_reset_after, rnn, rnn_relu)."""
+        from ..interop.torch_nn import to_torch
+
+        return to_torch(self)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, variant={self.variant!r}, bias={self.bias}"
@@ -119,11 +132,15 @@ class LSTMCell(_Cell):
 
 
 class RNNCell(_Cell):
-    """One step of the tanh baseline: a<t> = tanh(W_a[a<t-1>, x<t>] + b_a)."""
+    """One step of the baseline: a<t> = tanh(W_a[a<t-1>, x<t>] + b_a) (relu if asked)."""
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 device=None, dtype=None):
-        super().__init__("rnn", input_size, hidden_size, bias, device, dtype)
+                 nonlinearity: str = "tanh", device=None, dtype=None):
+        super().__init__(rnn_variant(nonlinearity), input_size, hidden_size, bias, device, dtype)
+
+    @property
+    def nonlinearity(self) -> str:
+        return get_variant(self.variant).activation
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         return self._step(input, None if hx is None else (_checks.tensor("hx", hx),))[0]

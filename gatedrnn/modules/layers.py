@@ -22,14 +22,19 @@ from .state import Marked
 
 
 class RecurrentLayers(Marked):
-    """The shared machinery; use gatedrnn.GRU, gatedrnn.LSTM or gatedrnn.RNN."""
+    """The shared machinery; use gatedrnn.GRU, gatedrnn.LSTM or gatedrnn.RNN.
+
+    Their arguments are torch.nn's, plus `backend` (gatedrnn.kernels.BACKENDS, None: the
+    fastest for the device) and `reverse`: every layer runs from the last step (of each
+    sequence) to the first, as an ONNX node of direction "reverse" does.
+    """
 
     forget_bias = P.FORGET_BIAS   # the LSTM's initial b_f (see gatedrnn.modules.params)
 
     def __init__(self, variant: str, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, backend: str | None = None,
-                 device=None, dtype=None):
+                 device=None, dtype=None, reverse: bool = False):
         super().__init__()
         self.variant = get_variant(variant).name
         self.input_size = _checks.positive_int("input_size", input_size)
@@ -39,6 +44,10 @@ class RecurrentLayers(Marked):
         self.batch_first = _checks.boolean("batch_first", batch_first)
         self.dropout = _checks.probability("dropout", dropout)
         self.bidirectional = _checks.boolean("bidirectional", bidirectional, ints=True)
+        self.reverse = _checks.boolean("reverse", reverse)
+        if self.reverse and self.bidirectional:
+            raise ValueError("reverse: a bidirectional layer runs both ways already; expected "
+                             "reverse=False with bidirectional=True, got reverse=True")
         self.backend = kernels.check(backend)
         if dropout > 0 and num_layers == 1:
             warnings.warn("dropout acts between layers, so with num_layers=1 it does nothing "
@@ -192,7 +201,8 @@ class RecurrentLayers(Marked):
                 w_ih, w_hh, b_ih, b_hh, peephole = self._weights(layer, direction)
                 result = run_layer(layer_input, w_ih, w_hh, b_ih, b_hh, a0[i],
                                     None if c0 is None else c0[i], variant=self.variant,
-                                    peephole=peephole, mask=mask, reverse=direction == 1,
+                                    peephole=peephole, mask=mask,
+                                    reverse=(direction == 1) != self.reverse,
                                     backend=self.backend)
                 outputs.append(result[0])
                 a_n.append(result[1])
@@ -225,16 +235,11 @@ class RecurrentLayers(Marked):
         torch.nn.GRU gives variant="gru_reset_after" (torch's GRU applies the reset gate after
         the recurrent product), with Γ_u = 1 − z.
         """
-        from ..interop.torch_nn import from_torch
-
-        ours = from_torch(module)
-        if not isinstance(ours, cls):
-            raise TypeError(f"module: {cls.__name__}.from_torch expected a "
-                            f"torch.nn.{cls.__name__}, got {type(module).__name__}")
-        return ours
+        return _converted(cls, module)
 
     def to_torch(self) -> nn.Module:
-        """The torch.nn module computing exactly this one (lstm, gru_reset_after and rnn only)."""
+        """The torch.nn module computing exactly this one (lstm, gru_reset_after, rnn and
+        rnn_relu only)."""
         from ..interop.torch_nn import to_torch
 
         return to_torch(self)
@@ -242,10 +247,21 @@ class RecurrentLayers(Marked):
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, variant={self.variant!r}"
         for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False),
-                              ("dropout", 0.0), ("bidirectional", False), ("backend", None)):
+                              ("dropout", 0.0), ("bidirectional", False), ("reverse", False),
+                              ("backend", None)):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
         return s
+
+
+def _converted(cls, module: nn.Module):
+    from ..interop.torch_nn import from_torch
+
+    ours = from_torch(module)
+    if not isinstance(ours, cls):
+        raise TypeError(f"module: {cls.__name__}.from_torch expected a "
+                        f"torch.nn.{cls.__name__}, got {type(module).__name__}")
+    return ours
 
 
 def _repack(out: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
@@ -278,10 +294,10 @@ class GRU(RecurrentLayers):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  variant: str = "gru", peephole: bool = False, backend: str | None = None,
-                 device=None, dtype=None):
+                 device=None, dtype=None, reverse: bool = False):
         _check_gru_variant(variant, peephole)
         super().__init__(variant, input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, backend, device, dtype)
+                         dropout, bidirectional, backend, device, dtype, reverse)
 
 
 class LSTM(RecurrentLayers):
@@ -304,11 +320,11 @@ class LSTM(RecurrentLayers):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  peephole: bool = False, backend: str | None = None, device=None, dtype=None,
-                 forget_bias: float = P.FORGET_BIAS):
+                 forget_bias: float = P.FORGET_BIAS, reverse: bool = False):
         variant = "lstm_peephole" if peephole else "lstm"
         self.forget_bias = float(forget_bias)
         super().__init__(variant, input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, backend, device, dtype)
+                         dropout, bidirectional, backend, device, dtype, reverse)
 
     @property
     def peephole(self) -> bool:
@@ -316,13 +332,32 @@ class LSTM(RecurrentLayers):
 
 
 class RNN(RecurrentLayers):
-    """The tanh baseline: a<t> = tanh(W_a[a<t-1>, x<t>] + b_a)."""
+    """The baseline: a<t> = tanh(W_a[a<t-1>, x<t>] + b_a), or relu for nonlinearity="relu".
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 backend: str | None = None, device=None, dtype=None):
-        super().__init__("rnn", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, backend, device, dtype)
+    Example:
+        >>> import torch, gatedrnn
+        >>> rnn = gatedrnn.RNN(4, 8, nonlinearity="relu")
+        >>> rnn.variant
+        'rnn_relu'
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False, backend: str | None = None,
+                 device=None, dtype=None, reverse: bool = False):
+        super().__init__(rnn_variant(nonlinearity), input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, backend, device, dtype, reverse)
+
+    @property
+    def nonlinearity(self) -> str:
+        return get_variant(self.variant).activation
+
+
+def rnn_variant(nonlinearity) -> str:
+    """The RNN variant of torch.nn.RNN's `nonlinearity` ("tanh" or "relu")."""
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+    return "rnn" if nonlinearity == "tanh" else "rnn_relu"
 
 
 def for_variant(variant: str, input_size: int, hidden_size: int, **kwargs) -> RecurrentLayers:
@@ -335,7 +370,7 @@ def for_variant(variant: str, input_size: int, hidden_size: int, **kwargs) -> Re
     if v.family == "lstm":
         return LSTM(input_size, hidden_size, peephole=bool(v.peepholes), **kwargs)
     if v.family == "rnn":
-        return RNN(input_size, hidden_size, **kwargs)
+        return RNN(input_size, hidden_size, nonlinearity=v.activation, **kwargs)
     return GRU(input_size, hidden_size, variant=v.name, **kwargs)
 
 
