@@ -6,7 +6,9 @@ Graph of an exported layer stack (T time, B batch, I input, H hidden, D directio
     outputs: output (T, B, D*H), h_n (L*D, B, H), and c_n for the LSTM
     optional inputs: lengths (B,) int32 → every node's sequence_lens; h0 (and c0) (L*D, B, H),
     sliced per layer into initial_h (and initial_c).
-Time and batch are dynamic; layout 0 (time first) throughout, the one onnxruntime accepts.
+Time and batch are dynamic; layout 0 (time first) by default, the one onnxruntime accepts;
+layout=1 writes batch-first nodes for a batch_first module (no transposes). A reverse=True
+module's nodes have direction "reverse"; rnn_relu's RNN nodes activations ["Relu"].
 
 gru_simple has no operator of its own; it is exported exactly as a GRU node whose reset gate is
 pinned open: W_r = R_r = 0 and b_r = 100, so Γ_r = σ(100) = 1 in float32 and
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from ..cells import get_variant
-from .onnx_layout import to_onnx
+from .onnx_layout import node_attributes, to_onnx
 
 PINNED_RESET_BIAS = 100.0   # σ(100) rounds to exactly 1 in float32 (and float64: 1 − 4e-44)
 
@@ -34,11 +36,8 @@ def _node_weights(module, layer: int) -> dict:
             w_ih, w_hh, b_ih, b_hh = _pin_reset_gate(w_ih, w_hh, b_ih, b_hh)
             variant = "gru"
         per_direction.append(to_onnx(variant, w_ih, w_hh, b_ih, b_hh, peephole))
-    stacked = {k: torch.stack([w[k] for w in per_direction]).detach().float().numpy()
-               for k in ("W", "R", "B", "P") if k in per_direction[0]}
-    if "linear_before_reset" in per_direction[0]:
-        stacked["linear_before_reset"] = per_direction[0]["linear_before_reset"]
-    return stacked
+    return {k: torch.stack([w[k] for w in per_direction]).detach().float().numpy()
+            for k in ("W", "R", "B", "P") if k in per_direction[0]}
 
 
 def _pin_reset_gate(w_ih, w_hh, b_ih, b_hh):
@@ -78,12 +77,15 @@ def _check_module(module):
         raise TypeError(f"module: expected a gatedrnn.GRU, LSTM or RNN, got {type(module).__name__}")
 
 
-def _stack(graph: _Graph, module, x: str, lengths: str, h0: str, c0: str, out: str):
-    """The layer stack on x (T, B, I) → out (T, B, D*H); returns the names of h_n and c_n
-    (L*D, B, H). lengths, h0, c0: input names or "" for none."""
+def _stack(graph: _Graph, module, x: str, lengths: str, h0: str, c0: str, out: str,
+           layout: int):
+    """The layer stack on x (T, B, I), or (B, T, I) for layout 1 → out (T, B, D*H) or
+    (B, T, D*H); returns the names of h_n and c_n (L*D, B, H). lengths, h0, c0: input names or
+    "" for none."""
     v = get_variant(module.variant)
-    op = "LSTM" if v.has_cell else ("RNN" if v.name == "rnn" else "GRU")
-    L, D, H = module.num_layers, module.directions, module.hidden_size
+    op = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[v.family]
+    L, D = module.num_layers, module.directions
+    attributes = node_attributes(module, layout)
     yshape = graph.const("yshape", np.array([0, 0, -1], dtype=np.int64))
     axis0 = graph.const("axis0", np.array([0], dtype=np.int64)) if h0 else ""
     finals = {"h": [], "c": []}
@@ -95,7 +97,11 @@ def _stack(graph: _Graph, module, x: str, lengths: str, h0: str, c0: str, out: s
             begin = graph.const(f"begin_l{layer}", np.array([layer * D], dtype=np.int64))
             end = graph.const(f"end_l{layer}", np.array([(layer + 1) * D], dtype=np.int64))
             for s in [h0] + ([c0] if v.has_cell else []):
-                initial.append(graph.node("Slice", [s, begin, end, axis0], [f"{s}_l{layer}"]))
+                state = graph.node("Slice", [s, begin, end, axis0], [f"{s}_l{layer}"])
+                if layout:   # the node's initial states are (B, D, H)
+                    state = graph.node("Transpose", [state], [f"{s}_bdh_l{layer}"],
+                                       perm=[1, 0, 2])
+                initial.append(state)
         node_inputs = [x, names["W"], names["R"], names["B"], lengths]
         node_inputs += initial or [""] * (2 if v.has_cell else 1)
         if "P" in names:
@@ -103,14 +109,14 @@ def _stack(graph: _Graph, module, x: str, lengths: str, h0: str, c0: str, out: s
         while node_inputs[-1] == "":
             node_inputs.pop()
         outputs = [f"Y_l{layer}", f"Y_h_l{layer}"] + ([f"Y_c_l{layer}"] if v.has_cell else [])
-        attributes = {"hidden_size": H, "direction": "bidirectional" if D == 2 else "forward"}
-        if "linear_before_reset" in w:
-            attributes["linear_before_reset"] = w["linear_before_reset"]
         graph.node(op, node_inputs, outputs, name=f"{op.lower()}_l{layer}", **attributes)
-        finals["h"].append(outputs[1])
-        if v.has_cell:
-            finals["c"].append(outputs[2])
-        y = graph.node("Transpose", [outputs[0]], [f"Y_tbdh_l{layer}"], perm=[0, 2, 1, 3])
+        for key, final in zip("hc", outputs[1:]):
+            if layout:   # (B, D, H) → (D, B, H)
+                final = graph.node("Transpose", [final], [f"{final}_dbh"], perm=[1, 0, 2])
+            finals[key].append(final)
+        y = outputs[0]
+        if not layout:   # (T, D, B, H) → (T, B, D, H); layout 1 has (B, T, D, H) already
+            y = graph.node("Transpose", [y], [f"Y_tbdh_l{layer}"], perm=[0, 2, 1, 3])
         x = graph.node("Reshape", [y, yshape], [out if layer == L - 1 else f"X_l{layer + 1}"])
     h_n = graph.node("Concat", finals["h"], ["h_n"], axis=0)
     c_n = graph.node("Concat", finals["c"], ["c_n"], axis=0) if v.has_cell else ""
@@ -134,24 +140,32 @@ def _finish(graph: _Graph, name: str, inputs, outputs, metadata: dict, opset: in
 
 
 def export_onnx(module, path=None, *, lengths: bool = False, initial_states: bool = False,
-                opset: int = 17):
+                opset: int = 17, layout: int = 0):
     """Write `module` (gatedrnn.GRU / LSTM / RNN) as an ONNX model; returns the ModelProto.
 
     lengths=True adds an int32 input "lengths" (B,) fed to every node's sequence_lens;
     initial_states=True adds "h0" (and "c0" for the LSTM) of shape (L*D, B, H). The model runs
     in float32 and computes what module.eval() computes (dropout is a training-time thing).
+    layout=1 (batch_first modules only) writes batch-first nodes and no transposes: ONNX's
+    reference evaluator runs them, onnxruntime (1.23) does not, hence the default 0.
     """
     from onnx import TensorProto, helper
 
     _check_module(module)
+    if layout not in (0, 1):
+        raise ValueError(f"layout: expected 0 (time first) or 1 (batch first), got {layout!r}")
+    if layout and not module.batch_first:
+        raise ValueError("layout: 1 writes batch-first nodes for a batch_first module; this "
+                         "module has batch_first=False, so expected layout=0, got 1")
     v = get_variant(module.variant)
     L, D, H, I = module.num_layers, module.directions, module.hidden_size, module.input_size
     graph = _Graph()
     tensor = helper.make_tensor_value_info
     time_batch = ["B", "T"] if module.batch_first else ["T", "B"]
     inputs = [tensor("input", TensorProto.FLOAT, time_batch + [I])]
+    transposed = module.batch_first and not layout
     x = "input"
-    if module.batch_first:
+    if transposed:
         x = graph.node("Transpose", ["input"], ["input_tbi"], perm=[1, 0, 2])
     if lengths:
         inputs.append(tensor("lengths", TensorProto.INT32, ["B"]))
@@ -160,8 +174,8 @@ def export_onnx(module, path=None, *, lengths: bool = False, initial_states: boo
         inputs += [tensor(s, TensorProto.FLOAT, [L * D, "B", H]) for s in states]
     h_n, c_n = _stack(graph, module, x, "lengths" if lengths else "",
                       "h0" if initial_states else "", "c0" if initial_states else "",
-                      "output_tbi" if module.batch_first else "output")
-    if module.batch_first:
+                      "output_tbi" if transposed else "output", layout)
+    if transposed:
         graph.node("Transpose", ["output_tbi"], ["output"], perm=[1, 0, 2])
     outputs = [tensor("output", TensorProto.FLOAT, time_batch + [D * H]),
                tensor(h_n, TensorProto.FLOAT, [L * D, "B", H])]
@@ -191,7 +205,7 @@ def export_charlm(model, vocabulary: str, path=None, opset: int = 17):
     embedding = graph.const("embedding", model.embedding.weight.detach().float().numpy())
     x = graph.node("Gather", [embedding, "ids"], ["embedded"], axis=0)
     states = ["h0", "c0"] if v.has_cell else ["h0"]
-    h_n, c_n = _stack(graph, rnn, x, "", "h0", "c0" if v.has_cell else "", "hidden")
+    h_n, c_n = _stack(graph, rnn, x, "", "h0", "c0" if v.has_cell else "", "hidden", 0)
     head_w = graph.const("head_weight_t", model.head.weight.detach().float().numpy().T.copy())
     head_b = graph.const("head_bias", model.head.bias.detach().float().numpy())
     projected = graph.node("MatMul", ["hidden", head_w], ["projected"])

@@ -3,7 +3,7 @@
 ONNX gate orders: LSTM (i, o, f, c), GRU (z, r, h), peepholes P (i, o, f); W (G*H, I),
 R (G*H, H), B = [Wb, Rb] (2*G*H). The GRU's z keeps the old state, so z = 1 − Γ_u: u's weights
 and biases are negated (σ(−v) = 1 − σ(v)). gru is linear_before_reset=0, gru_reset_after 1.
-gru_simple has no ONNX operator of its own.
+gru_simple has no ONNX operator of its own; rnn_relu is the RNN with activations ["Relu"].
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ _ONNX = {
     "gru": ("GRU", (0, 1, 2), (-1, 1, 1)),
     "gru_reset_after": ("GRU", (0, 1, 2), (-1, 1, 1)),
     "rnn": ("RNN", (0,), (1,)),
+    "rnn_relu": ("RNN", (0,), (1,)),
 }
 
 
@@ -31,8 +32,23 @@ def onnx_operator(variant: str) -> str:
     return _ONNX[v.name][0]
 
 
+def node_attributes(module, layout: int = 0) -> dict:
+    """The attributes of the ONNX node that runs one layer of `module`."""
+    v = get_variant(module.variant)
+    direction = ("bidirectional" if module.bidirectional else
+                 "reverse" if module.reverse else "forward")
+    attributes = {"hidden_size": module.hidden_size, "direction": direction}
+    if v.name.startswith("gru"):
+        attributes["linear_before_reset"] = int(v.recurrent_bias)
+    if v.activation != "tanh":
+        attributes["activations"] = [v.activation.capitalize()] * module.directions
+    if layout:
+        attributes["layout"] = layout
+    return attributes
+
+
 def to_onnx(variant: str, weight_ih, weight_hh, bias_ih=None, bias_hh=None, peephole=None) -> dict:
-    """{"W", "R", "B", and "P" for lstm_peephole, "linear_before_reset" for the GRUs} (tensors)."""
+    """{"W", "R", "B", and "P" for lstm_peephole} (tensors)."""
     v = get_variant(variant)
     onnx_operator(v.name)
     _, block, sign = _ONNX[v.name]
@@ -47,8 +63,6 @@ def to_onnx(variant: str, weight_ih, weight_hh, bias_ih=None, bias_hh=None, peep
     if v.peepholes:
         p_u, p_f, p_o = peephole.detach()
         out["P"] = torch.cat([p_u, p_o, p_f])
-    if v.name.startswith("gru"):
-        out["linear_before_reset"] = int(v.recurrent_bias)
     return out
 
 
@@ -71,10 +85,7 @@ def layer_model(module, opset: int = 17):
     names = ["W", "R", "B"] + (["P"] if "P" in per_direction[0] else [])
     initializers = [numpy_helper.from_array(
         torch.stack([w[n] for w in per_direction]).float().numpy(), n) for n in names]
-    attributes = {"hidden_size": H,
-                  "direction": "bidirectional" if module.bidirectional else "forward"}
-    if "linear_before_reset" in per_direction[0]:
-        attributes["linear_before_reset"] = per_direction[0]["linear_before_reset"]
+    attributes = node_attributes(module)
     outputs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
     inputs = ["X", "W", "R", "B"] + (["", "", "", "P"] if "P" in names else [])
     node = helper.make_node(op, inputs, outputs, **attributes)
