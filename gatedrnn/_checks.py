@@ -24,6 +24,20 @@ def positive_int(name: str, value) -> int:
     return value
 
 
+def projection(proj_size, hidden_size: int, has_cell: bool) -> int:
+    """torch.nn.LSTM's proj_size: 0 (none), or a width below hidden_size; LSTM only."""
+    if isinstance(proj_size, bool) or not isinstance(proj_size, int):
+        raise TypeError(f"proj_size: expected an int, got {type(proj_size).__name__} "
+                        f"{proj_size!r}")
+    if proj_size and not has_cell:
+        raise ValueError(f"proj_size: only the LSTM projects its output; expected 0, "
+                         f"got {proj_size}")
+    if not 0 <= proj_size < hidden_size:
+        raise ValueError(f"proj_size: expected 0 (no projection) or 1 to hidden_size - 1 = "
+                         f"{hidden_size - 1}, got {proj_size}")
+    return proj_size
+
+
 def boolean(name: str, value, ints: bool = False) -> bool:
     """A bool, as torch.nn checks it: bool() would take "False" for True. (torch.nn takes the
     ints 0 and 1 for bidirectional: `ints`.)"""

@@ -4,7 +4,8 @@ Stacked (torch.nn-like, one matrix for all gates, blocks in `Variant.gates` orde
     weight_ih (G*H, I), weight_hh (G*H, H), bias_ih (G*H), bias_hh (G*H), peephole (3, H)
 Lecture (one matrix per gate acting on the concatenation [a<t-1>, x<t>]):
     W_g (H, H+I) = [W_hh block | W_ih block],  b_g (H,),  p_u, p_f, p_o (H,),
-    and for the reset-after GRU the recurrent candidate bias b_cc (H,).
+    and for the reset-after GRU the recurrent candidate bias b_cc (H,). (An LSTM with
+    projections has weight_hh (G*H, P) and W_g (H, P+I); its W_hr (P, H) is the same in both.)
 
 b_g is b_ih + b_hh for every gate except the reset-after candidate, whose b_hh block stays apart
 as b_cc (it sits inside Γ_r ⊙ (W_cc c<t-1> + b_cc)). Works on torch tensors and NumPy arrays.
@@ -32,7 +33,7 @@ def to_lecture(variant: str | Variant, weight_ih, weight_hh, bias_ih=None, bias_
                peephole=None) -> dict:
     """Stacked weights → {"W_u": ..., "b_u": ..., ..., "p_u": ..., "b_cc": ...}."""
     v = get_variant(variant)
-    H = weight_hh.shape[1]
+    H = weight_hh.shape[0] // v.num_gates   # weight_hh is (G*H, P) with LSTM projections
     params = {}
     for k, g in enumerate(v.gates):
         rows = slice(k * H, (k + 1) * H)
@@ -52,9 +53,10 @@ def from_lecture(variant: str | Variant, params: dict):
     """{"W_u": ..., ...} → (weight_ih, weight_hh, bias_ih, bias_hh, peephole or None).
 
     The whole bias goes to bias_ih; bias_hh is zero except the reset-after candidate's b_cc.
+    With a projection W_hr (P, H) in params, the gates act on [a<t-1>, x<t>] of P + I.
     """
     v = get_variant(variant)
-    H = params[f"W_{v.gates[0]}"].shape[0]
+    H = params["W_hr"].shape[0] if "W_hr" in params else params[f"W_{v.gates[0]}"].shape[0]
     weight_hh = _concat([params[f"W_{g}"][:, :H] for g in v.gates], axis=0)
     weight_ih = _concat([params[f"W_{g}"][:, H:] for g in v.gates], axis=0)
     bias_ih = _concat([params[f"b_{g}"] for g in v.gates], axis=0)

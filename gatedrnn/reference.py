@@ -10,6 +10,8 @@ Dimension letters: T time steps, B batch, I input features, H hidden units.
 Parameters are a dict in the lecture's names (gatedrnn.layout converts from the stacked layout):
     W_c, W_u, W_r, W_f, W_o, W_a  (H, H+I)     b_c, b_u, b_r, b_f, b_o, b_a  (H,)
     p_u, p_f, p_o  (H,) for lstm_peephole      b_cc (H,) for gru_reset_after
+    W_hr (P, H) for an LSTM with projections (LSTMP, Sak et al. 2014): the output and the
+    recurrent input are a<t> = W_hr (Γ_o ⊙ tanh(c<t>)), P wide, and the gates' W_• are (H, P+I)
 
 Example:
     >>> import numpy as np
@@ -36,13 +38,16 @@ def sigmoid(z):
 
 
 def init_params(variant: str, input_size: int, hidden_size: int, rng: np.random.Generator,
-                scale: float = 0.5) -> dict:
-    """Random lecture-layout parameters (for tests and examples)."""
+                scale: float = 0.5, proj_size: int = 0) -> dict:
+    """Random lecture-layout parameters (for tests and examples); proj_size > 0 adds an LSTM's
+    projection W_hr."""
     v = get_variant(variant)
     H, I = hidden_size, input_size
     params = {}
+    if proj_size:
+        params["W_hr"] = scale * rng.standard_normal((proj_size, H))
     for g in v.gates:
-        params[f"W_{g}"] = scale * rng.standard_normal((H, H + I))
+        params[f"W_{g}"] = scale * rng.standard_normal((H, (proj_size or H) + I))
         params[f"b_{g}"] = scale * rng.standard_normal(H)
     for g in v.peepholes:
         params[f"p_{g}"] = scale * rng.standard_normal(H)
@@ -109,8 +114,12 @@ def _lstm_step(P, x_t, a_prev, c_prev):
     c = gamma_u * c_tilde + gamma_f * c_prev
     gamma_o = sigmoid(concat @ P["W_o"].T + P["b_o"] + (P["p_o"] * c if peephole else 0))
     a = gamma_o * np.tanh(c)
-    return a, c, dict(concat=concat, c_prev=c_prev, c=c, c_tilde=c_tilde, gamma_u=gamma_u,
-                      gamma_f=gamma_f, gamma_o=gamma_o)
+    cache = dict(concat=concat, c_prev=c_prev, c=c, c_tilde=c_tilde, gamma_u=gamma_u,
+                 gamma_f=gamma_f, gamma_o=gamma_o, a_prev_width=a_prev.shape[1])
+    if "W_hr" in P:                                              # the projection
+        cache["unprojected"] = a
+        a = a @ P["W_hr"].T
+    return a, c, cache
 
 
 # ---- one step backward, per variant: adds parameter gradients into `grads`, returns the rest ----
@@ -189,6 +198,9 @@ def _gru_reset_after_backward(P, grads, s, d_a, d_c):
 
 def _lstm_backward(P, grads, s, d_a, d_c):
     peephole = "p_u" in P
+    if "W_hr" in P:                                              # through a<t> = W_hr (...)
+        grads["W_hr"] += d_a.T @ s["unprojected"]
+        d_a = d_a @ P["W_hr"]
     tanh_c = np.tanh(s["c"])
     d_pre_o = d_a * tanh_c * s["gamma_o"] * (1 - s["gamma_o"])
     d_c = d_c + d_a * s["gamma_o"] * (1 - tanh_c ** 2)           # through a<t> = Γ_o ⊙ tanh(c<t>)
@@ -208,7 +220,7 @@ def _lstm_backward(P, grads, s, d_a, d_c):
         grads["p_f"] += (d_pre_f * s["c_prev"]).sum(0)
         grads["p_o"] += (d_pre_o * s["c"]).sum(0)
         d_c_prev = d_c_prev + d_pre_u * P["p_u"] + d_pre_f * P["p_f"]
-    d_x, d_a_prev = _split(d_concat, d_a.shape[1])
+    d_x, d_a_prev = _split(d_concat, s["a_prev_width"])
     return d_x, d_a_prev, d_c_prev
 
 
@@ -227,6 +239,8 @@ def _check_params(variant, params):
     v = get_variant(variant)
     needed = ({f"W_{g}" for g in v.gates} | {f"b_{g}" for g in v.gates}
               | {f"p_{g}" for g in v.peepholes} | ({"b_cc"} if v.recurrent_bias else set()))
+    if v.has_cell and "W_hr" in params:
+        needed.add("W_hr")
     if set(params) != needed:
         raise ValueError(f"params: expected the keys {sorted(needed)} for variant "
                          f"{v.name!r}, got {sorted(params)}")
@@ -269,10 +283,11 @@ def backward(cache: dict, d_a, d_a_n=None, d_c_n=None) -> dict:
     P, steps = cache["params"], cache["steps"]
     d_a = np.asarray(d_a, dtype=np.float64)
     T, B, H = d_a.shape
+    H_c = P[f"b_{v.gates[0]}"].shape[0]   # c<t>'s width: H, or wider than a projected a<t>
     grads = {k: np.zeros_like(w) for k, w in P.items()}
     d_x = np.zeros((T, B, cache["input_size"]))
     d_a_next = np.zeros((B, H)) if d_a_n is None else np.array(d_a_n, dtype=np.float64)
-    d_c_next = np.zeros((B, H)) if d_c_n is None else np.array(d_c_n, dtype=np.float64)
+    d_c_next = np.zeros((B, H_c)) if d_c_n is None else np.array(d_c_n, dtype=np.float64)
     for t in reversed(range(T)):
         d_x[t], d_a_next, d_c_next = step_backward(P, grads, steps[t], d_a[t] + d_a_next, d_c_next)
     grads["x"], grads["a0"] = d_x, d_a_next

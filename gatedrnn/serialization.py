@@ -17,8 +17,8 @@ from pathlib import Path
 
 FORMAT_VERSION = 1
 _FIELDS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
-           "bidirectional", "reverse")
-_DEFAULTS = {"reverse": False}   # fields that models written before them lack
+           "bidirectional", "reverse", "proj_size")
+_DEFAULTS = {"reverse": False, "proj_size": 0}   # fields that models written before them lack
 
 
 def save(module, directory) -> Path:
@@ -86,10 +86,12 @@ def _check_config(config: dict, config_path: Path, shapes: dict, weights_path: P
                          "weights")
     first = next(k for k, layer in layer_of.items() if layer == "0")
     w_hh, w_ih = shapes[first], shapes.get(first.replace("weight_hh", "weight_ih"), (0, 0))
-    if w_hh[-1] != config["hidden_size"] or w_ih[-1] != config.get("input_size", w_ih[-1]):
-        raise ValueError(f"{config_path}: hidden_size {config['hidden_size']} and input_size "
-                         f"{config.get('input_size')}, but the weights have hidden_size "
-                         f"{w_hh[-1]} and input_size {w_ih[-1]}")
+    width = config.get("proj_size") or config["hidden_size"]   # of the recurrent input a<t-1>
+    if w_hh[-1] != width or w_ih[-1] != config.get("input_size", w_ih[-1]):
+        raise ValueError(f"{config_path}: hidden_size {config['hidden_size']}, proj_size "
+                         f"{config.get('proj_size', 0)} and input_size "
+                         f"{config.get('input_size')}, but the weights have a recurrent input "
+                         f"of {w_hh[-1]} and input_size {w_ih[-1]}")
 
 
 def _same_shapes(shapes: dict, skeleton, weights_path: Path) -> None:

@@ -90,8 +90,6 @@ def test_conversion_refusals():
         gatedrnn.LSTM.from_torch(nn.GRU(I, H))
     with pytest.raises(TypeError, match="module: expected a torch.nn LSTM, GRU or RNN layer or cell, got Linear"):
         gatedrnn.LSTM.from_torch(nn.Linear(I, H))
-    with pytest.raises(ValueError, match="proj_size=0, got proj_size=2"):
-        gatedrnn.LSTM.from_torch(nn.LSTM(I, H, proj_size=2))
     for module in (gatedrnn.GRU(I, H), gatedrnn.GRU(I, H, variant="gru_simple"),
                    gatedrnn.LSTM(I, H, peephole=True)):
         with pytest.raises(ValueError, match=f"variant: torch.nn has only .*{module.variant!r}"):

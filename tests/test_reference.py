@@ -11,13 +11,14 @@ from conftest import VARIANTS
 T, B, I, H = 4, 2, 3, 3
 
 
-def _problem(variant, seed=0):
+def _problem(variant, seed=0, proj_size=0):
     rng = np.random.default_rng(seed)
-    params = reference.init_params(variant, I, H, rng)
+    params = reference.init_params(variant, I, H, rng, proj_size=proj_size)
+    A = proj_size or H   # the width of a<t>
     x = rng.standard_normal((T, B, I))
-    a0 = 0.5 * rng.standard_normal((B, H))
+    a0 = 0.5 * rng.standard_normal((B, A))
     c0 = 0.5 * rng.standard_normal((B, H))
-    w_out, w_a_n, w_c_n = (rng.standard_normal(s) for s in ((T, B, H), (B, H), (B, H)))
+    w_out, w_a_n, w_c_n = (rng.standard_normal(s) for s in ((T, B, A), (B, A), (B, H)))
     return params, x, a0, c0, w_out, w_a_n, w_c_n
 
 
@@ -27,9 +28,13 @@ def _loss(variant, params, x, a0, c0, w_out, w_a_n, w_c_n):
     return loss + ((w_c_n * c[-1]).sum() if c is not None else 0.0)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_gradients_match_finite_differences(variant):
-    params, x, a0, c0, w_out, w_a_n, w_c_n = _problem(variant)
+CASES = [(v, 0) for v in VARIANTS] + [("lstm", 2), ("lstm_peephole", 2)]
+
+
+@pytest.mark.parametrize("variant,proj_size", CASES,
+                         ids=[v + (f"-proj{p}" if p else "") for v, p in CASES])
+def test_gradients_match_finite_differences(variant, proj_size):
+    params, x, a0, c0, w_out, w_a_n, w_c_n = _problem(variant, proj_size=proj_size)
     _, _, cache = reference.forward(variant, x, params, a0, c0)
     grads = reference.backward(cache, w_out, w_a_n, w_c_n)
 

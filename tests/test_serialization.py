@@ -43,13 +43,13 @@ def test_mismatched_config_is_refused(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     config["hidden_size"] = 5
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"hidden_size 5 .* the weights have hidden_size 4"):
+    with pytest.raises(ValueError, match=r"hidden_size 5, proj_size 0 .* the weights have a recurrent input of 4"):
         gatedrnn.load(tmp_path)
 
 
 @pytest.mark.parametrize("change,message", [
     ({"num_layers": 100_000}, "num_layers: 100000, but model.safetensors holds 1 layers"),
-    ({"hidden_size": 10**9}, "hidden_size 1000000000 .* the weights have hidden_size 4"),
+    ({"hidden_size": 10**9}, "hidden_size 1000000000, .* the weights have a recurrent input of 4"),
     ({"input_size": -3}, "input_size: expected a positive integer, got -3"),
     ({"bidirectional": True}, "expected the tensors"),
 ])

@@ -108,13 +108,6 @@ def _compare(ours, theirs, args):
 def test_module_db_case(name, d, index):
     dtype = DTYPES[d]
     case = _inputs(name, dtype)[index]
-    if case.constructor_input.kwargs.get("proj_size", 0):
-        # LSTM projections are documented as not supported (docs/conformance.md).
-        theirs = INFOS[name].module_cls(*case.constructor_input.args,
-                                        **case.constructor_input.kwargs)
-        with pytest.raises(ValueError, match="proj_size"):
-            gatedrnn.from_torch(theirs)
-        return
     theirs, ours = _pair(name, dtype, case)
     args = case.forward_input.args
     backends = ("cpu", "loop", "reference") if hasattr(ours, "num_layers") else (None,)
@@ -143,8 +136,6 @@ def _packed(args, batch_first):
 def test_module_db_case_as_a_packed_batch(name, d, index):
     dtype = DTYPES[d]
     case = _inputs(name, dtype)[index]
-    if case.constructor_input.kwargs.get("proj_size", 0):
-        pytest.skip("LSTM projections are not supported (the unpacked case checks the refusal)")
     theirs, ours = _pair(name, dtype, case)
     args = _packed(case.forward_input.args, theirs.batch_first)
     for backend in ("cpu", "loop"):

@@ -75,6 +75,9 @@ def _check_module(module):
 
     if not isinstance(module, RecurrentLayers):
         raise TypeError(f"module: expected a gatedrnn.GRU, LSTM or RNN, got {type(module).__name__}")
+    if module.proj_size:
+        raise ValueError(f"module: ONNX's LSTM operator has no projection; expected "
+                         f"proj_size=0, got proj_size={module.proj_size}")
 
 
 def _stack(graph: _Graph, module, x: str, lengths: str, h0: str, c0: str, out: str,

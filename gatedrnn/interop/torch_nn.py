@@ -22,6 +22,10 @@ _CONVERSIONS = {
     "rnn_relu": (nn.RNN, (0,), (1,)),
 }
 
+# Parameters that are no stack of gate blocks, the same in both layouts: the LSTM's projection.
+UNSTACKED = ("weight_hr",)
+
+
 def _kinds():
     from .. import modules as M
 
@@ -39,6 +43,8 @@ def _settings(module: nn.Module, layers: bool) -> dict:
     if layers:
         kwargs.update(num_layers=module.num_layers, batch_first=module.batch_first,
                       dropout=module.dropout, bidirectional=module.bidirectional)
+        if getattr(module, "proj_size", 0):
+            kwargs["proj_size"] = module.proj_size
     if isinstance(module, (nn.GRU, nn.GRUCell)):
         kwargs["variant"] = "gru_reset_after"
     if getattr(module, "nonlinearity", None) is not None:
@@ -53,9 +59,6 @@ def from_torch(module: nn.Module):
     if type(module) not in kinds:
         raise TypeError(f"module: expected a torch.nn LSTM, GRU or RNN layer or cell, "
                         f"got {type(module).__name__}")
-    if getattr(module, "proj_size", 0):
-        raise ValueError(f"module: LSTM projections (proj_size) are not supported; expected "
-                         f"proj_size=0, got proj_size={module.proj_size}")
     layers = hasattr(module, "num_layers")
     ours = kinds[type(module)](module.input_size, module.hidden_size,
                                **_settings(module, layers))
@@ -78,5 +81,7 @@ def to_torch(module) -> nn.Module:
     theirs = theirs_class(module.input_size, module.hidden_size, **kwargs)
     with torch.no_grad():
         for name, p in theirs.named_parameters():
-            p.copy_(reorder(getattr(module, name), block, sign, inverse=True))
+            ours = getattr(module, name)
+            p.copy_(ours if name.startswith(UNSTACKED) else
+                    reorder(ours, block, sign, inverse=True))
     return theirs

@@ -34,7 +34,7 @@ class RecurrentLayers(Marked):
     def __init__(self, variant: str, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, backend: str | None = None,
-                 device=None, dtype=None, reverse: bool = False):
+                 device=None, dtype=None, reverse: bool = False, proj_size: int = 0):
         super().__init__()
         self.variant = get_variant(variant).name
         self.input_size = _checks.positive_int("input_size", input_size)
@@ -48,6 +48,8 @@ class RecurrentLayers(Marked):
         if self.reverse and self.bidirectional:
             raise ValueError("reverse: a bidirectional layer runs both ways already; expected "
                              "reverse=False with bidirectional=True, got reverse=True")
+        self.proj_size = _checks.projection(proj_size, self.hidden_size,
+                                            get_variant(self.variant).has_cell)
         self.backend = kernels.check(backend)
         if dropout > 0 and num_layers == 1:
             warnings.warn("dropout acts between layers, so with num_layers=1 it does nothing "
@@ -55,10 +57,12 @@ class RecurrentLayers(Marked):
         v = get_variant(self.variant)
         factory = {"device": device, "dtype": dtype}
         for layer in range(self.num_layers):
-            layer_input = self.input_size if layer == 0 else self.hidden_size * self.directions
+            layer_input = self.input_size if layer == 0 else self.output_size * self.directions
             for direction in range(self.directions):
                 sfx = self._suffix(layer, direction)
-                for name, p in P.make(v, layer_input, self.hidden_size, self.bias, factory).items():
+                made = P.make(v, layer_input, self.hidden_size, self.bias, factory,
+                              self.proj_size)
+                for name, p in made.items():
                     self.register_parameter(name + sfx, p)
         self.reset_parameters()
 
@@ -71,6 +75,11 @@ class RecurrentLayers(Marked):
     def directions(self) -> int:
         return 2 if self.bidirectional else 1
 
+    @property
+    def output_size(self) -> int:
+        """The width of a<t>: proj_size for an LSTM with projections, else hidden_size."""
+        return self.proj_size or self.hidden_size
+
     @staticmethod
     def _suffix(layer: int, direction: int) -> str:
         return f"_l{layer}" + ("_reverse" if direction == 1 else "")
@@ -80,12 +89,17 @@ class RecurrentLayers(Marked):
         return tuple(getattr(self, name + sfx)
                      for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "peephole"))
 
+    def _projection(self, layer: int, direction: int):
+        """W_hr (P, H) of an LSTM with projections, else None."""
+        return getattr(self, "weight_hr" + self._suffix(layer, direction), None)
+
     def reset_parameters(self) -> None:
         """Initialise every parameter as documented in gatedrnn.modules.params."""
         v = get_variant(self.variant)
         for layer in range(self.num_layers):
             for direction in range(self.directions):
-                P.reset(v, *self._weights(layer, direction), forget_bias=self.forget_bias)
+                P.reset(v, *self._weights(layer, direction), forget_bias=self.forget_bias,
+                        weight_hr=self._projection(layer, direction))
 
     def gates(self, layer: int = 0, direction: int = 0) -> dict:
         """Each gate's (W, b) in the lecture's layout: W is (H, H+I) acting on [a<t-1>, x<t>].
@@ -98,25 +112,30 @@ class RecurrentLayers(Marked):
         if not 0 <= direction < self.directions:
             raise ValueError(f"direction: expected 0 <= direction < {self.directions}, "
                              f"got {direction}")
-        return P.lecture_gates(get_variant(self.variant), *self._weights(layer, direction))
+        gates = P.lecture_gates(get_variant(self.variant), *self._weights(layer, direction))
+        if self.proj_size:
+            gates["W_hr"] = self._projection(layer, direction).detach()
+        return gates
 
-    def _state_shape(self, batch: int | None) -> tuple[int, ...]:
+    def _state_shape(self, batch: int | None, width: int | None = None) -> tuple[int, ...]:
         lead = (self.num_layers * self.directions,)
-        return lead + ((batch,) if batch is not None else ()) + (self.hidden_size,)
+        return lead + ((batch,) if batch is not None else ()) + (width or self.output_size,)
 
     def _initial_states(self, hx, x: Tensor, batched: bool):
         """hx → (a0, c0) stacked (L*D, B, H); zeros where not given; c0 None without a cell."""
         B = x.shape[1]
         has_cell = get_variant(self.variant).has_cell
         shape = self._state_shape(B if batched else None)
+        cell_shape = self._state_shape(B if batched else None, self.hidden_size)
         if hx is None:
-            zeros = x.new_zeros(self._state_shape(B))
-            return zeros, (zeros if has_cell else None)
+            return (x.new_zeros(self._state_shape(B)),
+                    x.new_zeros(self._state_shape(B, self.hidden_size)) if has_cell else None)
         if has_cell:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"hx: expected a tuple (a0, c0) for the LSTM, got "
                                 f"{type(hx).__name__}")
-            a0, c0 = (_checks.state(n, s, shape, x) for n, s in zip(("hx[0] (a0)", "hx[1] (c0)"), hx))
+            a0 = _checks.state("hx[0] (a0)", hx[0], shape, x)
+            c0 = _checks.state("hx[1] (c0)", hx[1], cell_shape, x)
         else:
             a0, c0 = _checks.state("hx", hx, shape, x), None
         if not batched:
@@ -199,11 +218,15 @@ class RecurrentLayers(Marked):
             for direction in range(self.directions):
                 i = layer * self.directions + direction
                 w_ih, w_hh, b_ih, b_hh, peephole = self._weights(layer, direction)
-                result = run_layer(layer_input, w_ih, w_hh, b_ih, b_hh, a0[i],
-                                    None if c0 is None else c0[i], variant=self.variant,
-                                    peephole=peephole, mask=mask,
-                                    reverse=(direction == 1) != self.reverse,
-                                    backend=self.backend)
+                reverse = (direction == 1) != self.reverse
+                run = run_layer
+                if self.proj_size:
+                    run = _projected(run_layer, self._projection(layer, direction), lengths,
+                                     reverse)
+                result = run(layer_input, w_ih, w_hh, b_ih, b_hh, a0[i],
+                             None if c0 is None else c0[i], variant=self.variant,
+                             peephole=peephole, mask=mask, reverse=reverse,
+                             backend=self.backend)
                 outputs.append(result[0])
                 a_n.append(result[1])
                 if c0 is not None:
@@ -248,7 +271,7 @@ class RecurrentLayers(Marked):
         s = f"{self.input_size}, {self.hidden_size}, variant={self.variant!r}"
         for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False),
                               ("dropout", 0.0), ("bidirectional", False), ("reverse", False),
-                              ("backend", None)):
+                              ("proj_size", 0), ("backend", None)):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
         return s
@@ -262,6 +285,37 @@ def _converted(cls, module: nn.Module):
         raise TypeError(f"module: {cls.__name__}.from_torch expected a "
                         f"torch.nn.{cls.__name__}, got {type(module).__name__}")
     return ours
+
+
+def _projected(run_layer, W_hr: Tensor, lengths, reverse: bool):
+    """`run_layer` for an LSTM with projections (LSTMP): a<t> = W_hr (Γ_o ⊙ tanh(c<t>)) feeds
+    the next step through R (G*H, P).
+
+    Since R a<t-1> = (R W_hr) ã<t-1>, with ã the unprojected Γ_o ⊙ tanh(c), the layer runs as a
+    plain LSTM with recurrent weights R W_hr (G*H, H) on every backend, its outputs projected
+    after; the given a<0> enters through the first step's input projection (an input column
+    block R, fed a<0> at each sequence's first step and 0 elsewhere), since no ã<0> need
+    exist. Exact up to rounding, and every gradient is autograd's; each step multiplies by a
+    (G*H, H) matrix where (G*H, P) would do.
+    """
+    def run(x, w_ih, w_hh, b_ih, b_hh, a0, c0, **kwargs):
+        T, B = x.shape[:2]
+        # a<0> enters through the input columns; a zero one that takes no gradient need not.
+        if a0.requires_grad or _checks.values_unreadable() or bool(a0.any()):
+            first = torch.zeros(T, B, a0.shape[-1], dtype=x.dtype, device=x.device)
+            rows = torch.arange(B, device=x.device)
+            if not reverse:
+                steps = torch.zeros_like(rows)
+            elif lengths is None:
+                steps = torch.full_like(rows, T - 1)
+            else:
+                steps = lengths.to(x.device) - 1
+            first = first.index_put((steps, rows), a0)
+            x, w_ih = torch.cat([x, first], -1), torch.cat([w_ih, w_hh], 1)
+        out, a_n, c_n = run_layer(x, w_ih, w_hh @ W_hr, b_ih, b_hh, a0.new_zeros(B, W_hr.shape[1]),
+                                  c0, **kwargs)
+        return out @ W_hr.t(), a_n @ W_hr.t(), c_n
+    return run
 
 
 def _repack(out: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
@@ -307,6 +361,7 @@ class LSTM(RecurrentLayers):
     Γ_u = σ(W_u[a<t-1>, x<t>] + b_u),  Γ_f = σ(W_f[...] + b_f),  Γ_o = σ(W_o[...] + b_o)
     c<t> = Γ_u ⊙ c~<t> + Γ_f ⊙ c<t-1>,  a<t> = Γ_o ⊙ tanh(c<t>)
     peephole=True: Γ_u and Γ_f also add p_u ⊙ c<t-1>, p_f ⊙ c<t-1>; Γ_o adds p_o ⊙ c<t>.
+    proj_size=P: a<t> = W_hr (Γ_o ⊙ tanh(c<t>)), P wide (LSTMP, as torch.nn.LSTM's proj_size).
     forget_bias: the initial b_f (1: keep the memory by default; larger for longer memories).
 
     Example:
@@ -320,11 +375,11 @@ class LSTM(RecurrentLayers):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  peephole: bool = False, backend: str | None = None, device=None, dtype=None,
-                 forget_bias: float = P.FORGET_BIAS, reverse: bool = False):
+                 forget_bias: float = P.FORGET_BIAS, reverse: bool = False, proj_size: int = 0):
         variant = "lstm_peephole" if peephole else "lstm"
         self.forget_bias = float(forget_bias)
         super().__init__(variant, input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, backend, device, dtype, reverse)
+                         dropout, bidirectional, backend, device, dtype, reverse, proj_size)
 
     @property
     def peephole(self) -> bool:
@@ -369,6 +424,7 @@ def for_variant(variant: str, input_size: int, hidden_size: int, **kwargs) -> Re
     v = get_variant(variant)
     if v.family == "lstm":
         return LSTM(input_size, hidden_size, peephole=bool(v.peepholes), **kwargs)
+    _checks.projection(kwargs.pop("proj_size", 0), hidden_size, has_cell=False)
     if v.family == "rnn":
         return RNN(input_size, hidden_size, nonlinearity=v.activation, **kwargs)
     return GRU(input_size, hidden_size, variant=v.name, **kwargs)

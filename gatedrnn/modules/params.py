@@ -36,16 +36,19 @@ UPDATE_BIAS = -1.0         # GRU family: b_u
 
 
 def make(variant: Variant, input_size: int, hidden_size: int, bias: bool,
-         factory: dict) -> dict[str, nn.Parameter | None]:
+         factory: dict, proj_size: int = 0) -> dict[str, nn.Parameter | None]:
     G, H, I = variant.num_gates, hidden_size, input_size
     empty = lambda *shape: nn.Parameter(torch.empty(*shape, **factory))  # noqa: E731
-    return {
+    made = {
         "weight_ih": empty(G * H, I),
-        "weight_hh": empty(G * H, H),
+        "weight_hh": empty(G * H, proj_size or H),
         "bias_ih": empty(G * H) if bias else None,
         "bias_hh": empty(G * H) if bias else None,
         "peephole": empty(len(variant.peepholes), H) if variant.peepholes else None,
     }
+    if proj_size:
+        made["weight_hr"] = empty(proj_size, H)
+    return made
 
 
 def _orthogonal(w):
@@ -56,8 +59,8 @@ def _orthogonal(w):
 
 
 def reset(variant: Variant, weight_ih, weight_hh, bias_ih, bias_hh, peephole,
-          forget_bias: float = FORGET_BIAS) -> None:
-    H = weight_hh.shape[1]
+          forget_bias: float = FORGET_BIAS, weight_hr=None) -> None:
+    H = weight_ih.shape[0] // variant.num_gates
     biases = {"f": forget_bias} if variant.has_cell else {"u": UPDATE_BIAS}
     with torch.no_grad():
         for k, g in enumerate(variant.gates):
@@ -70,6 +73,8 @@ def reset(variant: Variant, weight_ih, weight_hh, bias_ih, bias_hh, peephole,
             bias_hh.zero_()
         if peephole is not None:
             peephole.zero_()
+        if weight_hr is not None:   # orthogonal rows: the projection keeps a<t>'s scale
+            weight_hr.copy_(_orthogonal(weight_hr))
 
 
 def lecture_gates(variant: Variant, weight_ih, weight_hh, bias_ih, bias_hh, peephole) -> dict:

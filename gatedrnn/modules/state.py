@@ -45,7 +45,7 @@ class Marked(nn.Module):
 
 def _from_torch_layout(module, state_dict, prefix) -> dict:
     from ..interop.blocks import reorder
-    from ..interop.torch_nn import _CONVERSIONS
+    from ..interop.torch_nn import _CONVERSIONS, UNSTACKED
 
     if module.variant not in _CONVERSIONS:
         raise ValueError(
@@ -56,7 +56,8 @@ def _from_torch_layout(module, state_dict, prefix) -> dict:
             "gatedrnn.GRU.from_torch / gatedrnn.LSTM.from_torch")
     _, block, sign = _CONVERSIONS[module.variant]
     return {prefix + name: reorder(state_dict[prefix + name], block, sign, inverse=False)
-            for name, _ in module.named_parameters(recurse=False) if prefix + name in state_dict}
+            for name, _ in module.named_parameters(recurse=False)
+            if prefix + name in state_dict and not name.startswith(UNSTACKED)}
 
 
 def own(module: nn.Module, tensors: dict) -> dict:
