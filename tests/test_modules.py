@@ -304,3 +304,21 @@ def test_bias_free_layers_on_the_gpu_give_the_loops_outputs_and_gradients(varian
         runs.append([out, x.grad, *(p.grad for p in module.parameters())])
     for ours, loop in zip(runs[1], runs[0]):
         torch.testing.assert_close(ours, loop, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_reverse_layer_runs_each_sequence_from_its_end(variant):
+    g = torch.Generator().manual_seed(5)
+    model = randomize(layer_module(variant, I, H, num_layers=2, reverse=True,
+                                   dtype=torch.float64), g)
+    forward = layer_module(variant, I, H, num_layers=2, dtype=torch.float64)
+    forward.load_state_dict(model.state_dict())
+    lengths = [T, 2, T - 1]
+    x = torch.randn(T, len(lengths), I, generator=g, dtype=torch.float64)
+    out, _ = model(x, lengths=lengths)
+    for b, n in enumerate(lengths):
+        alone, _ = forward(x[:n, b:b + 1].flip(0))
+        torch.testing.assert_close(out[:n, b:b + 1], alone.flip(0), rtol=1e-12, atol=1e-12)
+        assert torch.all(out[n:, b] == 0)
+    with pytest.raises(ValueError, match="reverse: a bidirectional layer runs both ways"):
+        layer_module(variant, I, H, bidirectional=True, reverse=True)

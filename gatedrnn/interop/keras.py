@@ -27,11 +27,20 @@ _RECURRENT = ("GRU", "LSTM", "SimpleRNN")
 
 
 def _keras():
+    import importlib.util
+    import os
+    import sys
+
+    # Keras starts TensorFlow unless told otherwise; where no backend was chosen and there is
+    # no TensorFlow, torch (which gatedrnn has) is the one that can start.
+    if ("keras" not in sys.modules and "KERAS_BACKEND" not in os.environ
+            and importlib.util.find_spec("tensorflow") is None):
+        os.environ["KERAS_BACKEND"] = "torch"
     try:
         import keras
-    except ImportError:
-        raise ImportError("keras: gatedrnn's Keras conversion needs Keras 3; "
-                          "pip install gatedrnn[keras]") from None
+    except ImportError as error:
+        raise ImportError(f"keras: gatedrnn's Keras conversion needs Keras 3 and a backend "
+                          f"(pip install gatedrnn[keras]; KERAS_BACKEND=torch): {error}") from None
     return keras
 
 
@@ -153,6 +162,9 @@ def to_keras(module):
     if v.name not in _BLOCKS:
         raise ValueError(f"variant: Keras has only {sorted(_BLOCKS)}; a {v.name!r} module "
                          "cannot be converted")
+    if module.proj_size:
+        raise ValueError(f"module: Keras's LSTM has no projection; expected proj_size=0, got "
+                         f"proj_size={module.proj_size}")
     if module.reverse:
         raise ValueError("module: a reverse=True module would become go_backwards=True, whose "
                          "outputs Keras returns in reversed time order; expected reverse=False")
