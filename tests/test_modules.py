@@ -322,3 +322,38 @@ def test_a_reverse_layer_runs_each_sequence_from_its_end(variant):
         assert torch.all(out[n:, b] == 0)
     with pytest.raises(ValueError, match="reverse: a bidirectional layer runs both ways"):
         layer_module(variant, I, H, bidirectional=True, reverse=True)
+
+
+def _cell_of(variant, **kwargs):
+    v = get_variant(variant)
+    if v.family == "lstm":
+        return gatedrnn.LSTMCell(I, H, peephole=bool(v.peepholes), **kwargs)
+    if v.family == "rnn":
+        return gatedrnn.RNNCell(I, H, nonlinearity=v.activation, **kwargs)
+    return gatedrnn.GRUCell(I, H, variant=variant, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_cell_step_without_gradients_is_the_step_with_them(variant, dtype, monkeypatch):
+    """Without gradients a CPU cell step is one call of the compiled kernel; with them it is
+    Variant.step under autograd. Both give the same state, NaN included."""
+    g = torch.Generator().manual_seed(7)
+    cell = randomize(_cell_of(variant, dtype=dtype), g)
+    x = torch.randn(B, I, generator=g, dtype=dtype)
+    state = tuple(torch.randn(B, H, generator=g, dtype=dtype)
+                  for _ in range(2 if get_variant(variant).has_cell else 1))
+    x[0, 0] = float("nan")
+    hx = state if len(state) == 2 else state[0]
+    from gatedrnn.kernels import cpu
+    original, calls = cpu.step, []
+    monkeypatch.setattr(cpu, "step", lambda *a: calls.append(1) or original(*a))
+    with torch.no_grad():
+        fast = cell(x, hx)
+    assert len(calls) == (1 if cpu.available() else 0)
+    slow = cell(x.requires_grad_(), hx)
+    as_tuple = lambda s: s if isinstance(s, tuple) else (s,)  # noqa: E731
+    for f, s in zip(as_tuple(fast), as_tuple(slow)):
+        torch.testing.assert_close(f, s.detach(), rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype],
+                                   equal_nan=True)
+        assert f[0].isnan().any() and not f[1:].isnan().any()

@@ -194,6 +194,15 @@ def forward(variant: Variant, xp, R, b_hh, p, a0, c0, mask, reverse, keep_saved=
     return SA, (SC if variant.has_cell else None), (saved if keep_saved else None)
 
 
+def step(variant: Variant, xp, R, b_hh, p, a, c):
+    """One step without autograd, in one call of the kernel: (a, c) after it from xp (B, G*H)
+    and the states before it (c None without a cell). A single step's cost is call overhead,
+    which the element-wise ops of Variant.step multiply."""
+    SA, SC, _ = forward(variant, xp.unsqueeze(0), R, b_hh, p, a, c, None, False,
+                        keep_saved=False)
+    return SA[1], (SC[1] if SC is not None else None)
+
+
 def backward(variant: Variant, d_A, d_a_n, d_c_n, R, b_hh, p, SA, SC, saved, mask, reverse):
     d_xp, d_a0, d_c0 = extension().backward(kernel_id(variant), _c(d_A), _c(d_a_n),
                                             _c(d_c_n), _c(R), _c(p), SA, SC, saved,

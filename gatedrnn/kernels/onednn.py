@@ -29,6 +29,11 @@ MIN_VALUES = 192 * 1024
 _MEASURED_HERE = platform.machine().lower() in ("x86_64", "amd64")
 
 
+# Below this many rows (a streamed step, sampling) oneDNN's linear cost 2-4x MKL's at the
+# char-LM's sizes here (benchmarks/onednn_rows.py; benchmarks/results/onednn-few-rows-*).
+FEW_ROWS = 16
+
+
 def min_values(weight: torch.Tensor | None = None) -> int:
     """The threshold the compiled kernel takes: a negative one leaves its products to BLAS.
     Given the weight, a small one skips the environment lookup (~0.8 µs, a streamed step's
@@ -49,6 +54,8 @@ def _takes(x, weight, bias) -> bool:
     more, and only where nothing else looks: the operator has no rule for torch.func's
     transforms, no fake one for tracers and none in torch.jit's traces (ONNX export)."""
     if weight.numel() < MIN_VALUES or x.device.type != "cpu":   # first: the cheapest tests
+        return False
+    if x.numel() < FEW_ROWS * x.shape[-1]:   # a step's projection: MKL's is faster there
         return False
     if torch.jit.is_tracing() or values_unreadable() or min_values() < 0:
         return False

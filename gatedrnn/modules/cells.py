@@ -6,10 +6,12 @@ Dimension letters: B batch, I input features, H hidden units.
 
 from __future__ import annotations
 
+import functools
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import _checks
+from .. import _checks, kernels
 from ..cells import get_variant
 from ..functional import split_bias
 from . import params as P
@@ -64,8 +66,11 @@ class _Cell(Marked):
             state = state if batched else tuple(s.unsqueeze(0) for s in state)
         w_ih, w_hh, b_ih, b_hh, peephole = self._weights()
         bias_x, b_cc = split_bias(v, b_ih, b_hh, self.hidden_size)
-        a, c, _ = v.step(F.linear(x_t, w_ih, bias_x), w_hh, state[0],
-                         state[1] if v.has_cell else None, b_cc, peephole)
+        xp = F.linear(x_t, w_ih, bias_x)
+        step = v.step
+        if _compiled(v, x_t, state, (w_ih, w_hh, b_ih, b_hh, peephole)):
+            step = functools.partial(_compiled_step, v)
+        a, c, *_ = step(xp, w_hh, state[0], state[1] if v.has_cell else None, b_cc, peephole)
         new = (a, c) if v.has_cell else (a,)
         return new if batched else tuple(s.squeeze(0) for s in new)
 
@@ -83,6 +88,30 @@ class _Cell(Marked):
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, variant={self.variant!r}, bias={self.bias}"
+
+
+def _compiled(v, x_t, state, weights) -> bool:
+    """Can this step run in one call of the compiled CPU kernel? Where no gradient is wanted
+    (sampling, streaming) and the kernel runs the variant and dtype. (Cheap checks first: at
+    batch 1 a step costs tens of µs, and these run at every one.)"""
+    if x_t.device.type != "cpu" or x_t.dtype not in kernels.CPU_DTYPES:
+        return False
+    if _checks.needs_grad(x_t, *state, *weights) or _checks.values_unreadable():
+        return False
+    if any(s.dtype != x_t.dtype for s in state) or kernels.kernel_id(v) is None:
+        return False
+    return _cpu().available()
+
+
+@functools.cache
+def _cpu():
+    from ..kernels import cpu
+
+    return cpu
+
+
+def _compiled_step(v, xp, R, a, c, b_cc, p):
+    return _cpu().step(v, xp, R, b_cc, p, a.contiguous(), None if c is None else c.contiguous())
 
 
 class GRUCell(_Cell):
