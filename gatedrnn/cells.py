@@ -72,8 +72,8 @@ class Variant:
                 self.reset_before, self.recurrent_bias, self.activation)
 
     # The cell as a picture (gatedrnn diagram draws it): (name, operation, inputs) in order of
-    # computation. Operations: "σ", "tanh", "relu" (a layer on its inputs, or the plain function for a
-    # single state input), "⊙", "+", "1−". Inputs "x", "a_prev", "c_prev", earlier names; a
+    # computation. Operations: "σ", "tanh", "relu" (a layer on its inputs, or the plain function
+    # for a single state input), "⊙", "+", "1−". Inputs "x", "a_prev", "c_prev", earlier names; a
     # "peephole:" prefix marks an element-wise peephole path.
     diagram: tuple = ()
 
@@ -324,7 +324,8 @@ class LSTMPeephole(LSTM):
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in
-                                (RNN(), RNNReLU(), GRUSimple(), GRU(), GRUResetAfter(), LSTM(), LSTMPeephole())}
+                                (RNN(), RNNReLU(), GRUSimple(), GRU(), GRUResetAfter(), LSTM(),
+                                 LSTMPeephole())}
 
 
 def get_variant(variant: str | Variant) -> Variant:

@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["gatedrnn", "gatedrnn.reference", "gatedrnn.modules.layers", "gatedrnn.modules.cells",
-           "gatedrnn.interop.onnx_import", "gatedrnn.streaming"]
+           "gatedrnn.interop.onnx_import", "gatedrnn.interop.onnx_backend", "gatedrnn.streaming"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -16,9 +16,9 @@ or float64 for float64 inputs):
     PR, pr_stride with GIVEN ("gemm" mode, gatedrnn/kernels/gemm.py): the phase's recurrent
         product, computed before the launch, gate g at columns g·H of rows of pr_stride
 
-VARIANT numbers as in gatedrnn/kernels/triton.py: 0 rnn, 1 gru_simple, 2 gru, 3 gru_reset_after,
-4 lstm, 5 lstm_peephole, 6 rnn_relu. The lecture's GRU (2) runs in two phases, each a whole pass over the
-tiles: PHASE 0 the update and relevance gates (and Γ_r ⊙ c<t-1>), PHASE 1 the candidate, whose
+VARIANT numbers as in gatedrnn/kernels/__init__.py (KERNEL_IDS): 0 rnn, 1 gru_simple, 2 gru,
+3 gru_reset_after, 4 lstm, 5 lstm_peephole, 6 rnn_relu. The lecture's GRU (2) runs in two
+phases, each a whole pass over the tiles: PHASE 0 the update and relevance gates (and Γ_r ⊙ c<t-1>), PHASE 1 the candidate, whose
 product with R_c needs Γ_r ⊙ c<t-1> of every unit. Every other variant is one phase.
 """
 
