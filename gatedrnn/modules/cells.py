@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -97,6 +98,9 @@ def _compiled(v, x_t, state, weights) -> bool:
     if x_t.device.type != "cpu" or x_t.dtype not in kernels.CPU_DTYPES:
         return False
     if _checks.needs_grad(x_t, *state, *weights) or _checks.values_unreadable():
+        return False
+    # A trace would record the kernel's result as a constant; tensor subclasses want their ops.
+    if torch.jit.is_tracing() or torch.overrides.has_torch_function((x_t, *state)):
         return False
     if any(s.dtype != x_t.dtype for s in state) or kernels.kernel_id(v) is None:
         return False
