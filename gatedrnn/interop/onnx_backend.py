@@ -57,13 +57,14 @@ class BackendRepresentation(BackendRep):
 
     def __init__(self, model):
         self.graph = model.graph
+        self.constants = _constants(model.graph)
         for index, proto in enumerate(model.graph.node):
             if proto.op_type not in _GATES:
                 raise ValueError(f"model: this backend runs LSTM, GRU and RNN nodes only; node "
                                  f"{index} is {proto.op_type}")
 
     def run(self, inputs, **kwargs):
-        constants = _constants(self.graph)
+        constants = self.constants
         fed = [i.name for i in self.graph.input if i.name not in constants]
         if isinstance(inputs, dict):
             values = dict(inputs)
