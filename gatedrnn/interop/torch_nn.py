@@ -16,14 +16,23 @@ from .blocks import reorder
 
 # ours[k] = sign[k] * torch[block[k]]
 _CONVERSIONS = {
-    "lstm": (nn.LSTM, (0, 1, 3, 2), (1, 1, 1, 1)),
-    "gru_reset_after": (nn.GRU, (1, 0, 2), (-1, 1, 1)),
-    "rnn": (nn.RNN, (0,), (1,)),
-    "rnn_relu": (nn.RNN, (0,), (1,)),
+    "lstm": ((0, 1, 3, 2), (1, 1, 1, 1)),
+    "gru_reset_after": ((1, 0, 2), (-1, 1, 1)),
+    "rnn": ((0,), (1,)),
+    "rnn_relu": ((0,), (1,)),
 }
 
 # Parameters that are no stack of gate blocks, the same in both layouts: the LSTM's projection.
 UNSTACKED = ("weight_hr",)
+
+
+def convert(variant: str, name: str, tensor, inverse: bool = False):
+    """The parameter `name` of a `variant` module in gatedrnn's layout from torch.nn's
+    (inverse: torch.nn's from gatedrnn's)."""
+    if name.startswith(UNSTACKED):
+        return tensor.detach()
+    block, sign = _CONVERSIONS[variant]
+    return reorder(tensor, block, sign, inverse=inverse)
 
 
 def _kinds():
@@ -74,14 +83,11 @@ def to_torch(module) -> nn.Module:
         raise ValueError(f"variant: torch.nn has only {sorted(_CONVERSIONS)}; "
                          f"a {module.variant!r} module cannot be converted")
     theirs_class = {ours: theirs for theirs, ours in _kinds().items()}[type(module)]
-    _, block, sign = _CONVERSIONS[module.variant]
     layers = hasattr(module, "num_layers")
     kwargs = _settings(module, layers)
     kwargs.pop("variant", None)
     theirs = theirs_class(module.input_size, module.hidden_size, **kwargs)
     with torch.no_grad():
         for name, p in theirs.named_parameters():
-            ours = getattr(module, name)
-            p.copy_(ours if name.startswith(UNSTACKED) else
-                    reorder(ours, block, sign, inverse=True))
+            p.copy_(convert(module.variant, name, getattr(module, name), inverse=True))
     return theirs

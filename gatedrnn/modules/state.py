@@ -44,8 +44,7 @@ class Marked(nn.Module):
 
 
 def _from_torch_layout(module, state_dict, prefix) -> dict:
-    from ..interop.blocks import reorder
-    from ..interop.torch_nn import _CONVERSIONS, UNSTACKED
+    from ..interop.torch_nn import _CONVERSIONS, convert
 
     if module.variant not in _CONVERSIONS:
         raise ValueError(
@@ -54,10 +53,8 @@ def _from_torch_layout(module, state_dict, prefix) -> dict:
             f"(only {', '.join(sorted(_CONVERSIONS))}): a torch.nn.GRU's loads into "
             "gatedrnn.GRU(variant='gru_reset_after'), or convert the module itself with "
             "gatedrnn.GRU.from_torch / gatedrnn.LSTM.from_torch")
-    _, block, sign = _CONVERSIONS[module.variant]
-    return {prefix + name: reorder(state_dict[prefix + name], block, sign, inverse=False)
-            for name, _ in module.named_parameters(recurse=False)
-            if prefix + name in state_dict and not name.startswith(UNSTACKED)}
+    return {prefix + name: convert(module.variant, name, state_dict[prefix + name])
+            for name, _ in module.named_parameters(recurse=False) if prefix + name in state_dict}
 
 
 def own(module: nn.Module, tensors: dict) -> dict:
